@@ -1,0 +1,34 @@
+# Set-up and entry points. Every target is idempotent: the virtual environment is (re)built only
+# when pyproject.toml changes, and the Fashion-MNIST package is installed only when missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup data ablate test clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+data:
+	@test -d $(FASHION_MNIST) || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }
+
+# The main job on its embedded default: local Ray, local MLflow (sqlite), Fashion-MNIST.
+ablate: setup
+	$(PY) -m orchestrator.ablate $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
