@@ -1,0 +1,87 @@
+"""What every CLI shares: one-line errors with exit code 2, ``--json`` output, starting Ray."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+USAGE_ERROR = 2
+
+
+def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
+    """Run a CLI's ``main``; a user's mistake (ValueError, FileNotFoundError) becomes one line on
+    stderr and exit code 2, never a traceback."""
+    try:
+        code = main(argv)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(USAGE_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code)
+
+
+def parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f"python -m {prog}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_tracking_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                   "else sqlite:///<storage-path>/mlflow.db)")
+    p.add_argument("--storage-path", help="Ray Train storage for checkpoints: a folder, or s3://, "
+                   "or an NFS path on a cluster (default: ./runs)")
+    p.add_argument("--json", metavar="PATH", type=Path,
+                   help="write a machine-readable summary (run ids, metrics, URIs) to PATH")
+
+
+def write_json(path: Path, payload) -> None:
+    """Write ``payload`` to ``path`` atomically: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        json.dump(payload, tmp, indent=2, default=str)
+        tmp.write("\n")
+    os.replace(tmp.name, path)
+
+
+def check_writable(path: Path | None) -> None:
+    """Refuse a ``--json`` path that cannot be written, before any work starts."""
+    if path is None:
+        return
+    folder = Path(path).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"--json {path}: folder {folder} does not exist or is not writable")
+
+
+def init_ray() -> None:
+    """Connect to ``$RAY_ADDRESS`` (a cluster, or under ``ray job submit``), else start a private
+    local Ray bound to 127.0.0.1 without a dashboard."""
+    import logging
+
+    import ray
+
+    # Ray 2.60 turns token auth on for a new local cluster and warns about it on every start.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    # Workers stay quiet: the driver prints progress from MLflow, a failure surfaces as the run's
+    # error. ORCHESTRATOR_WORKER_LOGS=1 streams the workers' own output for debugging.
+    log_to_driver = os.environ.get("ORCHESTRATOR_WORKER_LOGS") == "1"
+    try:
+        if address:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=log_to_driver)
+        else:
+            # address="local": a plain ray.init() would silently join any cluster that
+            # `ray start` left running on this machine, with its own Python environment.
+            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
+                     logging_level="WARNING", log_to_driver=log_to_driver)
+    except ConnectionError as error:
+        raise ValueError(f"cannot connect to Ray at RAY_ADDRESS={address!r}: {error}") from None

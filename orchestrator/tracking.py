@@ -1,0 +1,151 @@
+"""MLflow: tracking URIs, experiments, deterministic runs (parent/child), params and metrics.
+
+Runs are found by a ``run_key`` tag rather than created blindly, so rerunning a command reuses
+its MLflow run instead of adding a duplicate. Only the driver creates experiments and runs (MLflow
+on one sqlite file races when several processes create the same experiment); workers log to a
+run id they are given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+RUN_KEY = "orchestrator.run_key"
+CONFIG_HASH = "orchestrator.config_hash"
+DIVERGED = "orchestrator.diverged"  # set by rank 0 when the loss went NaN/inf: the run failed
+PARAM_VALUE_LIMIT = 6000  # characters MLflow keeps of one param value
+
+# MLflow's sqlite store runs alembic migrations on first use and logs each one at INFO.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+
+
+def connect(uri: str) -> MlflowClient:
+    """A client for ``uri``, checked to answer; ValueError naming the URI when it does not."""
+    if uri.startswith("file:") or ("://" not in uri and not uri.startswith("databricks")):
+        raise ValueError(f"tracking URI {uri!r} is a file store, deprecated in MLflow 3; use "
+                         "sqlite:///path/mlflow.db or an http(s):// tracking server")
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # Fail fast on an unreachable server instead of MLflow's default minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - any transport or store error means unreachable
+        reason = str(error).splitlines()[0][:200]
+        raise ValueError(f"MLflow tracking URI {uri!r} is unreachable: {reason}") from None
+    return client
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created when missing (tolerates a concurrent creator)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage != "active":
+            raise ValueError(f"MLflow experiment {name!r} is deleted; restore it or pick another name")
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def find_run(client: MlflowClient, experiment_id: str, run_key: str):
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY}` = '{run_key}'",
+                              max_results=2)
+    if len(runs) > 1:
+        raise ValueError(f"several MLflow runs carry {RUN_KEY}={run_key!r}; delete the duplicates")
+    return runs[0] if runs else None
+
+
+def get_or_create_run(client: MlflowClient, experiment_id: str, run_key: str, *, run_name: str,
+                      tags: dict | None = None, parent_run_id: str | None = None):
+    """``(run, created)``: the run tagged ``run_key``, or a new one (nested under ``parent_run_id``)."""
+    run = find_run(client, experiment_id, run_key)
+    if run is not None:
+        return run, False
+    all_tags = {RUN_KEY: run_key, MLFLOW_RUN_NAME: run_name, **(tags or {})}
+    if parent_run_id:
+        all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    return run, True
+
+
+def retire_run(client: MlflowClient, run) -> None:
+    """Take ``run`` out of its run key (``--force``): it stays in MLflow, marked as retired."""
+    run_id = run.info.run_id
+    set_tags(client, run_id, {RUN_KEY: f"{run.data.tags.get(RUN_KEY)}@retired-{run_id}",
+                              "orchestrator.retired": "true"})
+    if run.info.status == "RUNNING":
+        client.set_terminated(run_id, "KILLED")
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``, values as strings cut to MLflow's limit."""
+    flat = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:PARAM_VALUE_LIMIT]
+    return flat
+
+
+def log_params(client: MlflowClient, run_id: str, values: dict) -> None:
+    """Log ``values`` as params once; a rerun with the same values is a no-op."""
+    existing = client.get_run(run_id).data.params
+    params = [Param(k, v) for k, v in flatten(values).items() if k not in existing]
+    changed = {k: (existing[k], v) for k, v in flatten(values).items() if k in existing and existing[k] != v}
+    if changed:
+        key, (old, new) = next(iter(changed.items()))
+        raise ValueError(f"run {run_id} already has param {key}={old!r}, not {new!r}")
+    for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=params[start:start + 100])
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict, step: int) -> None:
+    batch = [Metric(k, float(v), now_ms(), step) for k, v in metrics.items() if v is not None]
+    if batch:
+        client.log_batch(run_id, metrics=batch)
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def finish(client: MlflowClient, run_id: str, ok: bool, error: str | None = None) -> None:
+    if error:
+        set_tags(client, run_id, {"orchestrator.error": error[:PARAM_VALUE_LIMIT]})
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+
+
+def git_commit() -> str:
+    """The checkout's commit (with ``-dirty`` for local changes), or ``unknown`` outside git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")

@@ -1,0 +1,176 @@
+"""Build one run's ``TorchTrainer`` (Ray Train V2) and turn its ``Result`` into an MLflow record.
+
+Shared by ``orchestrator.train`` (one run) and ``orchestrator.ablate`` (one run per Tune trial).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import mlflow.pytorch
+import ray.train
+import torch
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from orchestrator import tracking
+from orchestrator.config import ExperimentConfig
+from orchestrator.worker import CHECKPOINT_FILE, build_run_model, load_split, train_worker
+from workloads.engine import load_checkpoint
+
+METRIC_KEYS = ("train_loss", "train_error", "test_loss", "test_top1_error", "test_top5_error",
+               "images_per_second", "epoch", "iteration")
+
+
+@dataclass
+class RunSummary:
+    """What a finished (or failed) run leaves behind; also the CLI's ``--json`` payload."""
+
+    name: str
+    run_id: str
+    status: str  # FINISHED or FAILED
+    tracking_uri: str
+    storage_path: str
+    metrics: dict = field(default_factory=dict)
+    checkpoints: dict = field(default_factory=dict)  # "last"/"best" -> Ray checkpoint path
+    artifacts: dict = field(default_factory=dict)  # "last"/"best"/"model" -> MLflow artifact URI
+    error: str | None = None
+
+
+def check_data(config: ExperimentConfig) -> None:
+    """Load the test split here, so a wrong data path fails in one line before Ray starts.
+
+    Skipped when driving a remote cluster ($RAY_ADDRESS): its nodes, not this machine, hold the data.
+    """
+    if not os.environ.get("RAY_ADDRESS"):
+        load_split(config, "test")
+
+
+def scaling_config(config: ExperimentConfig) -> ScalingConfig:
+    resources = {"CPU": config.cpus_per_worker}
+    if config.use_gpu:
+        resources["GPU"] = config.gpus_per_worker
+    return ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu,
+                         resources_per_worker=resources)
+
+
+def build_trainer(config: ExperimentConfig, run_id: str, tracking_uri: str,
+                  callbacks: list | None = None) -> TorchTrainer:
+    """A trainer whose name and storage are the run's: rerunning it resumes from its checkpoint."""
+    return TorchTrainer(
+        train_worker,
+        train_loop_config={"config": config.to_dict(), "run_id": run_id, "tracking_uri": tracking_uri},
+        scaling_config=scaling_config(config),
+        run_config=RunConfig(
+            name=config.name,
+            storage_path=config.resolved_storage_path(),
+            checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            callbacks=callbacks or [],
+            # Ray Train logs every report at INFO; the driver prints its own progress instead.
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )
+
+
+def run_folder(config: ExperimentConfig) -> Path | None:
+    """The local folder Ray Train keeps this run's checkpoints in (None for remote storage)."""
+    if "://" in config.storage_path:
+        return None
+    return Path(config.resolved_storage_path()) / config.name
+
+
+def discard_run_storage(config: ExperimentConfig) -> None:
+    folder = run_folder(config)
+    if folder is not None and folder.exists():
+        shutil.rmtree(folder)
+
+
+def best_checkpoint(result: ray.train.Result):
+    """The kept checkpoint with the lowest test top-1 error (the latest among equals)."""
+    candidates = [(metrics.get("test_top1_error", float("inf")), -i, checkpoint)
+                  for i, (checkpoint, metrics) in enumerate(reversed(result.best_checkpoints or []))]
+    return min(candidates, key=lambda c: c[:2])[2] if candidates else None
+
+
+def summary_of(client, run, config: ExperimentConfig) -> RunSummary:
+    """The summary of a run that already finished, read back from MLflow."""
+    run_id = run.info.run_id
+    artifacts = {label: f"runs:/{run_id}/checkpoints/{label}/{CHECKPOINT_FILE}" for label in ("last", "best")}
+    return RunSummary(name=config.name, run_id=run_id, status=run.info.status,
+                      tracking_uri=config.resolved_tracking_uri(),
+                      storage_path=config.resolved_storage_path(),
+                      metrics={k: v for k, v in run.data.metrics.items() if k in METRIC_KEYS},
+                      artifacts=artifacts | {"model": f"runs:/{run_id}/model"})
+
+
+def record_result(client, config: ExperimentConfig, run_id: str, result: ray.train.Result | None,
+                  error: BaseException | None = None) -> RunSummary:
+    """Close the MLflow run from ``result``: checkpoints and the model as artifacts, status, tags."""
+    summary = RunSummary(name=config.name, run_id=run_id, status="FAILED",
+                         tracking_uri=config.resolved_tracking_uri(),
+                         storage_path=config.resolved_storage_path())
+    metrics = dict(result.metrics or {}) if result is not None else {}
+    if error is None and result is not None and result.error is not None:
+        error = result.error
+    diverged = client.get_run(run_id).data.tags.get(tracking.DIVERGED)
+    if error is None and diverged:
+        summary.error = diverged
+    elif error is not None:
+        summary.error = _one_line(error)
+    summary.metrics = {k: metrics[k] for k in METRIC_KEYS if k in metrics}
+    if summary.error is None and result is not None and result.checkpoint is not None:
+        summary.checkpoints = {"last": result.checkpoint.path}
+        best = best_checkpoint(result)
+        if best is not None:
+            summary.checkpoints["best"] = best.path
+        summary.artifacts = log_checkpoints(client, run_id, config, result.checkpoint, best)
+        summary.status = "FINISHED"
+    tracking.finish(client, run_id, ok=summary.status == "FINISHED", error=summary.error)
+    return summary
+
+
+def log_checkpoints(client, run_id: str, config: ExperimentConfig, last, best) -> dict:
+    """Upload the last and best checkpoints and the final model (``mlflow.pytorch``) to the run."""
+    artifacts = {}
+    for label, checkpoint in (("last", last), ("best", best)):
+        if checkpoint is None:
+            continue
+        with checkpoint.as_directory() as folder:
+            client.log_artifact(run_id, os.path.join(folder, CHECKPOINT_FILE), f"checkpoints/{label}")
+        artifacts[label] = f"runs:/{run_id}/checkpoints/{label}/{CHECKPOINT_FILE}"
+    with last.as_directory() as folder:
+        state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    model = build_run_model(config, *_model_io(state)).eval()
+    model.load_state_dict(state["model"])
+    # MLflow 3 saves PyTorch models as torch.export programs (no pickle) traced on this example,
+    # and infers the signature from it.
+    example = torch.zeros(2, *_input_shape(state, config)).numpy()  # batch 2: 1 would pin the batch dim
+    mlflow.set_tracking_uri(config.resolved_tracking_uri())
+    with mlflow.start_run(run_id=run_id):
+        # Explicit requirements: inferring them imports and inspects the whole environment (slow).
+        mlflow.pytorch.log_model(model, name="model", input_example=example,
+                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    artifacts["model"] = f"runs:/{run_id}/model"
+    return artifacts
+
+
+def _model_io(state: dict) -> tuple[int, int]:
+    """``(in_channels, num_classes)`` read off the checkpoint's first conv and fc."""
+    return state["model"]["conv1.weight"].shape[1], state["model"]["fc.weight"].shape[0]
+
+
+def _input_shape(state: dict, config: ExperimentConfig) -> tuple[int, int, int]:
+    size = state["metrics"].get("image_size") or (224 if config.model.startswith(("resnet", "plain")) else 32)
+    return _model_io(state)[0], size, size
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    lines = [line for line in text.splitlines() if line.strip()]
+    # Ray wraps the worker's exception; its last line is the original "Type: message".
+    return lines[-1][:500] if lines else type(error).__name__

@@ -1,0 +1,179 @@
+"""The Ray Train worker loop: one data-parallel rank of one training run.
+
+Everything it trains with comes from ``workloads`` (data, model, recipe, train step, evaluation,
+checkpoint state); this module only wires it to Ray Train (rank, device, checkpoints, reports)
+and to the run's MLflow record (rank 0 only). Workers print nothing: the driver reports progress.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from orchestrator import tracking
+from orchestrator.config import ExperimentConfig
+from workloads.data import ResidentLoader, load_dataset, per_pixel_mean
+from workloads.engine import (DivergenceError, build_optimizer, compile_model, evaluate, get_recipe,
+                              load_checkpoint, make_checkpoint, prepare_model, recipe_for_depth,
+                              restore_checkpoint, save_checkpoint, train_epoch)
+from workloads.models import build_model, parse_model_name
+
+CHECKPOINT_FILE = "state.pt"
+SUBSET_SEED = 0  # the same training subset for every seed of a run, so seeds compare
+
+
+def load_split(config: ExperimentConfig, split: str):
+    data = load_dataset(config.dataset, split, root=config.data_root)
+    limit = config.train_subset if split == "train" else config.test_subset
+    if limit is not None and limit < len(data):
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(SUBSET_SEED))
+        data = data.subset(order[:limit].sort().values)
+    return data
+
+
+def build_run_model(config: ExperimentConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
+    options = {"stride_placement": config.stride_placement, "in_channels": in_channels,
+               "num_classes": num_classes}
+    if config.shortcut is not None:
+        options["shortcut"] = config.shortcut
+    return build_model(config.model, **options)
+
+
+def resolved_recipe(config: ExperimentConfig, iterations_per_epoch: int):
+    recipe = get_recipe(config.recipe, **config.recipe_overrides)
+    return recipe_for_depth(recipe, parse_model_name(config.model).depth).resolve(iterations_per_epoch)
+
+
+class MetricsLog:
+    """Rank 0's MLflow writer. One ``log_batch`` per epoch, skipping steps already logged.
+
+    A worker killed mid-epoch restarts from the last checkpoint and redoes that epoch; the steps
+    logged before the kill are not logged twice (exactly-once per step, by a high-water mark
+    read from the run when the worker starts).
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        self.client = tracking.MlflowClient(tracking_uri=tracking_uri)
+        self.run_id = run_id
+        history = self.client.get_metric_history(run_id, "epoch")
+        self.logged_up_to = max((m.step for m in history), default=-1)
+        self.pending: list[tuple[dict, int]] = []
+
+    def add(self, metrics: dict, step: int) -> None:
+        if step > self.logged_up_to:
+            self.pending.append((metrics, step))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        batch = [tracking.Metric(k, float(v), tracking.now_ms(), step)
+                 for metrics, step in self.pending for k, v in metrics.items()]
+        for start in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(self.run_id, metrics=batch[start:start + 1000])
+        self.logged_up_to = max(step for _, step in self.pending)
+        self.pending.clear()
+
+
+def inject_nan(model: torch.nn.Module, spec: str, rank: int, start_iteration: int) -> None:
+    """Make this rank's logits NaN at global iteration ``ITERATION`` of ``spec`` ("RANK:ITERATION")."""
+    target_rank, target_iteration = (int(part) for part in spec.split(":"))
+    if rank != target_rank:
+        return
+    calls = iter(range(start_iteration, 2**62))
+
+    def hook(module, inputs, output):
+        # Training forwards only: evaluation runs the same module under inference mode.
+        if module.training and next(calls) == target_iteration:
+            return output * float("nan")
+        return output
+
+    model.register_forward_hook(hook)
+
+
+def train_worker(loop_config: dict) -> None:
+    """Ray Train's ``train_loop_per_worker``: ``loop_config`` holds the resolved config as a dict,
+    the MLflow ``tracking_uri`` and the ``run_id`` that rank 0 logs to."""
+    config = ExperimentConfig(**loop_config["config"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
+    on_gpu = device.type == "cuda"
+    torch.manual_seed(config.seed + rank)
+
+    train_data, test_data = load_split(config, "train"), load_split(config, "test")
+    mean = per_pixel_mean(train_data.images)
+    recipe = get_recipe(config.recipe, **config.recipe_overrides)
+    per_worker = recipe.per_worker_batch(world_size)
+    train_loader = ResidentLoader(train_data.images, train_data.labels, per_worker, train=True,
+                                  mean=mean, device=device, rank=rank, world_size=world_size,
+                                  seed=config.seed)
+    test_loader = ResidentLoader(test_data.images, test_data.labels, 256, train=False, mean=mean,
+                                 device=device, rank=rank, world_size=world_size)
+    if len(train_loader) == 0:
+        raise ValueError(f"{len(train_data)} training images give no batch of {per_worker} per worker")
+    recipe = resolved_recipe(config, len(train_loader))
+    epochs = math.ceil(recipe.total_iterations / len(train_loader))
+
+    model = build_run_model(config, train_data.in_channels, train_data.num_classes)
+    model = prepare_model(model, device, channels_last=on_gpu)
+    optimizer = build_optimizer(model, recipe)
+    iteration, epoch = 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+        iteration, epoch = restore_checkpoint(state, model, optimizer, expected_config_hash=config.hash(),
+                                              restore_rng=False)
+    if config.inject_nan is not None:
+        inject_nan(model, config.inject_nan, rank, start_iteration=iteration)
+    if config.compile:
+        model = compile_model(model)
+    if dist.is_initialized() and world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
+    autocast = torch.bfloat16 if on_gpu else None
+
+    log = MetricsLog(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 else None
+    on_step = (lambda m: log.add({"train_loss_step": m["loss"], "train_error_step": m["train_error"],
+                                  "lr": m["lr"]}, m["iteration"])) if log else None
+    while epoch < epochs:
+        try:
+            stats = train_epoch(model, train_loader, optimizer, recipe, start_iteration=iteration,
+                                device=device, epoch=epoch, autocast_dtype=autocast,
+                                channels_last=on_gpu, on_step=on_step, log_every=config.log_every)
+        except DivergenceError as error:
+            # Every rank raised at the same step. End normally, so Ray does not retry a
+            # deterministic failure; rank 0 records it on the run, and the driver marks it failed.
+            if log:
+                log.flush()
+                tracking.set_tags(log.client, log.run_id, {tracking.DIVERGED: str(error)})
+            return
+        iteration, epoch = stats.end_iteration, epoch + 1
+        test = evaluate(model, test_loader, device, autocast)
+        metrics = {"epoch": epoch, "iteration": iteration, "epochs": epochs,
+                   "total_iterations": recipe.total_iterations, "train_loss": stats.loss,
+                   "train_error": stats.top1_error, "test_loss": test["loss"],
+                   "test_top1_error": test["top1_error"], "test_top5_error": test["top5_error"],
+                   "images_per_second": stats.images_per_second,
+                   "image_size": train_data.image_size}
+        save = epoch % config.checkpoint_every == 0 or epoch == epochs
+        if log:
+            log.add(metrics, iteration)
+            log.flush()
+        if rank == 0 and save:
+            with tempfile.TemporaryDirectory() as folder:
+                state = make_checkpoint(model, optimizer, iteration=iteration, epoch=epoch,
+                                        config_hash=config.hash(), config=config.to_dict(),
+                                        metrics=metrics)
+                save_checkpoint(state, os.path.join(folder, CHECKPOINT_FILE))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        else:
+            # A barrier: every rank reports as often as rank 0 does.
+            ray.train.report(metrics)
