@@ -23,3 +23,10 @@ __all__ = [
     "multi_scale_views", "per_pixel_mean", "resize_shorter", "subtract_mean", "synthetic",
     "ten_crop_views", "train_val_split",
 ]
+from .decode import center_view_batch, decode_batch, decode_image_bytes, decode_images, imagenet_train_batch
+from .shards import ShardEvent, ShardSource, list_shard_datasets, open_source, resolve_output, shard_files, write_shards
+
+__all__ += [
+    "ShardEvent", "ShardSource", "center_view_batch", "decode_batch", "decode_image_bytes", "decode_images",
+    "imagenet_train_batch", "list_shard_datasets", "open_source", "resolve_output", "shard_files", "write_shards",
+]

@@ -1,0 +1,64 @@
+"""Read Parquet shards (from ``python -m orchestrator.prepare``) with Ray Data, decoded on CPU workers.
+
+The decode/augment functions are the pure ones in ``workloads.data.decode``; Ray Data runs them in
+``map_batches`` tasks, streaming, while the trainer consumes earlier batches. For a Ray Train run:
+
+    train = read_shards(out, "train", augment="imagenet-train", mean=mean)
+    trainer = TorchTrainer(loop, datasets={"train": train}, ...)
+    # in the worker loop, each epoch:
+    for images, labels in iter_torch(ray.train.get_dataset_shard("train"), 256, device=device): ...
+
+Ray Train splits the dataset across workers (``get_dataset_shard``); every pass re-runs the
+pipeline, so unseeded augmentation differs per epoch.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Iterator
+
+import numpy as np
+import ray.data
+import torch
+
+from workloads.data.decode import center_view_batch, decode_batch, imagenet_train_batch
+from workloads.data.shards import resolve_output, shard_files
+
+AUGMENTS = {None: decode_batch, "imagenet-train": imagenet_train_batch, "center": center_view_batch}
+
+
+def read_shards(out: str, split: str = "train", *, augment: str | None = None, mean=None,
+                seed: int | None = None, batch_size: int = 32, num_cpus: float = 1.0) -> ray.data.Dataset:
+    """A ``ray.data.Dataset`` of decoded rows from the finished shards of ``out/<split>``.
+
+    ``augment``: None gives ``{"image": uint8 [C,H,W], "label": int64}`` rows (same-sized images,
+    e.g. CIFAR); "imagenet-train" the paper's training augmentation and "center" the single-crop
+    evaluation view, both float32 [3,224,224] minus ``mean`` ([3] or [3,224,224], [0,1] units).
+    ``seed`` (imagenet-train only): None draws fresh randomness every pass; an int fixes each
+    image's crop as a function of (seed, key). ``batch_size``: rows per decode task call;
+    ``num_cpus``: CPUs reserved per decode task. Raises FileNotFoundError / ValueError when the
+    folder holds no manifest or unfinished shards.
+    """
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment {augment!r}; valid: {list(AUGMENTS)}")
+    if augment is not None and mean is None:
+        raise ValueError(f"augment {augment!r} needs mean ([3] or [3,224,224], [0,1] units)")
+    if seed is not None and augment != "imagenet-train":
+        raise ValueError(f"seed is only used by augment='imagenet-train', got augment {augment!r}")
+    fs, base = resolve_output(out)
+    manifest, paths = shard_files(fs, posixpath.join(base, split))
+    columns = ["key", "image", "label"] + (["shape"] if manifest["plan"]["image_format"] == "raw" else [])
+    kwargs = {} if augment is None else {"mean": np.asarray(mean, dtype=np.float32)}
+    if seed is not None:
+        kwargs["seed"] = seed
+    return ray.data.read_parquet(paths, filesystem=fs).select_columns(columns).map_batches(
+        AUGMENTS[augment], fn_kwargs=kwargs, batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus)
+
+
+def iter_torch(data, batch_size: int, *, device: str | torch.device = "cpu", drop_last: bool = False,
+               local_shuffle_buffer_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` torch batches of a Dataset from ``read_shards`` or of a Ray Train worker's
+    ``ray.train.get_dataset_shard(...)``; ``local_shuffle_buffer_size`` rows mix across shards."""
+    for batch in data.iter_torch_batches(batch_size=batch_size, device=device, drop_last=drop_last,
+                                         local_shuffle_buffer_size=local_shuffle_buffer_size):
+        yield batch["image"], batch["label"]
