@@ -41,13 +41,17 @@ class RunSummary:
     error: str | None = None
 
 
-def check_data(config: ExperimentConfig) -> None:
-    """Load the test split here, so a wrong data path fails in one line before Ray starts.
+def check_data(config: ExperimentConfig) -> tuple[int, int, int]:
+    """Load the test split here, so a wrong data path fails in one line before Ray starts; returns
+    the data's (in_channels, num_classes, image_size).
 
-    Skipped when driving a remote cluster ($RAY_ADDRESS): its nodes, not this machine, hold the data.
+    Skipped when driving a remote cluster ($RAY_ADDRESS): its nodes, not this machine, hold the
+    data, and the shape is the usual one of the model family.
     """
-    if not os.environ.get("RAY_ADDRESS"):
-        load_split(config, "test")
+    if os.environ.get("RAY_ADDRESS"):
+        return (3, 1000, 224) if config.model.startswith(("resnet", "plain")) else (3, 10, 32)
+    data = load_split(config, "test")
+    return data.in_channels, data.num_classes, data.image_size
 
 
 def scaling_config(config: ExperimentConfig) -> ScalingConfig:

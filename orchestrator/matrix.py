@@ -1,0 +1,131 @@
+"""An ablation as data: a base training config and a matrix of axes, expanded into named trials.
+
+A preset (``configs/ablate/<name>.yaml``) reads::
+
+    name: smoke                   # the ablation's name: rerunning it resumes it
+    base: {preset: smoke, ...}    # a train preset and/or config keys shared by every trial
+    matrix:                       # the cross product of these axes
+      family: cifar               # cifar or imagenet (how depth + residual become a model name)
+      depth: [8, 32]
+      residual: [false, true]
+      shortcut: [A]               # plain nets have no shortcut: they join only the first option
+      seed: [0]
+      <any config key>: [values]  # e.g. recipe, dataset, train_subset
+    include:                      # extra cells outside the cross product (Table 3's 50/101/152)
+      - {depth: 50, residual: true, shortcut: B}
+    max_concurrent: null          # trials at once (default: what the cluster's resources allow)
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import yaml
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.config import (CONFIG_DIR, FIELDS, ExperimentConfig, load_config, make_config,
+                                 merge, preset_path, read_yaml)
+
+ABLATE_PRESETS = CONFIG_DIR / "ablate"
+MODEL_AXES = ("family", "depth", "residual")
+TOP_KEYS = ("name", "base", "matrix", "include", "max_concurrent", "description")
+FAMILIES = ("cifar", "imagenet")
+
+
+@dataclass(frozen=True)
+class Trial:
+    name: str  # deterministic: <ablation>-<model>-<shortcut>-s<seed>[-<other axes>]
+    config: ExperimentConfig
+    axes: dict = field(default_factory=dict)  # this cell's axis values, for the results table
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    trials: tuple[Trial, ...]
+    max_concurrent: int | None = None
+    description: str = ""
+
+
+def model_name(family: str, depth: int, residual: bool) -> str:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+    kind = "resnet" if residual else "plain"
+    return f"cifar_{kind}{depth}" if family == "cifar" else f"{kind}{depth}"
+
+
+def load_ablation(preset: str, overrides: dict | None = None, name: str | None = None,
+                  axes: dict | None = None) -> Ablation:
+    """Read and expand an ablation preset; ``overrides`` apply to every trial's config and
+    ``axes`` (e.g. ``{"depth": "[20, 56]"}``, values as typed) replace matrix axes."""
+    spec = read_yaml(preset_path(preset, ABLATE_PRESETS))
+    unknown = sorted(set(spec) - set(TOP_KEYS))
+    if unknown:
+        raise ValueError(f"{preset}: unknown ablation key(s) {', '.join(unknown)}; valid: {', '.join(TOP_KEYS)}")
+    if axes:
+        spec["matrix"] = {**(spec.get("matrix") or {}),
+                          **{k: yaml.safe_load(str(v)) for k, v in axes.items()}}
+    return expand(spec, overrides or {}, name=name)
+
+
+def expand(spec: dict, overrides: dict, name: str | None = None) -> Ablation:
+    name = name or spec.get("name")
+    if not name or "/" in str(name):
+        raise ValueError(f"ablation name {name!r} must be non-empty and without '/'")
+    base = dict(spec.get("base") or {})
+    base_preset = base.pop("preset", None)
+    matrix = {k: v if isinstance(v, list) else [v] for k, v in (spec.get("matrix") or {}).items()}
+    for key in matrix:
+        if key not in MODEL_AXES and key not in FIELDS:
+            raise ValueError(f"unknown matrix axis {key!r}; valid: {', '.join(MODEL_AXES)} or a config key")
+        if key in ("name", "model"):
+            raise ValueError(f"matrix axis {key!r} is derived; use family/depth/residual instead")
+    cells = [dict(zip(matrix, values)) for values in itertools.product(*matrix.values())] if matrix else []
+    for extra in spec.get("include") or []:
+        if not isinstance(extra, dict):
+            raise ValueError(f"include entries must be mappings, got {extra!r}")
+        cells.append({**{k: v[0] for k, v in matrix.items()}, **extra})
+    if not cells:
+        raise ValueError(f"ablation {name!r} has no trials: give a matrix or include list")
+
+    first_shortcut = (matrix.get("shortcut") or [None])[0]
+    trials: dict[str, Trial] = {}
+    for cell in cells:
+        values = dict(cell)
+        family = values.pop("family", "cifar")
+        depth = values.pop("depth", None)
+        residual = values.pop("residual", True)
+        if depth is None:
+            raise ValueError(f"ablation {name!r}: a cell has no depth: {cell}")
+        model = model_name(family, depth, residual)
+        if not residual and values.get("shortcut") not in (None, first_shortcut):
+            continue  # a plain net is the same net whatever the shortcut option: run it once
+        if not residual:
+            values.pop("shortcut", None)
+        trial_name = trial_label(name, model, values)
+        config_values = merge(merge(_base_values(base_preset), base), {**values, **overrides})
+        config_values.update(model=model, name=trial_name)
+        trials.setdefault(trial_name, Trial(trial_name, make_config(config_values),
+                                            {"model": model, "depth": depth, "residual": residual, **values}))
+    return Ablation(name=name, trials=tuple(trials.values()), max_concurrent=spec.get("max_concurrent"),
+                    description=str(spec.get("description", "")))
+
+
+def trial_label(ablation: str, model: str, values: dict) -> str:
+    parts = [ablation, model]
+    if values.get("shortcut"):
+        parts.append(str(values["shortcut"]))
+    parts += [f"s{v}" if k == "seed" else f"{k}={v}" for k, v in sorted(values.items()) if k != "shortcut"]
+    return "-".join(str(p).replace("/", "_") for p in parts)
+
+
+def _base_values(preset: str | None) -> dict:
+    if preset is None:
+        return {}
+    load_config(preset)  # validates the preset on its own, so its errors name it
+    return read_yaml(preset_path(preset))
+
+
+def list_ablations() -> list[str]:
+    return sorted(p.stem for p in Path(ABLATE_PRESETS).glob("*.yaml"))

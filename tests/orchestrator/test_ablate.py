@@ -1,0 +1,157 @@
+"""python -m orchestrator.ablate: matrix expansion, validation, an end-to-end smoke matrix on real
+Ray Tune + MLflow + Fashion-MNIST, and resume after the driver is killed."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.ablate import ablate, concurrency, place_trials
+from orchestrator.config import parse_overrides
+from orchestrator.matrix import expand, load_ablation
+
+ROOT = Path(__file__).resolve().parents[2]
+# A matrix small enough for a test: 2 depths x plain/residual, 2 epochs of 8 iterations each
+# (1024 images, batch 128, one worker per trial).
+TINY = ["train_subset=1024", "test_subset=256", "recipe.total=16", "recipe.milestones=[12]", "log_every=4"]
+
+
+def tiny_ablation(tmp_path, name="tiny", axes=None):
+    overrides = parse_overrides(TINY) | {"storage_path": str(tmp_path / "runs")}
+    return load_ablation("smoke", overrides, name=name, axes=axes or {"depth": "[8, 14]"})
+
+
+def test_smoke_preset_expands_to_plain_and_residual_at_two_depths():
+    ablation = load_ablation("smoke")
+    assert [t.name for t in ablation.trials] == [
+        "smoke-cifar_plain8-s0", "smoke-cifar_resnet8-A-s0", "smoke-cifar_plain32-s0", "smoke-cifar_resnet32-A-s0"]
+    assert {t.config.dataset for t in ablation.trials} == {"fashion-mnist"}
+
+
+def test_plain_nets_run_once_whatever_the_shortcut_axis_and_include_adds_cells():
+    spec = {"name": "t3", "base": {"dataset": "synthetic"},
+            "matrix": {"family": "imagenet", "depth": [34], "residual": [False, True], "shortcut": ["A", "B", "C"]},
+            "include": [{"depth": 50, "residual": True, "shortcut": "B"}]}
+    names = [t.name for t in expand(spec, {}).trials]
+    assert names == ["t3-plain34", "t3-resnet34-A", "t3-resnet34-B", "t3-resnet34-C", "t3-resnet50-B"]
+
+
+@pytest.mark.parametrize("axes, message", [
+    ({"depth": "[21]"}, "not 6n+2"),
+    ({"colour": "[1]"}, "unknown matrix axis 'colour'"),
+    ({"recipe": "[fast]"}, "unknown recipe 'fast'"),
+])
+def test_bad_matrices_are_refused_before_any_trial(axes, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_ablation("smoke", axes=axes)
+
+
+def test_an_impossible_resource_request_is_refused():
+    trials = load_ablation("smoke", parse_overrides(["workers=4"])).trials
+    with pytest.raises(ValueError, match="needs 3.81 CPU but the Ray cluster has 2"):
+        concurrency(trials, {"CPU": 2.0}, None)
+    assert concurrency(load_ablation("smoke").trials, {"CPU": 2.0}, None) == 2  # 0.96 CPU a trial
+
+
+def test_cli_refuses_bad_input_in_one_line_before_ray_starts(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "orchestrator.ablate", "--axis", "depth=[21]",
+                          "--storage-path", str(tmp_path / "runs"), "--json", str(tmp_path / "s.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error:") and len(out.stderr.strip().splitlines()) == 1
+    assert "not 6n+2" in out.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_smoke_matrix_end_to_end(ray_local, tmp_path):
+    ablation = tiny_ablation(tmp_path)
+    lines = []
+    summary = ablate(ablation, echo=lines.append)
+    uri = place_trials(ablation)[0].config.tracking_uri
+    client = MlflowClient(uri)
+
+    assert summary["failed"] == []
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(r.info.run_name for r in children) == sorted(t.name for t in ablation.trials)
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.metrics["epoch"] == 2
+        assert 0 <= child.data.metrics["test_top1_error"] < 90  # better than chance on 10 classes
+        assert child.data.params["model"] == child.data.tags["model"]
+
+    table = pq.read_table(summary["results"]["parquet"]).to_pylist()
+    assert len(table) == 4 and all(row["status"] == "FINISHED" for row in table)
+    assert {row["run_id"] for row in table} == {c.info.run_id for c in children}
+    for row in table:
+        assert row["test_top1_error"] == pytest.approx(client.get_run(row["run_id"]).data.metrics["test_top1_error"])
+        assert row["params"] > 0 and row["multiply_adds"] > 0
+    plain8, res8 = (next(r for r in table if r["model"] == m) for m in ("cifar_plain8", "cifar_resnet8"))
+    assert plain8["params"] == res8["params"]  # option A adds no parameters
+    artifacts = [a.path for a in client.list_artifacts(parent.info.run_id, "results")]
+    assert artifacts == ["results/results.csv", "results/results.parquet"]
+    assert any("epoch 2/2" in line for line in lines)
+
+    # Rerunning a finished ablation trains nothing and duplicates nothing.
+    again = ablate(ablation, echo=lines.append)
+    assert again["parent_run_id"] == parent.info.run_id
+    assert "4 finished, 0 to run" in "\n".join(lines)
+    assert len(client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")) == 4
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    storage = tmp_path / "runs"
+    command = [sys.executable, "-m", "orchestrator.ablate", "--name", "resume", "--axis", "depth=[8]",
+               "--axis", "seed=[0, 1]", "--max-concurrent", "1", "--storage-path", str(storage)]
+    command += [arg for pair in TINY for arg in ("--set", pair)]
+    uri = f"sqlite:///{storage / 'mlflow.db'}"
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    try:
+        finished = wait_for_finished_children(storage / "mlflow.db", at_least=1, timeout=400)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert 1 <= len(finished) < 4, "the driver was meant to die mid-ablation"
+
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"4 trials: {len(finished)} finished, {4 - len(finished)} to run" in second.stdout
+
+    client = MlflowClient(uri)
+    parent = client.search_runs([client.get_experiment_by_name("resnet-orchestrator").experiment_id],
+                                "tags.`orchestrator.run_key` = 'resume'")[0]
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    for run_id, end_time in finished.items():  # not retrained
+        assert client.get_run(run_id).info.end_time == end_time
+
+
+def wait_for_finished_children(db: Path, at_least: int, timeout: float) -> dict[str, int]:
+    """Poll the MLflow database until ``at_least`` trials of the ablation named "resume" finished:
+    {run_id: end_time}."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if db.exists():
+            client = MlflowClient(f"sqlite:///{db}")
+            experiment = client.get_experiment_by_name("resnet-orchestrator")
+            if experiment is not None:
+                runs = client.search_runs([experiment.experiment_id],
+                                          "attributes.status = 'FINISHED' and tags.ablation = 'resume'")
+                if len(runs) >= at_least:
+                    return {r.info.run_id: r.info.end_time for r in runs}
+        time.sleep(2)
+    raise AssertionError(f"no {at_least} finished trial(s) within {timeout:.0f} s")
