@@ -45,12 +45,15 @@ def check_data(config: ExperimentConfig) -> tuple[int, int, int]:
     """Load the test split here, so a wrong data path fails in one line before Ray starts; returns
     the data's (in_channels, num_classes, image_size).
 
-    Skipped when driving a remote cluster ($RAY_ADDRESS): its nodes, not this machine, hold the
-    data, and the shape is the usual one of the model family.
+    Driving a remote cluster ($RAY_ADDRESS), the data may live only on its nodes: then a missing
+    path is left for the workers to report, and the shape is the model family's usual one.
     """
-    if os.environ.get("RAY_ADDRESS"):
+    try:
+        data = load_split(config, "test")
+    except FileNotFoundError:
+        if not os.environ.get("RAY_ADDRESS"):
+            raise
         return (3, 1000, 224) if config.model.startswith(("resnet", "plain")) else (3, 10, 32)
-    data = load_split(config, "test")
     return data.in_channels, data.num_classes, data.image_size
 
 
