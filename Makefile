@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup data ablate test clean
+.PHONY: setup data test-services ablate test clean
 
 setup: $(STAMP) data
 
@@ -27,7 +27,12 @@ data:
 ablate: setup
 	$(PY) -m orchestrator.ablate $(ARGS)
 
-test: setup
+# PostgreSQL for the cluster rehearsal test (started by the test itself, on 127.0.0.1).
+test-services:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
+
+test: setup test-services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -38,6 +38,11 @@ from orchestrator.trainer import build_trainer, check_data, record_result
 
 DEFAULT_PRESET = "smoke"
 TRIAL_DRIVER_CPU = 0.01  # a trial's Tune function only waits on its TorchTrainer
+# Trial functions (and so the Ray Train controllers they start) run on the head node, which Ray
+# marks with this resource: a worker node that dies then takes only workers with it, which Ray
+# Train restarts elsewhere, instead of the trial itself and the placement groups it held.
+HEAD_NODE = "node:__internal_head__"
+TRIAL_DRIVER = {"CPU": TRIAL_DRIVER_CPU, HEAD_NODE: 0.001}
 
 
 def build_parser():
@@ -131,8 +136,9 @@ def concurrency(trials: list[Trial], available: dict, requested: int | None) -> 
     return min(allowed, requested) if requested else allowed
 
 
-def ablate(ablation: Ablation, *, max_concurrent: int | None = None, echo=print) -> dict:
-    """Run (or resume) every trial of ``ablation``; returns the summary written by ``--json``."""
+def ablate(ablation: Ablation, *, max_concurrent: int | None = None, echo=print, kind: str = "ablation") -> dict:
+    """Run (or resume) every trial of ``ablation``; returns the summary written by ``--json``.
+    ``kind`` tags the parent run (``orchestrator.kind``), e.g. "ensemble" for ``orchestrator.ensemble``."""
     started = time.time()
     trials = place_trials(ablation)
     first = trials[0].config
@@ -141,7 +147,7 @@ def ablate(ablation: Ablation, *, max_concurrent: int | None = None, echo=print)
     client = tracking.connect(first.tracking_uri)
     experiment_id = tracking.ensure_experiment(client, first.experiment)
     parent, _ = tracking.get_or_create_run(client, experiment_id, ablation.name, run_name=ablation.name,
-                                           tags={"orchestrator.kind": "ablation"})
+                                           tags={"orchestrator.kind": kind})
     parent_id = parent.info.run_id
     children = {trial.name: child_run(client, experiment_id, parent_id, ablation, trial) for trial in trials}
     pending = [t for t in trials if children[t.name].info.status != "FINISHED"]
@@ -156,7 +162,7 @@ def ablate(ablation: Ablation, *, max_concurrent: int | None = None, echo=print)
         space = {"spec": tune.grid_search([
             {"config": t.config.to_dict(), "run_id": children[t.name].info.run_id} for t in pending])}
         tuner = tune.Tuner(
-            tune.with_resources(run_trial, {"CPU": TRIAL_DRIVER_CPU}),
+            tune.with_resources(run_trial, TRIAL_DRIVER),
             param_space=space,
             tune_config=tune.TuneConfig(max_concurrent_trials=workers_at_once),
             run_config=tune.RunConfig(name=f"{ablation.name}-tune", storage_path=first.storage_path,

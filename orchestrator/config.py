@@ -23,6 +23,8 @@ from workloads.engine import config_hash, get_recipe, list_recipes
 from workloads.models import build_model
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# Data sets streamed from Parquet shards (python -m orchestrator.prepare) rather than held in memory.
+SHARDED_DATASETS = ("imagenet",)
 TRAIN_PRESETS = CONFIG_DIR / "train"
 
 
@@ -182,8 +184,9 @@ def validate(config: ExperimentConfig) -> None:
         options["shortcut"] = config.shortcut
     with torch.device("meta"):  # builds instantly, checks every option combination
         build_model(config.model, **options)
-    if config.dataset not in list_datasets():
-        raise ValueError(f"unknown dataset {config.dataset!r}; valid: {', '.join(list_datasets())}")
+    datasets = sorted(list_datasets() + list(SHARDED_DATASETS))
+    if config.dataset not in datasets:
+        raise ValueError(f"unknown dataset {config.dataset!r}; valid: {', '.join(datasets)}")
     if config.recipe not in list_recipes():
         raise ValueError(f"unknown recipe {config.recipe!r}; valid: {', '.join(list_recipes())}")
     recipe = get_recipe(config.recipe, **config.recipe_overrides)

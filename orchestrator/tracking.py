@@ -78,7 +78,8 @@ def get_or_create_run(client: MlflowClient, experiment_id: str, run_key: str, *,
     run = find_run(client, experiment_id, run_key)
     if run is not None:
         return run, False
-    all_tags = {RUN_KEY: run_key, MLFLOW_RUN_NAME: run_name, **(tags or {})}
+    # Strings only: the sqlite store takes ints and bools, the REST store (a tracking server) fails.
+    all_tags = {RUN_KEY: run_key, MLFLOW_RUN_NAME: run_name, **{k: str(v) for k, v in (tags or {}).items()}}
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)

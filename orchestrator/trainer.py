@@ -19,7 +19,8 @@ from ray.train.torch import TorchTrainer
 
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
-from orchestrator.worker import CHECKPOINT_FILE, build_run_model, load_split, train_worker
+from orchestrator.data import data_shape, ray_datasets
+from orchestrator.worker import CHECKPOINT_FILE, build_run_model, train_worker
 from workloads.engine import load_checkpoint
 
 METRIC_KEYS = ("train_loss", "train_error", "test_loss", "test_top1_error", "test_top5_error",
@@ -49,12 +50,11 @@ def check_data(config: ExperimentConfig) -> tuple[int, int, int]:
     path is left for the workers to report, and the shape is the model family's usual one.
     """
     try:
-        data = load_split(config, "test")
+        return data_shape(config)
     except FileNotFoundError:
         if not os.environ.get("RAY_ADDRESS"):
             raise
         return (3, 1000, 224) if config.model.startswith(("resnet", "plain")) else (3, 10, 32)
-    return data.in_channels, data.num_classes, data.image_size
 
 
 def scaling_config(config: ExperimentConfig) -> ScalingConfig:
@@ -71,6 +71,7 @@ def build_trainer(config: ExperimentConfig, run_id: str, tracking_uri: str,
     return TorchTrainer(
         train_worker,
         train_loop_config={"config": config.to_dict(), "run_id": run_id, "tracking_uri": tracking_uri},
+        datasets=ray_datasets(config),
         scaling_config=scaling_config(config),
         run_config=RunConfig(
             name=config.name,

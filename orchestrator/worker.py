@@ -20,23 +20,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
-from workloads.data import ResidentLoader, load_dataset, per_pixel_mean
+from orchestrator.data import build_run_data, load_split  # noqa: F401 - load_split: public here too
 from workloads.engine import (DivergenceError, build_optimizer, compile_model, evaluate, get_recipe,
                               load_checkpoint, make_checkpoint, prepare_model, recipe_for_depth,
                               restore_checkpoint, save_checkpoint, train_epoch)
 from workloads.models import build_model, parse_model_name
 
 CHECKPOINT_FILE = "state.pt"
-SUBSET_SEED = 0  # the same training subset for every seed of a run, so seeds compare
-
-
-def load_split(config: ExperimentConfig, split: str):
-    data = load_dataset(config.dataset, split, root=config.data_root)
-    limit = config.train_subset if split == "train" else config.test_subset
-    if limit is not None and limit < len(data):
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(SUBSET_SEED))
-        data = data.subset(order[:limit].sort().values)
-    return data
 
 
 def build_run_model(config: ExperimentConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
@@ -108,21 +98,13 @@ def train_worker(loop_config: dict) -> None:
     on_gpu = device.type == "cuda"
     torch.manual_seed(config.seed + rank)
 
-    train_data, test_data = load_split(config, "train"), load_split(config, "test")
-    mean = per_pixel_mean(train_data.images)
     recipe = get_recipe(config.recipe, **config.recipe_overrides)
-    per_worker = recipe.per_worker_batch(world_size)
-    train_loader = ResidentLoader(train_data.images, train_data.labels, per_worker, train=True,
-                                  mean=mean, device=device, rank=rank, world_size=world_size,
-                                  seed=config.seed)
-    test_loader = ResidentLoader(test_data.images, test_data.labels, 256, train=False, mean=mean,
-                                 device=device, rank=rank, world_size=world_size)
-    if len(train_loader) == 0:
-        raise ValueError(f"{len(train_data)} training images give no batch of {per_worker} per worker")
+    data = build_run_data(config, recipe.per_worker_batch(world_size), rank, world_size, device)
+    train_loader, test_loader = data.train, data.test
     recipe = resolved_recipe(config, len(train_loader))
     epochs = math.ceil(recipe.total_iterations / len(train_loader))
 
-    model = build_run_model(config, train_data.in_channels, train_data.num_classes)
+    model = build_run_model(config, data.in_channels, data.num_classes)
     model = prepare_model(model, device, channels_last=on_gpu)
     optimizer = build_optimizer(model, recipe)
     iteration, epoch = 0, 0
@@ -162,7 +144,7 @@ def train_worker(loop_config: dict) -> None:
                    "train_error": stats.top1_error, "test_loss": test["loss"],
                    "test_top1_error": test["top1_error"], "test_top5_error": test["top5_error"],
                    "images_per_second": stats.images_per_second,
-                   "image_size": train_data.image_size}
+                   "image_size": data.image_size}
         save = epoch % config.checkpoint_every == 0 or epoch == epochs
         if log:
             log.add(metrics, iteration)

@@ -1,0 +1,129 @@
+"""A run's data: in-memory data sets resident on each worker's device, or Parquet shards streamed
+through Ray Data (ImageNet).
+
+- In memory (Fashion-MNIST, CIFAR-10, class-folder trees, synthetic): every worker loads the
+  split, keeps it on its device as one uint8 tensor and takes its shard of each epoch there
+  (``workloads.data.ResidentLoader``); the mean image is the training split's per-pixel mean.
+- Sharded (``imagenet``: ``data_root`` is the output of ``python -m orchestrator.prepare`` with
+  ``train/`` and ``val/`` splits): the driver hands Ray Train two Ray Data pipelines (decode and
+  augment on CPU workers), each worker reads its split of them. The mean is ImageNet's
+  per-channel mean: a per-pixel mean image needs a pass over 1.28M images, and at 224x224 after
+  random resizing it is flat to within a few levels anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from orchestrator.config import SHARDED_DATASETS, ExperimentConfig
+from workloads.data import ResidentLoader, load_dataset, per_pixel_mean
+
+SUBSET_SEED = 0  # the same training subset for every seed of a run, so seeds compare
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per channel, [0, 1] units
+IMAGENET_SIZE = 224  # training crop and evaluation view, pixels
+EVAL_BATCH = 256  # images per evaluation batch on each worker
+SPLITS = {"train": "train", "test": "val"}  # our split name -> the shard folder's
+
+
+def load_split(config: ExperimentConfig, split: str):
+    """An in-memory split, cut to ``train_subset`` / ``test_subset`` (a fixed random subset)."""
+    data = load_dataset(config.dataset, split, root=config.data_root)
+    limit = config.train_subset if split == "train" else config.test_subset
+    if limit is not None and limit < len(data):
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(SUBSET_SEED))
+        data = data.subset(order[:limit].sort().values)
+    return data
+
+
+@dataclass
+class RunData:
+    train: object  # iterable of (images, labels) batches with set_epoch and len
+    test: object
+    in_channels: int
+    num_classes: int
+    image_size: int
+
+
+def data_shape(config: ExperimentConfig) -> tuple[int, int, int]:
+    """(in_channels, num_classes, image_size), read from the data itself (shards: the manifests),
+    so a wrong path or an unprepared folder fails here, in the driver."""
+    if config.dataset in SHARDED_DATASETS:
+        manifests = [_manifest(config, folder) for folder in SPLITS.values()]
+        return 3, len(manifests[0]["classes"]), IMAGENET_SIZE
+    data = load_split(config, "test")
+    return data.in_channels, data.num_classes, data.image_size
+
+
+def ray_datasets(config: ExperimentConfig) -> dict:
+    """The Ray Data pipelines a sharded run hands to its TorchTrainer (empty for in-memory data)."""
+    if config.dataset not in SHARDED_DATASETS:
+        return {}
+    from orchestrator.shards import read_shards
+
+    return {"train": read_shards(config.data_root, SPLITS["train"], augment="imagenet-train", mean=IMAGENET_MEAN),
+            "test": read_shards(config.data_root, SPLITS["test"], augment="center", mean=IMAGENET_MEAN)}
+
+
+def build_run_data(config: ExperimentConfig, per_worker_batch: int, rank: int, world_size: int,
+                   device: torch.device) -> RunData:
+    """This worker's training and test loaders."""
+    if config.dataset in SHARDED_DATASETS:
+        train_rows = _manifest(config, SPLITS["train"])["rows"]
+        classes = len(_manifest(config, SPLITS["train"])["classes"])
+        return RunData(ShardLoader("train", per_worker_batch, train_rows // world_size, device, drop_last=True),
+                       ShardLoader("test", EVAL_BATCH, None, device, drop_last=False),
+                       3, classes, IMAGENET_SIZE)
+    train, test = load_split(config, "train"), load_split(config, "test")
+    mean = per_pixel_mean(train.images)
+    train_loader = ResidentLoader(train.images, train.labels, per_worker_batch, train=True, mean=mean,
+                                  device=device, rank=rank, world_size=world_size, seed=config.seed)
+    test_loader = ResidentLoader(test.images, test.labels, EVAL_BATCH, train=False, mean=mean,
+                                 device=device, rank=rank, world_size=world_size)
+    if len(train_loader) == 0:
+        raise ValueError(f"{len(train)} training images give no batch of {per_worker_batch} per worker")
+    return RunData(train_loader, test_loader, train.in_channels, train.num_classes, train.image_size)
+
+
+class ShardLoader:
+    """This worker's split of a Ray Data pipeline, as the engine's loader: ``(images, labels)``
+    batches, ``len()`` batches per epoch. Ray Train splits every dataset equally over the workers,
+    so with ``drop_last`` every rank runs the same number of steps. Each pass reruns the pipeline:
+    a new shuffle of the read order and new random crops, so ``set_epoch`` has nothing to do."""
+
+    def __init__(self, name: str, batch_size: int, rows: int | None, device: torch.device, drop_last: bool):
+        self.name, self.batch_size, self.rows = name, batch_size, rows
+        self.device, self.drop_last = device, drop_last
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to choose: the pipeline reshuffles and re-augments on every pass."""
+
+    def __len__(self) -> int:
+        if self.rows is None:
+            raise TypeError(f"the {self.name} shard loader has no fixed length")
+        return self.rows // self.batch_size
+
+    def __iter__(self):
+        import ray.train
+
+        from orchestrator.shards import iter_torch
+
+        shard = ray.train.get_dataset_shard(self.name)
+        batches = iter_torch(shard, self.batch_size, device=self.device, drop_last=self.drop_last)
+        limit = len(self) if self.rows is not None else None
+        for i, batch in enumerate(batches):
+            if limit is not None and i >= limit:
+                break  # the same number of steps on every rank, whatever the split's remainder
+            yield batch
+
+
+def _manifest(config: ExperimentConfig, folder: str) -> dict:
+    from workloads.data.shards import resolve_output, shard_files
+
+    if not config.data_root:
+        raise FileNotFoundError(f"data set {config.dataset!r} reads Parquet shards: pass --data-root "
+                                "DIR_OR_URI, the --out of python -m orchestrator.prepare --dataset imagenet")
+    fs, base = resolve_output(config.data_root)
+    manifest, _ = shard_files(fs, f"{base.rstrip('/')}/{folder}")
+    return manifest
