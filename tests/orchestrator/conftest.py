@@ -16,3 +16,24 @@ def ray_local():
              logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+# A matrix small enough for tests: depth 8 and 14, plain and residual, one worker per trial,
+# 2 epochs of 4 iterations (512 images, batch 128).
+TINY = ["train_subset=512", "test_subset=256", "recipe.total=8", "recipe.milestones=[6]", "log_every=2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_ablation(ray_local, tmp_path_factory):
+    """One tiny real ablation (Ray Tune + Ray Train + MLflow on sqlite + Fashion-MNIST), run once per
+    test session and shared by the tests that read its runs: ``(ablation, summary, lines)``."""
+    from orchestrator.ablate import ablate
+    from orchestrator.config import parse_overrides
+    from orchestrator.matrix import load_ablation
+
+    folder = tmp_path_factory.mktemp("tiny-ablation")
+    overrides = parse_overrides(TINY) | {"storage_path": str(folder / "runs")}
+    ablation = load_ablation("smoke", overrides, name="tiny", axes={"depth": "[8, 14]"})
+    lines: list[str] = []
+    summary = ablate(ablation, echo=lines.append)
+    return ablation, summary, lines

@@ -20,14 +20,7 @@ from orchestrator.config import parse_overrides
 from orchestrator.matrix import expand, load_ablation
 
 ROOT = Path(__file__).resolve().parents[2]
-# A matrix small enough for a test: 2 depths x plain/residual, 2 epochs of 8 iterations each
-# (1024 images, batch 128, one worker per trial).
-TINY = ["train_subset=1024", "test_subset=256", "recipe.total=16", "recipe.milestones=[12]", "log_every=4"]
-
-
-def tiny_ablation(tmp_path, name="tiny", axes=None):
-    overrides = parse_overrides(TINY) | {"storage_path": str(tmp_path / "runs")}
-    return load_ablation("smoke", overrides, name=name, axes=axes or {"depth": "[8, 14]"})
+from tests.orchestrator.conftest import TINY
 
 
 def test_smoke_preset_expands_to_plain_and_residual_at_two_depths():
@@ -72,10 +65,8 @@ def test_cli_refuses_bad_input_in_one_line_before_ray_starts(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "s.json").exists()
 
 
-def test_smoke_matrix_end_to_end(ray_local, tmp_path):
-    ablation = tiny_ablation(tmp_path)
-    lines = []
-    summary = ablate(ablation, echo=lines.append)
+def test_smoke_matrix_end_to_end(tiny_ablation):
+    ablation, summary, lines = tiny_ablation
     uri = place_trials(ablation)[0].config.tracking_uri
     client = MlflowClient(uri)
 

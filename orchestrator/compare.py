@@ -1,0 +1,429 @@
+"""python -m orchestrator.compare: a report comparing training runs with the paper, from MLflow only.
+
+Selects training runs from any tracking URI (a sqlite file or an `mlflow server`) by experiment,
+by parent run (an ablation or an ensemble: its child runs) and/or by an MLflow filter string, and
+writes one folder:
+
+  report.html    self-contained: the tables and the figures (base64 PNG)
+  runs.*         one row per run: final training error, test top-1/top-5 error
+  parity.*       one row per cell (model x shortcut x data set x recipe): the measured test error,
+                 mean ± std over seeds, beside the paper's number (Tables 2, 3, 6) and the difference
+  curves.*       Figs. 1/4/6: training error (thin, dashed) and test error (bold) against iterations,
+                 plain nets and residual nets side by side; the points are the runs' logged metrics
+  fig7.*         Fig. 7: the std of each 3x3 layer's response (after BN, before the addition and
+                 the ReLU), computed from each run's last checkpoint on a batch of test images
+(* = .csv and .parquet, plus .png for figures). The same files are logged as artifacts of a
+"report" MLflow run (tag orchestrator.kind=report) in the runs' experiment; rerunning the same
+selection reuses that run. The folder is written whole or not at all.
+
+Examples:
+  python -m orchestrator.compare --parent smoke                 # the smoke ablation's trials
+  python -m orchestrator.compare --parent 9e3b6969... --out reports/smoke --json smoke.json
+  python -m orchestrator.compare --experiment resnet-orchestrator \\
+      --filter "params.dataset = 'cifar10' and attributes.status = 'FINISHED'"
+  python -m orchestrator.compare --tracking-uri http://mlflow:5000 --parent cifar10-table6 \\
+      --data-root ~/data/cifar10            # where this machine keeps the runs' test images
+  python -m orchestrator.compare --parent smoke --no-fig7       # curves and tables only
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import os
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+import mlflow.artifacts
+from mlflow.exceptions import MlflowException
+
+from orchestrator import cli, report, tracking
+from orchestrator.config import ExperimentConfig
+from orchestrator.data import load_split
+from orchestrator.worker import build_run_model
+from workloads.analysis.paper import paper_result
+from workloads.analysis.responses import layer_responses, response_layers
+from workloads.data import ResidentLoader, per_pixel_mean
+from workloads.engine import config_hash, load_checkpoint
+from workloads.models import parse_model_name
+
+KIND = "orchestrator.kind"
+CHECKPOINT = "checkpoints/last/state.pt"  # the final trained net, as the paper analyses
+FIG7_IMAGES = 256  # test images per Fig. 7 analysis
+FIG7_BATCH = 128  # images per forward pass of that analysis
+# Params besides model, shortcut and data set that make two runs the same cell (seeds aside).
+SETTING_PARAMS = ("stride_placement", "train_subset", "test_subset", "recipe")
+REPORT_FILE = "report.html"
+
+RUN_COLUMNS = ["name", "dataset", "model", "net", "depth", "shortcut", "seed", "status", "iteration",
+               "train_error", "test_top1_error", "test_top5_error", "setting", "git_commit", "run_id"]
+PARITY_COLUMNS = ["dataset", "model", "net", "depth", "shortcut", "setting", "runs", "seeds", "train_error",
+                  "test_top1_error", "test_top1_std", "test_top5_error", "test_top5_std", "paper_table",
+                  "paper_top1_error", "paper_top5_error", "diff_top1", "diff_top5", "run_ids", "unfinished"]
+CURVE_COLUMNS = ["run_id", "name", "net", "depth", "shortcut", "seed", "metric", "step", "value"]
+FIG7_COLUMNS = ["run_id", "name", "net", "depth", "shortcut", "seed", "layer_index", "layer", "std", "rank"]
+
+
+def build_parser():
+    p = cli.parser("orchestrator.compare", __doc__)
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                   "else sqlite:///./runs/mlflow.db)")
+    p.add_argument("--experiment", help="experiment name or id (default: the parent's, else "
+                   f"{ExperimentConfig.experiment!r})")
+    p.add_argument("--parent", metavar="RUN_ID_OR_NAME", help="compare the child runs of this run "
+                   "(an ablation or an ensemble), by run id or run name")
+    p.add_argument("--filter", dest="filter_string", metavar="FILTER",
+                   help="an MLflow search filter, e.g. \"params.seed = '0'\" (ANDed with --parent)")
+    p.add_argument("--out", type=Path, help="report folder, replaced whole (default: reports/<parent "
+                   "or experiment name>)")
+    p.add_argument("--json", metavar="PATH", type=Path, help="write a machine-readable summary to PATH")
+    p.add_argument("--no-fig7", dest="fig7", action="store_false",
+                   help="skip Fig. 7 (needs each run's checkpoint and its test images)")
+    p.add_argument("--fig7-images", type=int, default=FIG7_IMAGES,
+                   help=f"test images per Fig. 7 analysis (default {FIG7_IMAGES})")
+    p.add_argument("--data-root", help="where this machine keeps the runs' data set (default: each "
+                   "run's own data_root)")
+    return p
+
+
+# ---- selecting runs -------------------------------------------------------------------------------
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``uri``, else $MLFLOW_TRACKING_URI, else ./runs/mlflow.db; a sqlite file must exist (reading
+    a report must not create an empty database)."""
+    uri = ExperimentConfig(tracking_uri=uri).resolved_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise FileNotFoundError(f"no MLflow database at {uri.removeprefix('sqlite:///')} "
+                                f"(tracking URI {uri}); pass --tracking-uri")
+    return uri
+
+
+def find_experiment(client, key: str):
+    experiment = client.get_experiment_by_name(key)
+    if experiment is None and key.isdigit():
+        try:
+            experiment = client.get_experiment(key)
+        except MlflowException:
+            experiment = None
+    if experiment is None or experiment.lifecycle_stage != "active":
+        names = sorted(e.name for e in client.search_experiments())
+        raise ValueError(f"unknown MLflow experiment {key!r}; valid: {', '.join(names) or 'none'}")
+    return experiment
+
+
+def find_parent(client, key: str, experiment_id: str | None):
+    """The run ``key`` names: a run id, else a run name (an ablation's or ensemble's own run
+    preferred over a trial of the same name)."""
+    try:
+        return client.get_run(key)
+    except MlflowException:
+        pass
+    if "'" in key:
+        raise ValueError(f"--parent {key!r}: a run name cannot contain a quote")
+    ids = [experiment_id] if experiment_id else [e.experiment_id for e in client.search_experiments()]
+    found = search_all(client, ids, f"attributes.run_name = '{key}'")
+    if len(found) > 1:
+        found = [r for r in found if KIND in r.data.tags] or found
+    if not found:
+        raise ValueError(f"--parent {key!r}: no MLflow run has this id or name")
+    if len(found) > 1:
+        raise ValueError(f"--parent {key!r}: {len(found)} runs have this name "
+                         f"({', '.join(r.info.run_id for r in found)}); pass a run id")
+    return found[0]
+
+
+def search_all(client, experiment_ids: list[str], filter_string: str) -> list:
+    """Every run matching, across MLflow's result pages, oldest first."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time ASC"])
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
+def select_runs(client, *, experiment: str | None = None, parent: str | None = None,
+                filter_string: str | None = None) -> dict:
+    """``{"experiment": Experiment, "parent": Run | None, "filter": str | None, "runs": [Run]}``:
+    the training runs (those with a ``model`` param, not ablation/ensemble/report runs)."""
+    experiment_obj = find_experiment(client, experiment) if experiment else None
+    parent_run = find_parent(client, parent, experiment_obj and experiment_obj.experiment_id) if parent else None
+    if parent_run is not None:
+        if experiment_obj and parent_run.info.experiment_id != experiment_obj.experiment_id:
+            raise ValueError(f"--parent {parent!r} is in another experiment than --experiment {experiment!r}")
+        experiment_obj = client.get_experiment(parent_run.info.experiment_id)
+    experiment_obj = experiment_obj or find_experiment(client, ExperimentConfig.experiment)
+    clauses = [f"tags.`mlflow.parentRunId` = '{parent_run.info.run_id}'"] if parent_run else []
+    clauses += [filter_string] if filter_string else []
+    try:
+        runs = search_all(client, [experiment_obj.experiment_id], " and ".join(clauses))
+    except MlflowException as error:
+        raise ValueError(f"--filter {filter_string!r} is not a valid MLflow filter: "
+                         f"{str(error.message).splitlines()[0]}") from None
+    runs = [r for r in runs if "model" in r.data.params and KIND not in r.data.tags]
+    if not runs:
+        where = [f"experiment {experiment_obj.name!r}"] + ([f"parent {parent!r}"] if parent else [])
+        where += [f"filter {filter_string!r}"] if filter_string else []
+        raise ValueError(f"no training runs matched ({', '.join(where)})")
+    return {"experiment": experiment_obj, "parent": parent_run, "filter": filter_string, "runs": runs}
+
+
+# ---- the data behind the report -----------------------------------------------------------------
+
+def run_record(run) -> dict:
+    """One training run as a flat row (errors in %)."""
+    params, metrics = run.data.params, run.data.metrics
+    spec = parse_model_name(params["model"])
+    shortcut = (run.data.tags.get("shortcut") or spec.default_shortcut) if spec.residual else None
+    setting = " ".join(f"{k}={v}" for k, v in sorted(params.items())
+                       if k in SETTING_PARAMS or k.split(".")[0] == "recipe_overrides")
+    return {"run_id": run.info.run_id, "name": run.info.run_name, "status": run.info.status,
+            "dataset": params.get("dataset"), "model": spec.name, "net": "residual" if spec.residual else "plain",
+            "depth": spec.depth, "shortcut": shortcut, "seed": int(params.get("seed", 0)), "setting": setting,
+            "iteration": int(metrics["iteration"]) if "iteration" in metrics else None, "train_error": metrics.get("train_error"),
+            "test_top1_error": metrics.get("test_top1_error"), "test_top5_error": metrics.get("test_top5_error"),
+            "git_commit": run.data.tags.get("git_commit"),
+            # The thin training curve: per-logged-step error where the run has it, else per epoch.
+            "train_metric": "train_error_step" if "train_error_step" in metrics else "train_error"}
+
+
+def parity_table(records: list[dict]) -> list[dict]:
+    """One row per cell (data set, model, shortcut, setting): finished runs' errors as mean and
+    sample std over seeds (std None for one run), the paper's numbers and measured minus paper."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in records:
+        cells.setdefault((r["dataset"], r["model"], r["shortcut"], r["setting"]), []).append(r)
+    rows = []
+    for (dataset, model, shortcut, setting), group in cells.items():
+        done = [r for r in group if r["status"] == "FINISHED"]
+        paper = paper_result(dataset, model, shortcut)
+        top1_mean, top1_std = _mean_std([r["test_top1_error"] for r in done])
+        top5_mean, top5_std = _mean_std([r["test_top5_error"] for r in done])
+        paper_top1, paper_top5 = (paper.top1_error, paper.top5_error) if paper else (None, None)
+        rows.append({
+            "dataset": dataset, "model": model, "net": group[0]["net"], "depth": group[0]["depth"],
+            "shortcut": shortcut, "setting": setting, "runs": len(done), "seeds": sorted(r["seed"] for r in done),
+            "train_error": _mean_std([r["train_error"] for r in done])[0],
+            "test_top1_error": top1_mean, "test_top1_std": top1_std,
+            "test_top5_error": top5_mean, "test_top5_std": top5_std,
+            "paper_table": paper.table if paper else None,
+            "paper_top1_error": paper_top1, "paper_top5_error": paper_top5,
+            "diff_top1": _diff(top1_mean, paper_top1), "diff_top5": _diff(top5_mean, paper_top5),
+            "run_ids": [r["run_id"] for r in done],
+            "unfinished": [r["run_id"] for r in group if r["status"] != "FINISHED"],
+        })
+    return sorted(rows, key=lambda r: (r["dataset"] or "", r["net"], r["depth"], r["shortcut"] or "", r["setting"]))
+
+
+def _mean_std(values: list) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def _diff(measured: float | None, paper: float | None) -> float | None:
+    return None if measured is None or paper is None else measured - paper
+
+
+def curve_points(client, records: list[dict]) -> list[dict]:
+    """Every logged point of each run's training-error curve and test top-1 error curve (step =
+    global iteration, value in %), in step order."""
+    points = []
+    for r in records:
+        for metric in (r["train_metric"], "test_top1_error"):
+            history = sorted(client.get_metric_history(r["run_id"], metric), key=lambda m: (m.step, m.timestamp))
+            points += [{**_who(r), "metric": metric, "step": m.step, "value": m.value} for m in history]
+    return points
+
+
+def _who(r: dict) -> dict:
+    return {k: r[k] for k in ("run_id", "name", "net", "depth", "shortcut", "seed")}
+
+
+def fig7_responses(tracking_uri: str, records: list[dict], *, images: int = FIG7_IMAGES,
+                   data_root: str | None = None, echo=print) -> tuple[list[dict], dict[str, str]]:
+    """``(rows, skipped)``: per run and 3x3 layer, the std of its response on the first ``images``
+    test images (normalised as in training), from the run's last checkpoint; ``skipped`` maps the
+    run ids without a checkpoint artifact (failed runs) to why."""
+    rows, skipped, data = [], {}, {}
+    with tempfile.TemporaryDirectory(prefix="compare-checkpoints-") as folder:
+        for r in records:
+            try:
+                path = mlflow.artifacts.download_artifacts(run_id=r["run_id"], artifact_path=CHECKPOINT,
+                                                           dst_path=os.path.join(folder, r["run_id"]),
+                                                           tracking_uri=tracking_uri)
+            except (MlflowException, OSError):
+                skipped[r["run_id"]] = f"{r['name']}: no {CHECKPOINT} artifact ({r['status']})"
+                continue
+            state = load_checkpoint(path)
+            os.remove(path)  # one checkpoint on disk at a time
+            config = ExperimentConfig(**state["config"])
+            model = build_run_model(config, state["model"]["conv1.weight"].shape[1],
+                                    state["model"]["fc.weight"].shape[0])
+            model.load_state_dict(state["model"])
+            values = layer_responses(model, analysis_batches(config, images, data_root, data))
+            layers = [name for name, _ in response_layers(model)]
+            rank = {i: n for n, i in enumerate(sorted(range(len(values)), key=lambda i: -values[i]), start=1)}
+            rows += [{**_who(r), "layer_index": i + 1, "layer": layers[i], "std": v, "rank": rank[i]}
+                     for i, v in enumerate(values)]
+            echo(f"[compare] Fig. 7: {r['name']}: {len(values)} layers, std "
+                 f"{min(values):.3f}..{max(values):.3f}")
+    return rows, skipped
+
+
+def analysis_batches(config: ExperimentConfig, images: int, data_root: str | None, cache: dict) -> list:
+    """The first ``images`` test images of the run's data, minus its training split's per-pixel
+    mean, in batches; ``cache`` keeps them per data set and subset, as runs of a matrix share them."""
+    key = (config.dataset, data_root or config.data_root, config.train_subset, config.test_subset)
+    if key not in cache:
+        config = dataclasses.replace(config, data_root=key[1])
+        try:
+            test, train = load_split(config, "test"), load_split(config, "train")
+        except (FileNotFoundError, ValueError) as error:
+            raise ValueError(f"Fig. 7 needs the {config.dataset} images: {str(error).splitlines()[0]} "
+                             "(pass --data-root, or --no-fig7)") from None
+        loader = ResidentLoader(test.images[:images], test.labels[:images], FIG7_BATCH, train=False,
+                                mean=per_pixel_mean(train.images))
+        cache[key] = [x for x, _ in loader]
+    return cache[key]
+
+
+# ---- writing the report -------------------------------------------------------------------------
+
+def check_out(out: Path) -> None:
+    """Refuse to replace a folder that is not an earlier report (or empty)."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT_FILE).is_file())):
+        raise ValueError(f"--out {out} exists and is not a report folder; choose another folder")
+
+
+def write_report(folder: Path, title: str, records: list[dict], parity: list[dict], points: list[dict],
+                 responses: list[dict], skipped: dict[str, str], notes: list[str]) -> list[str]:
+    """Every file of the report into ``folder``; returns their names."""
+    files = report.write_rows(records, RUN_COLUMNS, folder, "runs")
+    files += report.write_rows(parity, PARITY_COLUMNS, folder, "parity")
+    files += report.write_rows(points, CURVE_COLUMNS, folder, "curves")
+    curves_png = report.curves_figure(records, points)
+    (folder / "curves.png").write_bytes(curves_png)
+    sections = [
+        ("Selection", "<p>" + "<br>".join(map(html.escape, notes)) + "</p>"),
+        ("Paper parity (test error %, mean ± std over seeds)", report.html_table(parity_display(parity), [
+            ("dataset", "data set"), ("model", "model"), ("shortcut", "shortcut"), ("setting", "setting"),
+            ("runs", "runs"), ("seeds", "seeds"), ("train", "train err"), ("top1", "top-1 err"),
+            ("paper_top1_error", "paper top-1"), ("diff_top1", "diff"), ("top5", "top-5 err"),
+            ("paper_top5_error", "paper top-5"), ("diff_top5", "diff"), ("paper_table", "paper table")])),
+        ("Training curves (Figs. 1, 4, 6)", report.embedded_png(curves_png, "training curves")),
+    ]
+    files.append(folder / "curves.png")
+    if responses or skipped:
+        files += report.write_rows(responses, FIG7_COLUMNS, folder, "fig7")
+        fig7_png = report.fig7_figure(records, responses)
+        (folder / "fig7.png").write_bytes(fig7_png)
+        files.append(folder / "fig7.png")
+        missing = "".join(f"<li>{html.escape(why)}</li>" for why in skipped.values())
+        sections.append(("Layer responses (Fig. 7)", report.embedded_png(fig7_png, "Fig. 7")
+                         + (f"<p>Not analysed:</p><ul>{missing}</ul>" if missing else "")))
+    sections.append(("Runs", report.html_table(records, [(c, c) for c in RUN_COLUMNS])))
+    (folder / REPORT_FILE).write_text(report.html_page(title, sections))
+    return sorted([REPORT_FILE] + [p.name for p in files])
+
+
+def parity_display(parity: list[dict]) -> list[dict]:
+    """Parity rows with "mean ± std" strings for the HTML table."""
+    def show(mean, std):
+        return None if mean is None else f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    return [{**r, "train": show(r["train_error"], None), "top1": show(r["test_top1_error"], r["test_top1_std"]),
+             "top5": show(r["test_top5_error"], r["test_top5_std"])} for r in parity]
+
+
+def log_report(client, selection: dict, folder: Path, fig7: bool, counts: dict) -> str:
+    """Log the report folder as artifacts of the selection's "report" run (made once per selection)."""
+    parent = selection["parent"]
+    experiment = selection["experiment"]
+    key = {"experiment": experiment.experiment_id, "parent": parent and parent.info.run_id,
+           "filter": selection["filter"], "fig7": fig7}
+    run, _ = tracking.get_or_create_run(
+        client, experiment.experiment_id, f"report/{config_hash(key)[:16]}",
+        run_name=f"report-{parent.info.run_name if parent else experiment.name}",
+        tags={KIND: "report", "orchestrator.report.parent": parent.info.run_id if parent else "",
+              "orchestrator.report.filter": selection["filter"] or ""})
+    run_id = run.info.run_id
+    client.log_artifacts(run_id, str(folder), "report")
+    tracking.log_metrics(client, run_id, counts, step=0)
+    tracking.finish(client, run_id, ok=True)
+    return run_id
+
+
+def replace_folder(staging: Path, out: Path) -> None:
+    """Move ``staging`` to ``out``; an earlier report there goes only once the new one is in place."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def compare(client, tracking_uri: str, selection: dict, out: Path, *, fig7: bool = True,
+            fig7_images: int = FIG7_IMAGES, data_root: str | None = None, echo=print) -> dict:
+    """Build the report of ``selection`` (from ``select_runs``) into ``out``; returns the summary
+    that ``--json`` writes."""
+    check_out(out)
+    records = [run_record(r) for r in selection["runs"]]
+    parent = selection["parent"]
+    notes = [f"{len(records)} training runs from experiment {selection['experiment'].name!r} at {tracking_uri}",
+             f"parent run: {parent.info.run_name} ({parent.info.run_id})" if parent else "parent run: any",
+             f"filter: {selection['filter'] or 'none'}",
+             f"code versions (git_commit): {', '.join(sorted({r['git_commit'] or '?' for r in records}))}"]
+    for note in notes[:3]:
+        echo(f"[compare] {note}")
+    parity = parity_table(records)
+    points = curve_points(client, records)
+    responses, skipped = (fig7_responses(tracking_uri, records, images=fig7_images, data_root=data_root, echo=echo)
+                          if fig7 else ([], {}))
+    for why in skipped.values():
+        echo(f"[compare] Fig. 7 skips {why}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the report is meant to be shared
+    try:
+        files = write_report(staging, f"ResNet comparison: {notes[0]}", records, parity, points, responses,
+                             skipped, notes)
+        run_id = log_report(client, selection, staging, fig7, {"runs": len(records), "cells": len(parity)})
+        replace_folder(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    echo(f"[compare] report: {out / REPORT_FILE} | MLflow report run {run_id}")
+    return {"out": str(out), "html": str(out / REPORT_FILE), "files": files, "report_run_id": run_id,
+            "tracking_uri": tracking_uri, "experiment": selection["experiment"].name,
+            "parent_run_id": parent.info.run_id if parent else None, "filter": selection["filter"],
+            "run_ids": [r["run_id"] for r in records], "parity": parity, "fig7_skipped": skipped}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.check_writable(args.json)
+    if args.fig7_images < 1:
+        raise ValueError(f"--fig7-images must be >= 1, got {args.fig7_images}")
+    if args.out is not None:
+        check_out(args.out)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    client = tracking.connect(uri)
+    selection = select_runs(client, experiment=args.experiment, parent=args.parent,
+                            filter_string=args.filter_string)
+    label = selection["parent"].info.run_name if selection["parent"] else selection["experiment"].name
+    summary = compare(client, uri, selection, args.out or Path("reports") / label, fig7=args.fig7,
+                      fig7_images=args.fig7_images, data_root=args.data_root)
+    if args.json:
+        cli.write_json(args.json, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

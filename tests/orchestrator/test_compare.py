@@ -1,0 +1,199 @@
+"""python -m orchestrator.compare: the parity builder on the paper's cells, and a report over the
+runs of one small real ablation (Ray Tune + MLflow + Fashion-MNIST), checked against MLflow."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow.artifacts
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator import cli, compare
+from orchestrator.ablate import place_trials
+from orchestrator.config import ExperimentConfig
+from orchestrator.worker import build_run_model
+from workloads.analysis.responses import layer_responses
+from workloads.engine import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+FIG7_IMAGES = 64
+
+
+def record(model, seed=0, dataset="cifar10", shortcut=None, top1=None, top5=None, status="FINISHED"):
+    residual = "resnet" in model
+    return {"run_id": f"{model}-{shortcut}-{seed}", "name": model, "status": status, "dataset": dataset,
+            "model": model, "net": "residual" if residual else "plain",
+            "depth": int(re.sub(r"\D", "", model)), "shortcut": shortcut, "seed": seed, "setting": "recipe=cifar",
+            "train_error": 1.0, "test_top1_error": top1, "test_top5_error": top5}
+
+
+def test_parity_table_puts_the_papers_numbers_beside_mean_and_std_over_seeds():
+    records = [record("cifar_resnet110", seed, shortcut="A", top1=e) for seed, e in enumerate([6.5, 6.7, 6.9])]
+    records += [record("cifar_resnet110", 3, shortcut="A", top1=50.0, status="FAILED"),
+                record("cifar_plain20", top1=9.0),
+                record("resnet34", dataset="imagenet", shortcut="B", top1=25.0, top5=8.0),
+                record("resnet34", 1, dataset="imagenet", shortcut="B", top1=25.5, top5=8.5),
+                record("plain34", dataset="imagenet", top1=29.0, top5=10.5)]
+    rows = {(r["dataset"], r["model"], r["shortcut"]): r for r in compare.parity_table(records)}
+
+    r110 = rows["cifar10", "cifar_resnet110", "A"]
+    assert (r110["paper_table"], r110["paper_top1_error"]) == ("Table 6", 6.43)
+    assert r110["runs"] == 3 and r110["seeds"] == [0, 1, 2]  # the failed seed stays out of the mean
+    assert r110["unfinished"] == ["cifar_resnet110-A-3"]
+    assert r110["test_top1_error"] == pytest.approx(6.7)
+    assert r110["test_top1_std"] == pytest.approx(statistics.stdev([6.5, 6.7, 6.9]))
+    assert r110["diff_top1"] == pytest.approx(6.7 - 6.43)
+
+    plain20 = rows["cifar10", "cifar_plain20", None]
+    assert plain20["paper_top1_error"] is None and plain20["diff_top1"] is None  # Fig. 6 only
+    assert plain20["test_top1_std"] is None  # one run: no spread
+
+    r34 = rows["imagenet", "resnet34", "B"]
+    assert (r34["paper_table"], r34["paper_top1_error"], r34["paper_top5_error"]) == ("Table 3", 24.52, 7.46)
+    assert r34["diff_top5"] == pytest.approx(8.25 - 7.46)
+    assert rows["imagenet", "plain34", None]["paper_top1_error"] == 28.54
+    assert [r["model"] for r in compare.parity_table(records)] == [
+        "cifar_plain20", "cifar_resnet110", "plain34", "resnet34"]  # by data set, net, depth
+
+
+@pytest.fixture(scope="module")
+def ablation_report(tiny_ablation, tmp_path_factory):
+    """The report over the runs of the session's tiny ablation."""
+    ablation, summary, _ = tiny_ablation
+    folder = tmp_path_factory.mktemp("compare")
+    assert summary["failed"] == []
+    uri = place_trials(ablation)[0].config.tracking_uri
+    client = MlflowClient(uri)
+    selection = compare.select_runs(client, parent=ablation.name)
+    lines = []
+    report = compare.compare(client, uri, selection, folder / "report", fig7_images=FIG7_IMAGES,
+                             echo=lines.append)
+    runs = client.search_runs([selection["experiment"].experiment_id],
+                              f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'")
+    return {"folder": folder, "uri": uri, "client": client, "report": report, "runs": runs,
+            "out": folder / "report", "lines": lines, "selection": selection}
+
+
+def table(ablation_report, name):
+    return pq.read_table(ablation_report["out"] / f"{name}.parquet").to_pylist()
+
+
+def test_the_report_covers_every_run(ablation_report):
+    ids = {r.info.run_id for r in ablation_report["runs"]}
+    assert len(ids) == 4 and set(ablation_report["report"]["run_ids"]) == ids
+    assert {r["run_id"] for r in table(ablation_report, "runs")} == ids
+    parity = table(ablation_report, "parity")
+    assert sorted(i for r in parity for i in r["run_ids"].split()) == sorted(ids)
+    assert {r["run_id"] for r in table(ablation_report, "curves")} == ids
+    assert {r["run_id"] for r in table(ablation_report, "fig7")} == ids
+    for row in parity:  # one seed per cell: the mean is the run's own number, with no spread
+        run = next(r for r in ablation_report["runs"] if r.info.run_id == row["run_ids"])
+        assert row["test_top1_error"] == pytest.approx(run.data.metrics["test_top1_error"])
+        assert row["test_top1_std"] is None and row["paper_top1_error"] is None  # Fashion-MNIST
+
+
+def test_curve_points_are_the_runs_logged_metrics(ablation_report):
+    points = table(ablation_report, "curves")
+    client = ablation_report["client"]
+    for run in ablation_report["runs"]:
+        for metric in ("train_error_step", "test_top1_error"):
+            logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric))
+            drawn = [(p["step"], p["value"]) for p in points
+                     if p["run_id"] == run.info.run_id and p["metric"] == metric]
+            assert drawn == logged and len(logged) >= 2
+        assert {p["metric"] for p in points if p["run_id"] == run.info.run_id} == {
+            "train_error_step", "test_top1_error"}
+
+
+def test_fig7_values_come_from_each_runs_checkpoint(ablation_report):
+    rows = table(ablation_report, "fig7")
+    by_run = {}
+    for row in sorted(rows, key=lambda r: r["layer_index"]):
+        by_run.setdefault(row["name"], []).append(row["std"])
+    for run in ablation_report["runs"]:
+        depth = int(run.data.tags["depth"])
+        assert len(by_run[run.info.run_name]) == depth - 2  # 6n 3x3 convs in the blocks of a 6n+2 net
+        assert all(math.isfinite(v) and v > 0 for v in by_run[run.info.run_name])
+    assert by_run["tiny-cifar_plain8-s0"] != pytest.approx(by_run["tiny-cifar_resnet8-A-s0"])
+
+    # Recomputed here from the run's checkpoint artifact on the same images: the same numbers.
+    run = next(r for r in ablation_report["runs"] if r.info.run_name == "tiny-cifar_resnet14-A-s0")
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=compare.CHECKPOINT,
+                                               dst_path=str(ablation_report["folder"] / "check"),
+                                               tracking_uri=ablation_report["uri"])
+    state = load_checkpoint(path)
+    config = ExperimentConfig(**state["config"])
+    model = build_run_model(config, state["model"]["conv1.weight"].shape[1], state["model"]["fc.weight"].shape[0])
+    model.load_state_dict(state["model"])
+    values = layer_responses(model, compare.analysis_batches(config, FIG7_IMAGES, None, {}))
+    assert by_run[run.info.run_name] == pytest.approx(values)
+
+
+def test_html_embeds_both_figures_and_the_report_run_holds_every_file(ablation_report):
+    out, report = ablation_report["out"], ablation_report["report"]
+    page = (out / "report.html").read_text()
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 2 and all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    assert "tiny-cifar_resnet14-A-s0" in page and "<table>" in page
+    assert sorted(p.name for p in out.iterdir()) == report["files"]
+    assert {"curves.png", "fig7.png", "parity.csv", "parity.parquet", "fig7.parquet"} <= set(report["files"])
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".report.")]  # no staging left
+
+    client = ablation_report["client"]
+    run = client.get_run(report["report_run_id"])
+    assert run.data.tags["orchestrator.kind"] == "report" and run.info.status == "FINISHED"
+    assert run.info.experiment_id == ablation_report["selection"]["experiment"].experiment_id
+    logged = sorted(a.path.removeprefix("report/") for a in client.list_artifacts(run.info.run_id, "report"))
+    assert logged == report["files"]
+    # A report run is not a training run: comparing the experiment again leaves it out.
+    again = compare.select_runs(client, experiment="resnet-orchestrator")
+    assert {r.info.run_id for r in again["runs"]} == set(report["run_ids"])
+
+
+def test_cli_selects_by_filter_and_writes_json(ablation_report, capsys):
+    out, summary = ablation_report["folder"] / "by-filter", ablation_report["folder"] / "s.json"
+    argv = ["--tracking-uri", ablation_report["uri"], "--experiment", "resnet-orchestrator", "--filter",
+            "params.model = 'cifar_resnet8'", "--no-fig7", "--out", str(out), "--json", str(summary)]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(compare.main, argv)
+    assert exit_info.value.code == 0
+    payload = json.loads(summary.read_text())
+    assert [r["model"] for r in payload["parity"]] == ["cifar_resnet8"] and len(payload["run_ids"]) == 1
+    assert "fig7.csv" not in payload["files"] and (out / "report.html").is_file()
+    assert "report:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--experiment", "nope"], "unknown MLflow experiment 'nope'; valid: Default, resnet-orchestrator"),
+    (["--parent", "no-such-ablation"], "--parent 'no-such-ablation': no MLflow run has this id or name"),
+    (["--filter", "params.model ==== 'x'"], "is not a valid MLflow filter"),
+    (["--filter", "params.model = 'cifar_resnet1202'"], "no training runs matched"),
+    (["--parent", "tiny", "--data-root", "/nonexistent"], "Fig. 7 needs the fashion-mnist images"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(ablation_report, capsys, args, message):
+    out, summary = ablation_report["folder"] / "bad" / "report", ablation_report["folder"] / "bad.json"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(compare.main, ["--tracking-uri", ablation_report["uri"], "--out", str(out),
+                               "--json", str(summary), *args])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error:") and message in err
+    assert not out.parent.exists() and not summary.exists()
+
+
+def test_cli_refuses_a_missing_database_in_one_line(tmp_path):
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    result = subprocess.run([sys.executable, "-m", "orchestrator.compare", "--tracking-uri", f"sqlite:///{missing}",
+                             "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"no MLflow database at {missing}" in result.stderr
+    assert not missing.parent.exists() and not (tmp_path / "out").exists()
