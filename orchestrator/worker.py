@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import build_run_data, load_split  # noqa: F401 - load_split: public here too
-from workloads.engine import (DivergenceError, build_optimizer, compile_model, evaluate, get_recipe,
+from workloads.engine import (DivergenceError, broadcast_buffers, build_optimizer, compile_model, evaluate, get_recipe,
                               load_checkpoint, make_checkpoint, prepare_model, recipe_for_depth,
                               restore_checkpoint, save_checkpoint, train_epoch)
 from workloads.models import build_model, parse_model_name
@@ -138,6 +138,7 @@ def train_worker(loop_config: dict) -> None:
                 tracking.set_tags(log.client, log.run_id, {tracking.DIVERGED: str(error)})
             return
         iteration, epoch = stats.end_iteration, epoch + 1
+        broadcast_buffers(model)  # evaluate (and checkpoint) rank 0's model on every shard
         test = evaluate(model, test_loader, device, autocast)
         metrics = {"epoch": epoch, "iteration": iteration, "epochs": epochs,
                    "total_iterations": recipe.total_iterations, "train_loss": stats.loss,

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from workloads.engine import (
     DivergenceError,
+    broadcast_buffers,
     build_optimizer,
     evaluate,
     get_recipe,
@@ -109,6 +110,10 @@ def _worker(rank, init_file, out_dir):
         result["state_keys"] = list(state["model"])
         # Parameters only: BN running stats are per rank until DDP's next broadcast.
         result["weights_sum"] = sum(p.double().sum().item() for p in model.parameters())
+        running = lambda: sum(b.double().sum().item() for b in model.module.buffers() if b.is_floating_point())  # noqa: E731
+        result["buffers_before"] = running()
+        broadcast_buffers(model)
+        result["buffers_after"] = running()
 
         # Evaluation over disjoint shards of unequal size (6 and 5 samples, uneven batches).
         logits, labels = _all_logits()
@@ -161,6 +166,9 @@ def test_engine_under_ddp_with_two_gloo_ranks(tmp_path):
 
     assert not any(k.startswith("module.") for k in r0["state_keys"])
     assert r0["weights_sum"] == r1["weights_sum"]  # DDP kept the replicas equal
+    # ...but not the BN running statistics, until rank 0's are broadcast.
+    assert r0["buffers_before"] != r1["buffers_before"]
+    assert r1["buffers_after"] == r0["buffers_after"] == r0["buffers_before"]
 
     logits, labels = _all_logits()
     top = logits.topk(5, dim=1).indices

@@ -18,13 +18,14 @@ from .state import (
     restore_checkpoint,
     save_checkpoint,
 )
-from .wrapping import compile_model, prepare_model, unwrap_model
+from .wrapping import broadcast_buffers, compile_model, prepare_model, unwrap_model
 
 __all__ = [
     "CheckpointError",
     "DivergenceError",
     "EpochStats",
     "Recipe",
+    "broadcast_buffers",
     "build_optimizer",
     "compile_model",
     "config_hash",

@@ -35,3 +35,18 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
+    """Give every rank rank ``src``'s buffers (BatchNorm running statistics).
+
+    DDP syncs buffers from rank 0 only at the start of each training forward, so after the last
+    step every rank holds the statistics of its own last batch. Evaluating with them would score
+    a slightly different model on each shard than the one rank 0 checkpoints.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for buffer in unwrap_model(model).buffers():
+        dist.broadcast(buffer, src)
