@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -173,7 +174,7 @@ def ablate(ablation: Ablation, *, max_concurrent: int | None = None, echo=print,
             tuner.fit()
 
     rows = results_table(client, trials, children, shapes)
-    paths = save_table(rows, Path(_local_folder(first.storage_path)))
+    paths = save_table(rows, results_folder(first.storage_path, ablation.name))
     for path in paths.values():
         client.log_artifact(parent_id, str(path), "results")
     failed = [row["trial"] for row in rows if row["status"] != "FINISHED"]
@@ -205,11 +206,12 @@ def child_run(client, experiment_id: str, parent_id: str, ablation: Ablation, tr
     return run
 
 
-def _local_folder(storage: str) -> str:
+def results_folder(storage: str, name: str) -> Path:
+    """Where the results table goes: the ablation's storage folder, or, for remote storage
+    (s3://...), a local temporary folder: the table's lasting copy is the MLflow artifact."""
     if "://" in storage:
-        raise ValueError(f"results tables are written locally; storage {storage!r} is remote")
-    Path(storage).mkdir(parents=True, exist_ok=True)
-    return storage
+        return Path(tempfile.mkdtemp(prefix=f"{name}-results-"))
+    return Path(storage)
 
 
 class TrialEvents(tune.Callback):
