@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.ablate import ablate, concurrency, place_trials
+from orchestrator.ablate import ablate, concurrency, place_trials, results_folder
 from orchestrator.config import parse_overrides
 from orchestrator.matrix import expand, load_ablation
 
@@ -149,3 +149,9 @@ def wait_for_finished_children(db: Path, log: Path, at_least: int, timeout: floa
                     return {r.info.run_id: r.info.end_time for r in runs}
         time.sleep(2)
     raise AssertionError(f"no {at_least} finished trial(s) within {timeout:.0f} s")
+
+
+def test_results_table_goes_to_local_storage_or_a_temp_folder_for_remote_storage(tmp_path):
+    assert results_folder(str(tmp_path), "x") == tmp_path
+    remote = results_folder("s3://bucket/runs/x", "x")
+    assert remote.is_dir() and remote.name.startswith("x-results-") and not list(remote.iterdir())
