@@ -38,7 +38,8 @@ from orchestrator.ablate import ablate, place_trials
 from orchestrator.config import CONFIG_DIR, SHARDED_DATASETS, ExperimentConfig, parse_overrides, preset_path, read_yaml
 from orchestrator.inference import Member, score_members
 from orchestrator.matrix import Ablation, expand
-from orchestrator.worker import CHECKPOINT_FILE, load_split
+from orchestrator.data import load_split
+from orchestrator.worker import CHECKPOINT_FILE
 from workloads import ensemble as ensemble_math
 from workloads.data import per_pixel_mean
 from workloads.engine import config_hash, load_checkpoint

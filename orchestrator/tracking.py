@@ -49,14 +49,22 @@ def connect(uri: str) -> MlflowClient:
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """The id of experiment ``name``, created when missing (tolerates a concurrent creator)."""
+    """The id of experiment ``name``, created when missing (tolerates a concurrent creator).
+
+    On sqlite the artifacts go next to the database (``<db folder>/artifacts``); MLflow's default
+    would be ``./mlruns`` under whatever folder the command happened to run in.
+    """
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage != "active":
             raise ValueError(f"MLflow experiment {name!r} is deleted; restore it or pick another name")
         return experiment.experiment_id
+    uri = client.tracking_uri
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=location)
     except MlflowException:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
-from orchestrator.data import build_run_data, load_split  # noqa: F401 - load_split: public here too
+from orchestrator.data import build_run_data
 from workloads.engine import (DivergenceError, broadcast_buffers, build_optimizer, compile_model, evaluate, get_recipe,
                               load_checkpoint, make_checkpoint, prepare_model, recipe_for_depth,
                               restore_checkpoint, save_checkpoint, train_epoch)
