@@ -1,0 +1,611 @@
+"""python -m orchestrator.train end to end: real Ray Train, real MLflow (sqlite in tmp), real
+Fashion-MNIST subsets. No mocks.
+
+In-process ``train(config)`` calls share the session's local Ray (the ``ray_local`` fixture); the
+tests that kill a process run the CLI as a subprocess in its own session (it starts a private Ray),
+and kill every process of that session at clean-up. Processes are found through /proc (Linux).
+
+Every test runs with its temporary folder as the working directory: MLflow puts the artifacts of a
+sqlite-tracked experiment under ``./mlruns`` of whoever created the experiment, and a test must not
+write into the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from orchestrator import tracking
+from orchestrator.config import ExperimentConfig
+from orchestrator.train import build_parser, config_from_args, train
+from orchestrator.trainer import run_folder
+from orchestrator.data import load_split
+from orchestrator.worker import CHECKPOINT_FILE, build_run_model
+from workloads.data import ResidentLoader, per_pixel_mean
+from workloads.engine import evaluate, load_checkpoint
+
+FASHION_MNIST = Path(os.environ.get("FASHION_MNIST_ROOT", "/usr/share/datasets/fashion-mnist"))
+ROOT = Path(__file__).resolve().parents[2]
+EPOCH_METRICS = ("epoch", "iteration", "epochs", "total_iterations", "train_loss", "train_error", "test_loss",
+                 "test_top1_error", "test_top5_error", "images_per_second", "image_size")
+RUN_ID = re.compile(r"(starting|resuming) MLflow run ([0-9a-f]{32})")
+
+pytestmark = pytest.mark.skipif(not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+                                reason=f"Fashion-MNIST not at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)")
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+def config_of(folder: Path, *argv: str) -> ExperimentConfig:
+    """The config ``python -m orchestrator.train ARGV --storage-path FOLDER/runs`` would train."""
+    return config_from_args(build_parser().parse_args([*argv, "--storage-path", str(folder / "runs")]))
+
+
+def client_of(config: ExperimentConfig) -> tracking.MlflowClient:
+    return tracking.MlflowClient(tracking_uri=config.resolved_tracking_uri())
+
+
+def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of every logged point of ``key``, in step order."""
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def assert_each_epoch_once(client, run_id: str, epochs: int, iterations_per_epoch: int) -> None:
+    """MLflow holds exactly one point per epoch for every per-epoch metric: no duplicates, none missing."""
+    for key in EPOCH_METRICS:
+        points = history(client, run_id, key)
+        steps = [step for step, _ in points]
+        assert steps == [iterations_per_epoch * e for e in range(1, epochs + 1)], (key, points)
+    assert [v for _, v in history(client, run_id, "epoch")] == list(range(1, epochs + 1))
+    assert [v for _, v in history(client, run_id, "iteration")] == [
+        iterations_per_epoch * e for e in range(1, epochs + 1)]
+    for key in ("train_loss_step", "train_error_step", "lr"):  # the log_every points: each step once
+        steps = [step for step, _ in history(client, run_id, key)]
+        assert steps == sorted(set(steps)), (key, steps)
+
+
+def snapshot_checkpoints(folder: Path) -> tuple[list[tuple[str, int]], int]:
+    """Ray Train's record of the run's kept checkpoints: ``[(dir name, epoch)]`` and the number of
+    reports made. With ``keep_checkpoints`` >= epochs every checkpoint of the run is in it."""
+    snapshot = json.loads((folder / "checkpoint_manager_snapshot.json").read_text())
+    kept = [(r["checkpoint_dir_name"], int(r["metrics"]["epoch"])) for r in snapshot["checkpoint_results"]]
+    return kept, snapshot["current_report_index"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(tmp_path, monkeypatch):
+    """Work in ``tmp_path`` with the default tracking URI (sqlite next to the storage)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+# --- processes (via /proc, so no psutil is needed) ---------------------------------------------------
+
+def _stat(pid: int) -> tuple[int, int]:
+    """``(ppid, session id)`` of ``pid``."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()  # state ppid pgrp session ...
+    return int(fields[1]), int(fields[3])
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def session_pids(sid: int) -> list[int]:
+    pids = []
+    for pid in _all_pids():
+        try:
+            if _stat(pid)[1] == sid:
+                pids.append(pid)
+        except (OSError, ValueError, IndexError):
+            pass
+    return pids
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid in _all_pids():
+        try:
+            children.setdefault(_stat(pid)[0], []).append(pid)
+        except (OSError, ValueError, IndexError):
+            pass
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def train_workers(root: int) -> set[int]:
+    """The Ray Train worker processes below ``root`` (Ray titles them ``ray::RayTrainWorker``)."""
+    return {pid for pid in descendants(root) if "RayTrainWorker" in cmdline(pid)}
+
+
+def kill_session(sid: int, timeout: float = 30) -> None:
+    """SIGKILL every process of session ``sid`` (the CLI, its private Ray and Ray's workers, which
+    sit in process groups of their own but in the CLI's session) until none is left."""
+    deadline = time.monotonic() + timeout
+    while (pids := [p for p in session_pids(sid) if p != os.getpid()]) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+
+
+class CLI:
+    """``python -m orchestrator.train`` in a session of its own, output to files."""
+
+    def __init__(self, folder: Path, args: list[str], label: str = "cli"):
+        self.folder = folder
+        self.stdout, self.stderr = folder / f"{label}.out", folder / f"{label}.err"
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(self.stdout, "w") as out, open(self.stderr, "w") as err:
+            self.process = subprocess.Popen([sys.executable, "-m", "orchestrator.train", *args], cwd=folder,
+                                            env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.stdout.read_text()
+
+    def run_id(self, timeout: float) -> str:
+        return wait_for(lambda: (m := RUN_ID.search(self.output())) and m.group(2), timeout, self,
+                        "the MLflow run id")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"CLI still running after {timeout}s\n{self.describe()}")
+
+    def describe(self) -> str:
+        return f"--- stdout\n{self.output()}\n--- stderr (end)\n{self.stderr.read_text()[-3000:]}"
+
+
+def wait_for(probe, timeout: float, cli: CLI, what: str, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        if cli.process.poll() is not None:
+            pytest.fail(f"CLI exited ({cli.process.returncode}) before {what}\n{cli.describe()}")
+        time.sleep(interval)
+    pytest.fail(f"no {what} after {timeout}s\n{cli.describe()}")
+
+
+@pytest.fixture
+def start_cli():
+    started: list[CLI] = []
+
+    def start(folder: Path, args: list[str]) -> CLI:
+        cli = CLI(folder, args, label=f"cli{len(started) + 1}")
+        started.append(cli)
+        return cli
+
+    yield start
+    for cli in started:
+        kill_session(cli.pid)
+        cli.process.wait(timeout=30)
+
+
+def logged_epochs(client, run_id: str) -> int:
+    try:
+        return len(client.get_metric_history(run_id, "epoch"))
+    except Exception:  # noqa: BLE001 - the sqlite file can be busy while the CLI writes
+        return 0
+
+
+# --- 1. a 2-worker run learns, and its MLflow record is complete -------------------------------------
+
+# CIFAR ResNet-8 on 4,096 Fashion-MNIST images, 160 iterations of batch 128 (5 epochs of 32; lr
+# /10 at 80 and 120): measured 27-30% test top-1 error on 1,000 test images (chance: 90%).
+LEARN_ARGS = ("--model", "cifar_resnet8", "--name", "learn", "--set", "train_subset=4096",
+              "--set", "test_subset=1000", "--iterations", "160")
+LEARN_EPOCHS, LEARN_ITERATIONS_PER_EPOCH = 5, 32
+
+
+@pytest.fixture(scope="module")
+def learned(ray_local, tmp_path_factory):
+    """One finished 2-worker run: ``(config, summary, progress lines, seconds)``."""
+    folder = tmp_path_factory.mktemp("learn")
+    cwd, old_uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.chdir(folder)
+    try:
+        config = config_of(folder, *LEARN_ARGS)
+        lines: list[str] = []
+        started = time.monotonic()
+        summary = train(config, echo=lines.append)
+        seconds = time.monotonic() - started
+    finally:
+        os.chdir(cwd)
+        if old_uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = old_uri
+    print(f"\nlearn run: {seconds:.1f}s, test top-1 error {summary.metrics.get('test_top1_error')}%")
+    return config, summary, lines, seconds
+
+
+@pytest.mark.timeout(400)
+def test_two_workers_learn_far_below_chance(learned):
+    config, summary, lines, _ = learned
+    assert summary.status == "FINISHED", summary.error
+    assert summary.error is None
+    assert summary.metrics["epoch"] == LEARN_EPOCHS
+    assert summary.metrics["iteration"] == 160
+    assert summary.metrics["test_top1_error"] < 35.0  # chance is 90%
+    assert summary.metrics["test_top5_error"] < 5.0  # chance is 50%
+    assert summary.metrics["train_error"] < 35.0
+    assert lines[0].startswith(f"[learn] starting MLflow run {summary.run_id} (cifar_resnet8 on fashion-mnist, 2 worker(s))")
+    progress = [int(re.match(r"\[learn\] epoch (\d+)/5 iter \d+/160 \|", line).group(1)) for line in lines[1:]]
+    assert progress and progress == sorted(set(progress)) and progress[-1] == LEARN_EPOCHS, lines
+    assert all("img/s" in line for line in lines[1:])
+
+
+def test_mlflow_run_holds_config_metrics_tags_and_status(learned):
+    config, summary, _, _ = learned
+    client = client_of(config)
+    run = client.get_run(summary.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "learn"
+    # The whole config, flattened (recipe.* overrides included).
+    assert run.data.params == tracking.flatten(config.to_dict())
+    assert run.data.params["recipe_overrides.total"] == "160"
+    assert run.data.params["model"] == "cifar_resnet8" and run.data.params["workers"] == "2"
+    tags = run.data.tags
+    assert {k: tags.get(k) for k in ("model", "depth", "shortcut", "dataset", "recipe")} == {
+        "model": "cifar_resnet8", "depth": "8", "shortcut": "A", "dataset": "fashion-mnist", "recipe": "smoke"}
+    assert tags["residual"] in ("True", "1")  # "1": see test_tags_are_written_as_strings
+    assert tags[tracking.CONFIG_HASH] == config.hash()
+    assert tags[tracking.RUN_KEY] == "learn"
+    if (ROOT / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tags["git_commit"]), tags["git_commit"]
+    assert tracking.DIVERGED not in tags and "orchestrator.error" not in tags
+    assert_each_epoch_once(client, summary.run_id, LEARN_EPOCHS, LEARN_ITERATIONS_PER_EPOCH)
+    # The summary is the last epoch's record.
+    for key, value in summary.metrics.items():
+        assert run.data.metrics[key] == pytest.approx(value), key
+    errors = [v for _, v in history(client, summary.run_id, "train_error")]
+    assert errors[-1] < errors[0]  # training error falls
+
+
+@pytest.fixture(scope="module")
+def reevaluated(learned, tmp_path_factory):
+    """The run's ``checkpoints/last`` artifact, downloaded, loaded and evaluated on the run's test
+    subset: as the workers did (two shards, one thread each, counts summed) and in one pass."""
+    config, summary, _, _ = learned
+    import mlflow.artifacts
+
+    path = mlflow.artifacts.download_artifacts(artifact_uri=summary.artifacts["last"],
+                                               dst_path=str(tmp_path_factory.mktemp("download")),
+                                               tracking_uri=config.resolved_tracking_uri())
+    state = load_checkpoint(path)
+    train_data, test_data = load_split(config, "train"), load_split(config, "test")
+    model = build_run_model(config, train_data.in_channels, train_data.num_classes)
+    model.load_state_dict(state["model"])
+    model.eval()
+    mean = per_pixel_mean(train_data.images)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a worker with 1 CPU runs 1 thread
+    try:
+        shards = [evaluate(model, ResidentLoader(test_data.images, test_data.labels, 256, train=False, mean=mean,
+                                                 rank=rank, world_size=2), "cpu") for rank in (0, 1)]
+    finally:
+        torch.set_num_threads(threads)
+    count = sum(s["count"] for s in shards)
+    sharded = {key: sum(s[key] * s["count"] for s in shards) / count for key in ("loss", "top1_error", "top5_error")}
+    loader = ResidentLoader(test_data.images, test_data.labels, 256, train=False, mean=mean)
+    whole = evaluate(model, loader, "cpu")
+    return {"state": state, "model": model, "loader": loader, "sizes": (len(train_data), len(test_data)),
+            "count": count, "sharded": sharded, "whole": whole}
+
+
+@pytest.mark.timeout(300)
+def test_checkpoint_artifact_reproduces_the_logged_test_error(learned, reevaluated):
+    config, summary, _, _ = learned
+    client = client_of(config)
+    assert summary.artifacts["last"] == f"runs:/{summary.run_id}/checkpoints/last/{CHECKPOINT_FILE}"
+    listed = [a.path for a in client.list_artifacts(summary.run_id, "checkpoints/last")]
+    assert listed == [f"checkpoints/last/{CHECKPOINT_FILE}"]
+    state = reevaluated["state"]
+    assert (state["epoch"], state["iteration"], state["config_hash"]) == (LEARN_EPOCHS, 160, config.hash())
+    assert state["config"] == config.to_dict()
+    assert reevaluated["sizes"] == (4096, 1000) and reevaluated["count"] == 1000
+    logged = summary.metrics
+    # Within one test image (0.1%): the workers' rank 1 evaluated with its own BatchNorm running
+    # statistics, not the checkpoint's (see test_logged_test_metrics_are_exactly_the_checkpoints).
+    for result in (reevaluated["sharded"], reevaluated["whole"]):
+        assert result["top1_error"] == pytest.approx(logged["test_top1_error"], abs=0.11)
+        assert result["top5_error"] == pytest.approx(logged["test_top5_error"], abs=0.11)
+        assert result["loss"] == pytest.approx(logged["test_loss"], rel=1e-3)
+
+
+def test_logged_test_metrics_are_exactly_the_checkpoints(learned, reevaluated):
+    _, summary, _, _ = learned
+    logged, sharded = summary.metrics, reevaluated["sharded"]
+    assert sharded["loss"] == pytest.approx(logged["test_loss"], rel=1e-6)
+    assert sharded["top1_error"] == pytest.approx(logged["test_top1_error"], abs=0.01)
+    assert sharded["top5_error"] == pytest.approx(logged["test_top5_error"], abs=0.01)
+
+
+@pytest.mark.timeout(300)
+def test_mlflow_model_artifact_gives_the_checkpoints_logits(learned, reevaluated):
+    config, summary, _, _ = learned
+    assert summary.artifacts["model"] == f"runs:/{summary.run_id}/model"
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(config.resolved_tracking_uri())
+    logged = mlflow.pytorch.load_model(summary.artifacts["model"])
+    images, _ = next(iter(reevaluated["loader"]))
+    with torch.inference_mode():
+        expected = reevaluated["model"](images)
+        got = logged(images)
+    assert got.shape == (len(images), 10)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_tags_are_written_as_strings(learned):
+    config, summary, _, _ = learned
+    tags = client_of(config).get_run(summary.run_id).data.tags
+    assert (tags["residual"], tags["depth"]) == ("True", "8")
+
+
+def test_artifacts_live_next_to_the_database_not_in_the_working_folder(learned):
+    config, summary, _, _ = learned
+    database = Path(summary.tracking_uri.removeprefix("sqlite:///"))
+    experiment = client_of(config).get_experiment_by_name(config.experiment)
+    assert experiment.artifact_location == (database.parent / "artifacts").as_uri()
+
+
+# --- 5. a finished run is not retrained; a changed config needs --force -----------------------------
+
+@pytest.mark.timeout(300)
+def test_finished_run_is_reported_and_a_changed_config_needs_force(learned, monkeypatch):
+    config, summary, _, _ = learned
+    monkeypatch.chdir(Path(config.storage_path).parent)
+    client = client_of(config)
+
+    lines: list[str] = []
+    again = train(config, echo=lines.append)
+    assert lines == [f"[learn] already finished (MLflow run {summary.run_id}); nothing to do"]
+    assert (again.run_id, again.status) == (summary.run_id, "FINISHED")
+    assert again.metrics == pytest.approx(summary.metrics)
+    assert again.artifacts["last"] == summary.artifacts["last"]
+
+    folder = Path(config.storage_path).parent
+    changed = config_of(folder, "--model", "cifar_resnet8", "--name", "learn", "--set", "train_subset=1024",
+                        "--set", "test_subset=200", "--iterations", "8")
+    assert changed.hash() != config.hash()
+    with pytest.raises(ValueError, match=r"run 'learn' exists with another config .*--force"):
+        train(changed, echo=lines.append)
+    assert client.get_run(summary.run_id).data.tags[tracking.RUN_KEY] == "learn"  # untouched
+    assert run_folder(config).exists()
+
+    lines.clear()
+    forced = train(changed, force=True, echo=lines.append)
+    assert forced.status == "FINISHED", forced.error
+    assert forced.run_id != summary.run_id
+    assert lines[0].startswith(f"[learn] starting MLflow run {forced.run_id}")
+    assert forced.metrics["iteration"] == 8 and forced.metrics["epoch"] == 1
+    old = client.get_run(summary.run_id)
+    assert old.data.tags["orchestrator.retired"] == "true"
+    assert old.data.tags[tracking.RUN_KEY] != "learn"
+    assert old.info.status == "FINISHED"  # kept, with its artifacts
+    new = client.get_run(forced.run_id)
+    assert new.data.tags[tracking.RUN_KEY] == "learn" and new.data.tags[tracking.CONFIG_HASH] == changed.hash()
+    assert new.data.params["recipe_overrides.total"] == "8"
+    experiment = client.get_experiment_by_name(config.experiment)
+    assert tracking.find_run(client, experiment.experiment_id, "learn").info.run_id == forced.run_id
+    # The Ray storage started over too: its only checkpoints are the new run's.
+    kept, reports = snapshot_checkpoints(run_folder(config))
+    assert [epoch for _, epoch in kept] == [1] and reports == 1
+
+
+# --- 4. a NaN on one rank fails the run, promptly, keeping the last good checkpoint ------------------
+
+@pytest.mark.timeout(300)
+def test_nan_on_one_rank_fails_the_run_and_keeps_the_last_checkpoint(ray_local, tmp_path):
+    # 1,024 images = 8 iterations per epoch; rank 1's logits go NaN at iteration 20 (epoch 3), which
+    # the ranks agree on at the end of epoch 3; epochs 1 and 2 are checkpointed.
+    config = config_of(tmp_path, "--model", "cifar_resnet8", "--name", "nan", "--set", "train_subset=1024",
+                       "--set", "test_subset=200", "--iterations", "48", "--set", "inject_nan=1:20")
+    assert config.inject_nan == "1:20"
+    started = time.monotonic()
+    summary = train(config, echo=lambda line: None)
+    seconds = time.monotonic() - started
+    print(f"\nNaN run: {seconds:.1f}s")
+    assert summary.status == "FAILED"
+    assert summary.error == "non-finite training loss nan at iteration 20 on rank 1"
+    assert summary.artifacts == {} and summary.checkpoints == {}
+    assert seconds < 180  # not retried, not hung in a collective
+    client = client_of(config)
+    run = client.get_run(summary.run_id)
+    assert run.info.status == "FAILED"
+    assert "non-finite training loss" in run.data.tags[tracking.DIVERGED]
+    assert "non-finite training loss" in run.data.tags["orchestrator.error"]
+    assert [v for _, v in history(client, summary.run_id, "epoch")] == [1, 2]  # nothing after the NaN
+    assert all(v == v for _, v in history(client, summary.run_id, "train_loss_step"))  # no NaN logged
+    assert client.list_artifacts(summary.run_id) == []
+    # The last good checkpoint is kept in the Ray storage.
+    kept, _ = snapshot_checkpoints(run_folder(config))
+    assert kept[-1][1] == 2
+    state = load_checkpoint(run_folder(config) / kept[-1][0] / CHECKPOINT_FILE)
+    assert (state["epoch"], state["iteration"]) == (2, 16)
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+# --- 2. a killed worker: the run restarts from its checkpoint and logs each epoch once ---------------
+
+# 2,048 images = 16 iterations of batch 128 per epoch, 4 epochs; every checkpoint kept.
+KILL_ARGS = ["--model", "cifar_resnet8", "--set", "train_subset=2048", "--set", "test_subset=500",
+             "--iterations", "64", "--set", "keep_checkpoints=4", "--set", "max_failures=2"]
+KILL_EPOCHS, KILL_ITERATIONS_PER_EPOCH = 4, 16
+
+
+@pytest.mark.timeout(420)
+def test_worker_sigkill_redoes_at_most_one_epoch(start_cli, tmp_path):
+    started = time.monotonic()
+    cli = start_cli(tmp_path, [*KILL_ARGS, "--name", "workerkill", "--storage-path", str(tmp_path / "runs"),
+                               "--json", str(tmp_path / "out.json")])
+    config = config_of(tmp_path, *KILL_ARGS, "--name", "workerkill")
+    run_id = cli.run_id(timeout=120)
+    client = client_of(config)
+    wait_for(lambda: logged_epochs(client, run_id) >= 1, 180, cli, "epoch 1 in MLflow")
+    first_epoch = time.monotonic() - started
+    workers = wait_for(lambda: train_workers(cli.pid), 30, cli, "Ray Train workers")
+    assert len(workers) == 2, workers
+    victim = max(workers)
+    os.kill(victim, signal.SIGKILL)
+    epochs_at_kill = logged_epochs(client, run_id)
+    # The worker group is restarted: new worker processes appear.
+    restarted = wait_for(lambda: train_workers(cli.pid) - workers, 120, cli, "restarted workers")
+    assert victim not in restarted
+
+    assert cli.wait(timeout=300) == 0, cli.describe()
+    seconds = time.monotonic() - started
+    print(f"\nworker-kill run: {seconds:.1f}s (epoch 1 logged at {first_epoch:.1f}s, killed after "
+          f"{epochs_at_kill} epoch(s))")
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert summary["status"] == "FINISHED" and summary["run_id"] == run_id
+    assert summary["metrics"]["iteration"] == KILL_EPOCHS * KILL_ITERATIONS_PER_EPOCH  # as uninterrupted
+    assert summary["metrics"]["epoch"] == KILL_EPOCHS
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert_each_epoch_once(client, run_id, KILL_EPOCHS, KILL_ITERATIONS_PER_EPOCH)
+    # Every epoch was completed (checkpointed and reported) exactly once: the restart resumed from
+    # the latest checkpoint, so at most the interrupted epoch was trained again.
+    kept, reports = snapshot_checkpoints(run_folder(config))
+    assert [epoch for _, epoch in kept] == list(range(1, KILL_EPOCHS + 1))
+    assert reports == KILL_EPOCHS
+    assert "Traceback" not in cli.output()
+
+
+# --- 3. the driver killed: rerunning the command resumes from the latest checkpoint ------------------
+
+@pytest.mark.timeout(480)
+def test_driver_sigkill_then_rerun_resumes(start_cli, tmp_path):
+    started = time.monotonic()
+    args = [*KILL_ARGS, "--name", "driverkill", "--storage-path", str(tmp_path / "runs")]
+    config = config_of(tmp_path, *KILL_ARGS, "--name", "driverkill")
+    folder = run_folder(config)
+    first = start_cli(tmp_path, args)
+    run_id = first.run_id(timeout=120)
+    client = client_of(config)
+
+    def checkpointed_epoch() -> bool:
+        try:
+            kept, _ = snapshot_checkpoints(folder)
+        except (OSError, ValueError, KeyError):
+            return False
+        return bool(kept) and logged_epochs(client, run_id) >= 1
+
+    wait_for(checkpointed_epoch, 180, first, "a checkpointed epoch")
+    killed_at = time.monotonic() - started
+    kill_session(first.pid)  # the driver and its private Ray, all at once
+    first.process.wait(timeout=30)
+    assert first.process.returncode == -signal.SIGKILL
+    assert not session_pids(first.pid)
+    before, _ = snapshot_checkpoints(folder)
+    logged_before = logged_epochs(client, run_id)
+    assert client.get_run(run_id).info.status == "RUNNING"  # nobody closed it
+
+    second = start_cli(tmp_path, [*args, "--json", str(tmp_path / "out.json")])
+    assert second.wait(timeout=300) == 0, second.describe()
+    seconds = time.monotonic() - started
+    print(f"\ndriver-kill run: {seconds:.1f}s (killed at {killed_at:.1f}s after {len(before)} checkpoint(s), "
+          f"{logged_before} logged epoch(s); the rerun took {seconds - killed_at:.1f}s)")
+    out = second.output()
+    assert f"[driverkill] resuming MLflow run {run_id}" in out and "starting" not in out
+    progress = [int(e) for e in re.findall(r"\[driverkill\] epoch (\d+)/4", out)]
+    assert progress and min(progress) > logged_before and progress[-1] == KILL_EPOCHS, out
+
+    # It started from the latest checkpoint: the rerun's first checkpoint is the epoch after it,
+    # and no epoch was completed twice.
+    after, reports = snapshot_checkpoints(folder)
+    new = [epoch for name, epoch in after if (name, epoch) not in before]
+    assert new and new[0] == max(epoch for _, epoch in before) + 1 > 1
+    assert [epoch for _, epoch in after] == list(range(1, KILL_EPOCHS + 1))
+    assert reports == KILL_EPOCHS
+
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert (summary["status"], summary["run_id"]) == ("FINISHED", run_id)
+    assert summary["metrics"]["iteration"] == KILL_EPOCHS * KILL_ITERATIONS_PER_EPOCH
+    experiment = client.get_experiment_by_name(config.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id]  # one run for the name, no duplicate
+    assert runs[0].info.status == "FINISHED"
+    assert_each_epoch_once(client, run_id, KILL_EPOCHS, KILL_ITERATIONS_PER_EPOCH)
+
+
+# --- 6. bad input: one line on stderr, exit code 2, nothing written ----------------------------------
+
+BAD_INPUT = {
+    "unknown-set-key": (["--set", "foo=1"], r"unknown config key\(s\) foo; valid: name, model"),
+    "bad-value-type": (["--set", "seed=abc"], r"config key 'seed' must be int, got \"abc\""),
+    "unknown-model": (["--model", "resnet21"], r"unknown ImageNet depth 21 in 'resnet21'; valid: 18, 34"),
+    "cifar-depth-not-6n+2": (["--model", "cifar_resnet21"], r"CIFAR depth 21 in 'cifar_resnet21' is not 6n\+2"),
+    "unknown-preset": (["-p", "nope"], r"unknown preset 'nope'; valid: .*smoke"),
+    "missing-data-root": (["--data-root", "{folder}/nowhere"], r"expected a directory at .*/nowhere"),
+    "unreachable-tracking-uri": (["--tracking-uri", "http://127.0.0.1:9"],
+                                 r"MLflow tracking URI 'http://127.0.0.1:9' is unreachable"),
+    "zero-iterations": (["--iterations", "0"], r"--iterations must be a positive integer, got 0"),
+    "workers-not-dividing-batch": (["--workers", "3"], r"batch_size 128 of recipe 'smoke' is not divisible by world_size 3"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """Every bad command at once (each spawn costs seconds of imports): name -> (folder, result)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    started = {}
+    for name, (args, _) in BAD_INPUT.items():
+        folder = tmp_path_factory.mktemp(name)
+        argv = [a.format(folder=folder) for a in args]
+        command = [sys.executable, "-m", "orchestrator.train", *argv, "--storage-path", str(folder / "runs"),
+                   "--json", str(folder / "out.json")]
+        started[name] = folder, subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+    results = {}
+    for name, (folder, process) in started.items():
+        try:
+            stdout, stderr = process.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            kill_session(process.pid)
+            stdout, stderr = process.communicate()
+        results[name] = folder, process.returncode, stdout, stderr
+    return results
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_is_one_error_line_and_exit_2(bad_input_runs, case):
+    folder, code, stdout, stderr = bad_input_runs[case]
+    assert code == 2, (stdout, stderr)
+    assert "Traceback" not in stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert re.search(BAD_INPUT[case][1], lines[0]), lines[0]
+    assert stdout == ""
+    assert list(folder.iterdir()) == []  # no --json, no run folder, no mlflow.db, no mlruns
