@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup data test-services ablate test clean
+.PHONY: setup data test-services ablate test chaos clean
 
 setup: $(STAMP) data
 
@@ -34,6 +34,10 @@ test-services:
 
 test: setup test-services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The chaos suite: the short reliability tests plus the long fault-injection runs (slow).
+chaos: setup test-services
+	CHAOS_LONG=1 $(PY) -m pytest tests/reliability $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -27,9 +27,17 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     sys.exit(code)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with our error convention: one ``error:`` line and exit 2, no usage block."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(USAGE_ERROR)
+
+
 def parser(prog: str, doc: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=f"python -m {prog}", description=doc,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    return ArgumentParser(prog=f"python -m {prog}", description=doc,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_tracking_args(p: argparse.ArgumentParser) -> None:

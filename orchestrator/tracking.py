@@ -35,7 +35,12 @@ def connect(uri: str) -> MlflowClient:
         raise ValueError(f"tracking URI {uri!r} is a file store, deprecated in MLflow 3; use "
                          "sqlite:///path/mlflow.db or an http(s):// tracking server")
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"cannot create the MLflow database folder {folder}: {error.strerror}; "
+                             "pick another --storage-path or --tracking-uri") from None
     # Fail fast on an unreachable server instead of MLflow's default minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

@@ -1,0 +1,330 @@
+"""Chaos: faults injected into real runs (Ray Train + Ray Tune + MLflow + Fashion-MNIST, no mocks).
+
+The short suite (the normal test run) holds the faults no other test covers cheaply: a truncated
+newest checkpoint, and (in test_bad_input.py) a storage path that cannot be created. The long
+suite runs only with CHAOS_LONG=1 (``make chaos``): three worker SIGKILLs in one run, the
+ablation driver killed again and again, the MLflow tracking server down mid-run, the storage made
+read-only mid-run. One worker kill and one driver kill are covered by tests/orchestrator/test_train.py
+and tests/orchestrator/test_ablate.py, so the short suite does not repeat them.
+
+What each fault does, and the figures measured here, are in docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.config import ExperimentConfig
+from orchestrator.train import build_parser, config_from_args, train
+from orchestrator.trainer import run_folder
+from orchestrator.worker import CHECKPOINT_FILE
+from tests.reliability.procs import (CHAOS_LONG, HAVE_FASHION_MNIST, LONG_REASON, Command, MlflowServer,
+                                     train_workers, wait_until)
+from workloads.engine import load_checkpoint
+
+pytestmark = pytest.mark.skipif(not HAVE_FASHION_MNIST, reason="Fashion-MNIST not installed (make data)")
+long_only = pytest.mark.skipif(not CHAOS_LONG, reason=LONG_REASON)
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+def config_of(folder: Path, *argv: str) -> ExperimentConfig:
+    return config_from_args(build_parser().parse_args([*argv, "--storage-path", str(folder / "runs")]))
+
+
+def kept_checkpoints(folder: Path) -> tuple[list[tuple[str, int]], int]:
+    """Ray Train's record of the run: ``[(checkpoint dir, epoch)]`` kept, and the reports made."""
+    snapshot = json.loads((folder / "checkpoint_manager_snapshot.json").read_text())
+    kept = [(r["checkpoint_dir_name"], int(r["metrics"]["epoch"])) for r in snapshot["checkpoint_results"]]
+    return kept, snapshot["current_report_index"]
+
+
+def epoch_steps(client: MlflowClient, run_id: str, key: str = "epoch") -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def assert_each_epoch_once(client: MlflowClient, run_id: str, epochs: int, per_epoch: int) -> None:
+    """Every per-epoch metric holds exactly one point per epoch: none duplicated, none missing."""
+    for key in ("epoch", "iteration", "train_loss", "test_top1_error"):
+        steps = [step for step, _ in epoch_steps(client, run_id, key)]
+        assert steps == [per_epoch * e for e in range(1, epochs + 1)], (key, steps)
+    assert [v for _, v in epoch_steps(client, run_id)] == list(range(1, epochs + 1))
+
+
+def logged_epochs(client: MlflowClient, run_id: str) -> int:
+    try:
+        return len(client.get_metric_history(run_id, "epoch"))
+    except Exception:  # noqa: BLE001 - sqlite busy, or the server down on purpose
+        return 0
+
+
+RUN_ID = re.compile(r"(?:starting|resuming) MLflow run ([0-9a-f]{32})")
+
+
+def run_id_of(command: Command, timeout: float = 180) -> str:
+    return wait_until(lambda: (m := RUN_ID.search(command.stdout())) and m.group(1), timeout,
+                      "the MLflow run id", command)
+
+
+@pytest.fixture
+def commands():
+    """Start CLIs with ``start(module, args, folder, label)``; every one is killed (its whole
+    session, by pid) at the end of the test."""
+    started: list[Command] = []
+
+    def start(module: str, args: list[str], folder: Path, label: str) -> Command:
+        command = Command(module, args, folder, label)
+        started.append(command)
+        return command
+
+    yield start
+    for command in started:
+        command.kill()
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Work in ``tmp_path`` (MLflow writes ./mlruns of a sqlite experiment's creator there)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return tmp_path
+
+
+# --- the newest checkpoint truncated (short) -----------------------------------------------------------
+
+# One worker, 256 images = 2 iterations of batch 128 per epoch, 4 epochs. Rank 0's loss goes NaN at
+# iteration 5 (epoch 3), so the run fails deterministically after checkpointing epochs 1 and 2, and
+# stays resumable (a FAILED run of the same config resumes from its latest checkpoint).
+CORRUPT_ARGS = ["--model", "cifar_resnet8", "--workers", "1", "--set", "train_subset=256", "--set", "test_subset=128",
+                "--iterations", "8", "--set", "keep_checkpoints=4", "--set", "max_failures=1"]
+
+
+def failed_run_with_two_checkpoints(folder: Path, name: str):
+    config = config_of(folder, *CORRUPT_ARGS, "--name", name, "--set", "inject_nan=0:5")
+    first = train(config, echo=lambda line: None)
+    assert first.status == "FAILED" and "non-finite training loss" in first.error, first.error
+    kept, _ = kept_checkpoints(run_folder(config))
+    assert [epoch for _, epoch in kept] == [1, 2]
+    # Resume without the fault: the same config hash (inject_nan is not part of what is trained).
+    resumed = dataclasses.replace(config, inject_nan=None)
+    assert resumed.hash() == config.hash()
+    return resumed, first.run_id, [run_folder(config) / name / CHECKPOINT_FILE for name, _ in kept]
+
+
+@pytest.mark.timeout(600)
+def test_truncated_newest_checkpoint_fails_naming_the_file_and_is_never_loaded(ray_session, in_tmp):
+    config, run_id, (previous, newest) = failed_run_with_two_checkpoints(in_tmp, "truncated")
+    previous_bytes = previous.read_bytes()
+    whole = newest.read_bytes()
+    newest.write_bytes(whole[: len(whole) // 2])  # a partial copy, as a full disk or a crash leaves it
+
+    started = time.monotonic()
+    # max_failures=0 (not part of the config hash): with retries, Ray loads the same file again each time.
+    summary = train(dataclasses.replace(config, max_failures=0), echo=lambda line: None)
+    seconds = time.monotonic() - started
+    print(f"\ntruncated newest checkpoint: the resume failed after {seconds:.1f}s: {summary.error}")
+
+    # Today: a clear failure naming the file (no fallback: see the xfail test below).
+    assert summary.status == "FAILED"
+    assert str(newest) in summary.error and "corrupt or truncated" in summary.error
+    client = MlflowClient(config.resolved_tracking_uri())
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and str(newest) in run.data.tags["orchestrator.error"]
+    # The garbage was never trained on: nothing was logged past epoch 2, no checkpoint was added.
+    assert [v for _, v in epoch_steps(client, run_id)] == [1, 2]
+    kept, reports = kept_checkpoints(run_folder(config))
+    assert [epoch for _, epoch in kept] == [1, 2] and reports == 2
+    # The previous checkpoint is intact, and the truncated one was left for inspection, not rewritten.
+    assert previous.read_bytes() == previous_bytes
+    assert load_checkpoint(previous)["epoch"] == 1
+    assert newest.read_bytes() == whole[: len(whole) // 2]
+
+
+@long_only
+@pytest.mark.timeout(600)
+@pytest.mark.xfail(strict=True, reason="BUG: orchestrator/worker.py train_worker loads only the newest checkpoint; "
+                   "a corrupt one fails every retry and every rerun (the run is stuck until --force discards all "
+                   "its checkpoints). Catch CheckpointError and fall back to the previous kept checkpoint")
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(ray_session, in_tmp):
+    config, run_id, (previous, newest) = failed_run_with_two_checkpoints(in_tmp, "fallback")
+    newest.write_bytes(b"\x00" * 1024)  # garbage of the right kind of size
+    summary = train(config, echo=lambda line: None)
+    assert summary.status == "FINISHED", summary.error
+    assert summary.metrics["iteration"] == 8
+    assert_each_epoch_once(MlflowClient(config.resolved_tracking_uri()), run_id, 4, 2)
+
+
+# --- workers SIGKILLed three times (long) -------------------------------------------------------------
+
+# 2 workers, 2,048 images = 16 iterations per epoch, 10 epochs; room for 3 restarts.
+KILL_ARGS = ["--model", "cifar_resnet8", "--set", "train_subset=2048", "--set", "test_subset=256",
+             "--iterations", "160", "--set", "keep_checkpoints=2", "--set", "max_failures=3"]
+KILL_EPOCHS, KILL_PER_EPOCH = 10, 16
+
+
+@long_only
+@pytest.mark.timeout(900)
+def test_workers_sigkilled_three_times_the_run_finishes_as_if_uninterrupted(commands, in_tmp):
+    rng = random.Random(2015)
+    started = time.monotonic()
+    cli = commands("orchestrator.train", [*KILL_ARGS, "--name", "kill3", "--storage-path", str(in_tmp / "runs"),
+                                          "--json", str(in_tmp / "out.json")], in_tmp, "kill3")
+    config = config_of(in_tmp, *KILL_ARGS, "--name", "kill3")
+    run_id = run_id_of(cli)
+    client = MlflowClient(config.resolved_tracking_uri())
+    killed, seen = [], set()
+    for _ in range(3):
+        workers = wait_until(lambda: {p.pid for p in train_workers(cli.pid)} - seen, 180, "a worker group", cli)
+        workers = wait_until(lambda: len(now := {p.pid for p in train_workers(cli.pid)} - seen) == 2 and now,
+                             60, "both workers", cli)
+        seen |= workers
+        time.sleep(rng.uniform(3, 12))  # a random point: setup, mid-epoch, evaluation or a report
+        if not cli.alive():
+            break
+        victim = rng.choice(sorted(workers))
+        os.kill(victim, signal.SIGKILL)
+        killed.append((round(time.monotonic() - started, 1), logged_epochs(client, run_id)))
+    assert cli.wait(timeout=600) == 0, cli.describe()
+    seconds = time.monotonic() - started
+    print(f"\n3 worker kills: {seconds:.1f}s, kills at (seconds, epochs logged) {killed}")
+    assert len(killed) == 3, f"the run ended before the third kill: {killed}"
+    summary = json.loads((in_tmp / "out.json").read_text())
+    assert summary["status"] == "FINISHED" and summary["run_id"] == run_id
+    assert summary["metrics"]["iteration"] == KILL_EPOCHS * KILL_PER_EPOCH  # an uninterrupted run's count
+    assert summary["metrics"]["epoch"] == KILL_EPOCHS
+    assert_each_epoch_once(client, run_id, KILL_EPOCHS, KILL_PER_EPOCH)
+    _, reports = kept_checkpoints(run_folder(config))
+    assert reports == KILL_EPOCHS  # each epoch completed once: only the interrupted epochs were redone
+    assert "Traceback" not in cli.stdout()
+
+
+# --- the ablation driver killed again and again (long) ------------------------------------------------
+
+@long_only
+@pytest.mark.timeout(1800)
+def test_ablation_driver_killed_repeatedly_each_trial_completes_once(commands, in_tmp):
+    from tests.orchestrator.conftest import TINY
+
+    rng = random.Random(34)
+    storage = in_tmp / "runs"
+    args = ["--name", "chaos", "--axis", "depth=[8]", "--axis", "residual=[true]", "--axis", "seed=[0, 1, 2, 3]",
+            "--max-concurrent", "1", "--storage-path", str(storage)] + [a for pair in TINY for a in ("--set", pair)]
+    uri = f"sqlite:///{storage / 'mlflow.db'}"
+    kills, ends = 0, {}
+    started = time.monotonic()
+    for attempt in range(8):
+        driver = commands("orchestrator.ablate", args, in_tmp, f"driver{attempt}")
+        if attempt < 3:
+            # Kill it at a random point once it has said how many trials it runs (MLflow created).
+            wait_until(lambda: "trials:" in driver.stdout() or not driver.alive(), 300, "the trial count")
+            time.sleep(rng.uniform(5, 40))
+            if driver.alive():
+                driver.kill()
+                kills += 1
+                client = MlflowClient(uri)
+                runs = client.search_runs([client.get_experiment_by_name("resnet-orchestrator").experiment_id],
+                                          "attributes.status = 'FINISHED' and tags.ablation = 'chaos'")
+                for r in runs:  # a finished trial is never run again: its end time stays
+                    assert ends.setdefault(r.info.run_id, r.info.end_time) == r.info.end_time
+                continue
+        assert driver.wait(timeout=900) == 0, driver.describe()
+        break
+    seconds = time.monotonic() - started
+    print(f"\nablation driver killed {kills} times; done after {attempt + 1} starts, {seconds:.1f}s")
+    assert kills >= 2
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("resnet-orchestrator").experiment_id
+    parents = client.search_runs([experiment], "tags.`orchestrator.run_key` = 'chaos'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    names = sorted(c.info.run_name for c in children)
+    assert names == [f"chaos-cifar_resnet8-A-s{s}" for s in range(4)]  # exactly one child run per trial
+    assert all(c.info.status == "FINISHED" for c in children)
+    for child in children:
+        assert_each_epoch_once(client, child.info.run_id, 2, 4)  # TINY: 2 epochs of 4 iterations
+    for run_id, end_time in ends.items():
+        assert client.get_run(run_id).info.end_time == end_time
+
+
+# --- the MLflow tracking server down mid-run (long) ---------------------------------------------------
+
+@long_only
+@pytest.mark.timeout(900)
+def test_mlflow_server_down_for_20s_mid_run_metrics_land_later_none_lost(commands, in_tmp):
+    server = MlflowServer(in_tmp)
+    try:
+        server.start()
+        args = ["--model", "cifar_resnet8", "--workers", "1", "--name", "outage", "--set", "train_subset=2048",
+                "--set", "test_subset=256", "--iterations", "160", "--storage-path", str(in_tmp / "runs"),
+                "--tracking-uri", server.uri, "--json", str(in_tmp / "out.json")]
+        cli = commands("orchestrator.train", args, in_tmp, "outage")
+        run_id = run_id_of(cli)
+        wait_until(lambda: "epoch 2/" in cli.stdout(), 300, "epoch 2", cli)
+        workers_before = {p.pid for p in train_workers(cli.pid)}
+        server.stop()
+        down_at = time.monotonic()
+        workers_seen = set(workers_before)
+        while time.monotonic() - down_at < 20:
+            workers_seen |= {p.pid for p in train_workers(cli.pid)}
+            time.sleep(0.5)
+        restart_seconds = server.start()
+        outage = time.monotonic() - down_at
+        while cli.alive():
+            workers_seen |= {p.pid for p in train_workers(cli.pid)}
+            time.sleep(0.5)
+        code = cli.wait(timeout=600)
+        client = MlflowClient(server.uri)
+        epochs = [v for _, v in epoch_steps(client, run_id)]
+        print(f"\nMLflow down {outage:.1f}s (restart took {restart_seconds:.1f}s): exit {code}, "
+              f"{len(workers_seen - workers_before)} new worker process(es), epochs logged {epochs}")
+        assert "Traceback" not in cli.stdout() + cli.stderr().split("[outage] FAILED")[-1]
+        if code == 0:  # training went on; the metrics landed once the server was back
+            assert client.get_run(run_id).info.status == "FINISHED"
+            assert_each_epoch_once(client, run_id, 10, 16)
+        else:  # or the run failed, clearly, and what was logged has no holes or duplicates
+            assert re.search(r"\[outage\] FAILED: .*", cli.stderr()), cli.describe()
+            assert epochs == list(range(1, len(epochs) + 1))
+    finally:
+        server.stop()
+
+
+# --- the storage made read-only mid-run (long) --------------------------------------------------------
+
+@long_only
+@pytest.mark.timeout(900)
+def test_storage_read_only_mid_run_fails_clearly_and_keeps_the_last_checkpoint(commands, in_tmp):
+    mount = in_tmp / "storage"
+    mount.mkdir()
+    # Root ignores permissions but not a read-only mount; a tmpfs needs privileges (CAP_SYS_ADMIN).
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)")
+    try:
+        args = ["--model", "cifar_resnet8", "--workers", "1", "--name", "readonly", "--set", "train_subset=2048",
+                "--set", "test_subset=256", "--iterations", "160", "--storage-path", str(mount / "runs"),
+                "--tracking-uri", f"sqlite:///{in_tmp / 'mlflow.db'}", "--json", str(in_tmp / "out.json")]
+        cli = commands("orchestrator.train", args, in_tmp, "readonly")
+        folder = mount / "runs" / "readonly"
+        wait_until(lambda: "epoch 2/" in cli.stdout(), 300, "epoch 2", cli)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        frozen, _ = kept_checkpoints(folder)
+        code = cli.wait(timeout=600)
+        print(f"\nread-only storage: exit {code}; {cli.stderr().splitlines()[-1:]}")
+        assert code != 0
+        assert re.search(r"\[readonly\] FAILED: .*(Read-only|read-only|errno 30)", cli.stderr()), cli.describe()
+        # The last good checkpoint is intact and loads.
+        name, epoch = frozen[-1]
+        assert load_checkpoint(folder / name / CHECKPOINT_FILE)["epoch"] == epoch
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
