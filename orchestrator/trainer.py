@@ -5,6 +5,7 @@ Shared by ``orchestrator.train`` (one run) and ``orchestrator.ablate`` (one run 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -158,13 +159,31 @@ def log_checkpoints(client, run_id: str, config: ExperimentConfig, last, best) -
     # MLflow 3 saves PyTorch models as torch.export programs (no pickle) traced on this example,
     # and infers the signature from it.
     example = torch.zeros(2, *_input_shape(state, config)).numpy()  # batch 2: 1 would pin the batch dim
-    mlflow.set_tracking_uri(config.resolved_tracking_uri())
-    with mlflow.start_run(run_id=run_id):
+    with fluent_tracking_uri(config.resolved_tracking_uri()), mlflow.start_run(run_id=run_id):
         # Explicit requirements: inferring them imports and inspects the whole environment (slow).
         mlflow.pytorch.log_model(model, name="model", input_example=example,
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
     artifacts["model"] = f"runs:/{run_id}/model"
     return artifacts
+
+
+@contextlib.contextmanager
+def fluent_tracking_uri(uri: str):
+    """Point MLflow's fluent API (``mlflow.start_run``, ``log_model``) at ``uri`` for a block.
+
+    Through the environment variable, restored afterwards: ``mlflow.set_tracking_uri`` would
+    also set it for good, and every later run in this process that relies on its own default
+    (sqlite next to its storage) would log into this run's database instead.
+    """
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 def _model_io(state: dict) -> tuple[int, int]:

@@ -210,4 +210,4 @@ def test_the_smoke_ablation_survives_losing_a_node(cluster, monkeypatch):
     assert epochs_in_db == EPOCHS * len(TRIALS)
     assert list(cluster.server.artifacts.rglob("state.pt")), "no checkpoint reached the artifact store"
     print(f"[rehearsal] {len(TRIALS)} trials FINISHED, worker actors per node "
-          f"{ {k[:8]: len(v) for k, v in worker_nodes.items()} }, total {time.monotonic() - started:.0f}s")
+          f"{ {str(k)[:8]: len(v) for k, v in worker_nodes.items()} }, total {time.monotonic() - started:.0f}s")

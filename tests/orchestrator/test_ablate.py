@@ -155,3 +155,22 @@ def test_results_table_goes_to_local_storage_or_a_temp_folder_for_remote_storage
     assert results_folder(str(tmp_path), "x") == tmp_path
     remote = results_folder("s3://bucket/runs/x", "x")
     assert remote.is_dir() and remote.name.startswith("x-results-") and not list(remote.iterdir())
+
+
+def test_a_failed_trial_does_not_stop_the_others(ray_local, tmp_path):
+    # inject_nan is a config key, so it can be an axis: one trial diverges at its first step.
+    overrides = parse_overrides(TINY) | {"storage_path": str(tmp_path / "runs")}
+    ablation = load_ablation("smoke", overrides, name="fails",
+                             axes={"depth": "[8]", "residual": "[true]", "inject_nan": "[null, '0:1']"})
+    lines = []
+    summary = ablate(ablation, echo=lines.append)
+
+    bad, good = "fails-cifar_resnet8-A-inject_nan=0:1-s0", "fails-cifar_resnet8-A-inject_nan=None-s0"
+    assert summary["failed"] == [bad]
+    rows = {row["trial"]: row for row in summary["trials"]}
+    assert rows[good]["status"] == "FINISHED" and rows[good]["test_top1_error"] is not None
+    assert rows[bad]["status"] == "FAILED" and "non-finite training loss" in rows[bad]["error"]
+    client = MlflowClient(place_trials(ablation)[0].config.tracking_uri)
+    assert client.get_run(rows[bad]["run_id"]).info.status == "FAILED"
+    assert client.get_run(summary["parent_run_id"]).info.status == "FAILED"
+    assert any(line.startswith(f"[{bad}] FAILED") for line in lines)

@@ -38,7 +38,12 @@ def ray_head():
     env = os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={free_port()}", "--num-cpus=2",
                     "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                    f"--dashboard-port={dashboard}", "--disable-usage-stats", f"--temp-dir={temp}"],
+                    f"--dashboard-port={dashboard}", "--disable-usage-stats", f"--temp-dir={temp}",
+                    # Own agent ports: the defaults clash with the test session's other Ray, and
+                    # the job agent then never comes up ("No available agent to submit job").
+                    f"--dashboard-agent-listen-port={free_port()}",
+                    f"--dashboard-agent-grpc-port={free_port()}",
+                    f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"],
                    env=env, check=True, capture_output=True, timeout=180)
     try:
         address = f"http://127.0.0.1:{dashboard}"

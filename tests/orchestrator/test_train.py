@@ -29,6 +29,8 @@ from orchestrator.config import ExperimentConfig
 from orchestrator.train import build_parser, config_from_args, train
 from orchestrator.trainer import run_folder
 from orchestrator.data import load_split
+
+MLFLOW_URI_AT_IMPORT = os.environ.get("MLFLOW_TRACKING_URI")
 from orchestrator.worker import CHECKPOINT_FILE, build_run_model
 from workloads.data import ResidentLoader, per_pixel_mean
 from workloads.engine import evaluate, load_checkpoint
@@ -352,13 +354,21 @@ def test_logged_test_metrics_are_exactly_the_checkpoints(learned, reevaluated):
 
 
 @pytest.mark.timeout(300)
+def test_training_leaves_the_process_mlflow_uri_alone(learned):
+    # log_model needs MLflow's fluent API; pointing it at the run must not outlive the upload, or
+    # the next run in this process would log into this run's database.
+    assert os.environ.get("MLFLOW_TRACKING_URI") == MLFLOW_URI_AT_IMPORT
+
+
 def test_mlflow_model_artifact_gives_the_checkpoints_logits(learned, reevaluated):
     config, summary, _, _ = learned
     assert summary.artifacts["model"] == f"runs:/{summary.run_id}/model"
     import mlflow.pytorch
 
-    mlflow.set_tracking_uri(config.resolved_tracking_uri())
-    logged = mlflow.pytorch.load_model(summary.artifacts["model"])
+    from orchestrator.trainer import fluent_tracking_uri
+
+    with fluent_tracking_uri(config.resolved_tracking_uri()):
+        logged = mlflow.pytorch.load_model(summary.artifacts["model"])
     images, _ = next(iter(reevaluated["loader"]))
     with torch.inference_mode():
         expected = reevaluated["model"](images)
