@@ -54,10 +54,11 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster():
+    # `make test` installs all three; a missing one is a broken set-up, not a reason to pass.
     if postgres_bin() is None:
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    pytest.importorskip("psycopg2", reason="psycopg2-binary is needed for MLflow on PostgreSQL")
-    pytest.importorskip("flask_wtf", reason="mlflow[auth] (Flask-WTF) is needed for --app-name basic-auth")
+        pytest.fail("PostgreSQL is not installed: run `make test-services` (Debian: apt-get install postgresql)")
+    import flask_wtf  # noqa: F401 - mlflow[auth], for --app-name basic-auth
+    import psycopg2  # noqa: F401 - psycopg2-binary, for MLflow on PostgreSQL
     base = Path(tempfile.mkdtemp(prefix="rcl", dir="/tmp"))  # short: Ray socket paths <= 107 chars
     base.chmod(0o755)  # the postgres user must reach its data dir inside
     token = secrets.token_hex(32)  # the cluster's Ray token, generated now, passed by env only
