@@ -26,15 +26,14 @@ import torch
 
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
+from orchestrator.data import load_split
 from orchestrator.train import build_parser, config_from_args, train
 from orchestrator.trainer import run_folder
-from orchestrator.data import load_split
-
-MLFLOW_URI_AT_IMPORT = os.environ.get("MLFLOW_TRACKING_URI")
 from orchestrator.worker import CHECKPOINT_FILE, build_run_model
 from workloads.data import ResidentLoader, per_pixel_mean
 from workloads.engine import evaluate, load_checkpoint
 
+MLFLOW_URI_AT_IMPORT = os.environ.get("MLFLOW_TRACKING_URI")  # before any test of this session ran
 FASHION_MNIST = Path(os.environ.get("FASHION_MNIST_ROOT", "/usr/share/datasets/fashion-mnist"))
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH_METRICS = ("epoch", "iteration", "epochs", "total_iterations", "train_loss", "train_error", "test_loss",
