@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from tests.workloads.engine_fixtures import FixedLogits
 from workloads.engine import (
     DivergenceError,
     broadcast_buffers,
@@ -55,15 +56,6 @@ class _Batches:
         for batch in self.batches:
             self.pulled += 1
             yield batch
-
-
-class _FixedLogits(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.unused = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x):
-        return x + 0.0 * self.unused
 
 
 def _all_logits():
@@ -119,7 +111,7 @@ def _worker(rank, init_file, out_dir):
         logits, labels = _all_logits()
         bounds = [(0, 4), (4, 6)] if rank == 0 else [(6, 7), (7, 11)]
         shard = [(logits[a:b], labels[a:b]) for a, b in bounds]
-        result["eval"] = evaluate(DistributedDataParallel(_FixedLogits()), shard, "cpu")
+        result["eval"] = evaluate(DistributedDataParallel(FixedLogits()), shard, "cpu")
         # A DDP net with BN buffers and 3 vs 1 batches must not hang in a per-batch collective.
         images = [b[0] for b in _Batches(rank).batches[: 3 if rank == 0 else 1]]
         result["eval_net_count"] = evaluate(model, [(x, torch.zeros(4, dtype=torch.long))

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workloads.data import ResidentLoader, load_fashion_mnist, per_pixel_mean
+from tests.workloads.engine_fixtures import FixedLogits
 from workloads.engine import (
     DivergenceError,
     build_optimizer,
@@ -21,17 +22,6 @@ from workloads.engine import (
 from workloads.models import build_model
 
 
-class _FixedLogits(nn.Module):
-    """Returns its input as logits; a parameter with zero gradient gives SGD something to hold."""
-
-    def __init__(self):
-        super().__init__()
-        self.unused = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x):
-        return x + 0.0 * self.unused
-
-
 def _logit_batches(n_batches=5, batch=6, classes=7, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(batch, classes, generator=g),
@@ -42,7 +32,7 @@ def test_loss_and_error_bookkeeping_is_exact():
     batches = _logit_batches()
     logits = torch.cat([x for x, _ in batches])
     labels = torch.cat([y for _, y in batches])
-    model = _FixedLogits()
+    model = FixedLogits()
     recipe = get_recipe("smoke", total=100, milestones=(3,), batch_size=6)
     logs = []
     stats = train_epoch(model, batches, build_optimizer(model, recipe), recipe, start_iteration=1,
@@ -61,7 +51,7 @@ def test_loss_and_error_bookkeeping_is_exact():
 
 def test_training_stops_at_total_iterations_mid_epoch():
     batches = _logit_batches(n_batches=5)
-    model = _FixedLogits()
+    model = FixedLogits()
     recipe = get_recipe("smoke", total=7, milestones=(3,), batch_size=6)
     opt = build_optimizer(model, recipe)
     first = train_epoch(model, batches, opt, recipe, start_iteration=0, device="cpu")
@@ -86,7 +76,7 @@ def test_set_epoch_is_called_when_the_loader_has_it():
             self.epochs.append(epoch)
 
     loader = _Loader(_logit_batches(n_batches=1))
-    model = _FixedLogits()
+    model = FixedLogits()
     recipe = get_recipe("smoke")
     train_epoch(model, loader, build_optimizer(model, recipe), recipe, start_iteration=0,
                 device="cpu", epoch=3)
@@ -96,7 +86,7 @@ def test_set_epoch_is_called_when_the_loader_has_it():
 def test_nan_loss_raises_divergence_error_at_its_iteration():
     batches = _logit_batches()
     batches[2][0][1, 0] = float("nan")  # step 2 (0-based) gets a NaN logit
-    model = _FixedLogits()
+    model = FixedLogits()
     recipe = get_recipe("smoke")
     with pytest.raises(DivergenceError) as caught:
         train_epoch(model, batches, build_optimizer(model, recipe), recipe, start_iteration=10,
@@ -109,7 +99,7 @@ def test_evaluate_is_exact_on_known_logits():
     batches = _logit_batches(n_batches=3, batch=5)
     logits = torch.cat([x for x, _ in batches])
     labels = torch.cat([y for _, y in batches])
-    model = _FixedLogits().train()
+    model = FixedLogits().train()
     result = evaluate(model, batches, "cpu")
     top = logits.topk(5, dim=1).indices
     assert result["count"] == 15
