@@ -92,6 +92,7 @@ def run_trial(trial_config: dict) -> None:
     spec = trial_config["spec"]
     config = ExperimentConfig(**spec["config"])
     client = tracking.MlflowClient(tracking_uri=config.tracking_uri)
+    tracking.reopen(client, spec["run_id"])  # a rerun of a failed trial starts with a clean record
     result, error = None, None
     try:
         result = build_trainer(config, spec["run_id"], config.tracking_uri,

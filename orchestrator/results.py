@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from orchestrator import tracking
 from orchestrator.worker import build_run_model
 from workloads.analysis import count_multiply_adds, count_parameters
 from workloads.analysis.paper import paper_result
@@ -54,7 +55,7 @@ def results_table(client, trials, children: dict, shapes: dict) -> list[dict]:
             "paper_top1_error": paper.top1_error if paper else None,
             "paper_top5_error": paper.top5_error if paper else None,
             "diff_top1": (top1 - paper.top1_error) if paper and top1 is not None and paper.top1_error else None,
-            "status": run.info.status, "error": run.data.tags.get("orchestrator.error"),
+            "status": run.info.status, "error": run.data.tags.get(tracking.ERROR),
             "run_id": run.info.run_id,
         })
     return rows

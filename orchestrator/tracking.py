@@ -22,6 +22,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 RUN_KEY = "orchestrator.run_key"
 CONFIG_HASH = "orchestrator.config_hash"
 DIVERGED = "orchestrator.diverged"  # set by rank 0 when the loss went NaN/inf: the run failed
+CHECKPOINT_FALLBACK = "orchestrator.checkpoint_fallback"  # set by rank 0 when it skipped unreadable checkpoints
+ERROR = "orchestrator.error"  # why the run failed, set when it is closed
+ATTEMPT_TAGS = (DIVERGED, CHECKPOINT_FALLBACK, ERROR)  # what one attempt at a run says about itself
 PARAM_VALUE_LIMIT = 6000  # characters MLflow keeps of one param value
 
 # MLflow's sqlite store runs alembic migrations on first use and logs each one at INFO.
@@ -146,9 +149,20 @@ def set_tags(client: MlflowClient, run_id: str, tags: dict) -> None:
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
+def reopen(client: MlflowClient, run_id: str) -> None:
+    """A resumed run: RUNNING again, without its previous attempt's divergence, fallback or error
+    tags (a run that diverged and is resumed without the fault must not read as diverged)."""
+    run = client.get_run(run_id)
+    for key in ATTEMPT_TAGS:
+        if key in run.data.tags:
+            client.delete_tag(run_id, key)
+    if run.info.status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+
+
 def finish(client: MlflowClient, run_id: str, ok: bool, error: str | None = None) -> None:
     if error:
-        set_tags(client, run_id, {"orchestrator.error": error[:PARAM_VALUE_LIMIT]})
+        set_tags(client, run_id, {ERROR: error[:PARAM_VALUE_LIMIT]})
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
 
 

@@ -81,7 +81,7 @@ def train(config: ExperimentConfig, *, force: bool = False, echo=print) -> RunSu
     if created:
         tracking.log_params(client, run_id, config.to_dict())
     else:
-        client.update_run(run_id, status="RUNNING")
+        tracking.reopen(client, run_id)
     echo(f"[{config.name}] {'starting' if created else 'resuming'} MLflow run {run_id} "
          f"({config.model} on {config.dataset}, {config.workers} worker(s))")
 
@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = train(config, force=args.force)
     if args.json:
         cli.write_json(args.json, dataclasses.asdict(summary))
+    if summary.warning:
+        print(f"[{config.name}] warning: {summary.warning}", file=sys.stderr)
     if summary.status != "FINISHED":
         print(f"[{config.name}] FAILED: {summary.error}", file=sys.stderr)
         return 1

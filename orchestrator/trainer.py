@@ -41,6 +41,7 @@ class RunSummary:
     checkpoints: dict = field(default_factory=dict)  # "last"/"best" -> Ray checkpoint path
     artifacts: dict = field(default_factory=dict)  # "last"/"best"/"model" -> MLflow artifact URI
     error: str | None = None
+    warning: str | None = None  # e.g. unreadable checkpoints skipped on resume
 
 
 def check_data(config: ExperimentConfig) -> tuple[int, int, int]:
@@ -126,7 +127,9 @@ def record_result(client, config: ExperimentConfig, run_id: str, result: ray.tra
     metrics = dict(result.metrics or {}) if result is not None else {}
     if error is None and result is not None and result.error is not None:
         error = result.error
-    diverged = client.get_run(run_id).data.tags.get(tracking.DIVERGED)
+    tags = client.get_run(run_id).data.tags
+    diverged = tags.get(tracking.DIVERGED)
+    summary.warning = tags.get(tracking.CHECKPOINT_FALLBACK)
     if error is None and diverged:
         summary.error = diverged
     elif error is not None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+import posixpath
 import tempfile
 from pathlib import Path
 
+import pyarrow.fs
 import ray.train
 import ray.train.torch
 import torch
@@ -21,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import build_run_data
-from workloads.engine import (DivergenceError, broadcast_buffers, build_optimizer, compile_model, evaluate, get_recipe,
+from workloads.engine import (CheckpointError, DivergenceError, broadcast_buffers, build_optimizer, compile_model, evaluate, get_recipe,
                               load_checkpoint, make_checkpoint, prepare_model, recipe_for_depth,
                               restore_checkpoint, save_checkpoint, train_epoch)
 from workloads.models import build_model, parse_model_name
@@ -72,6 +74,44 @@ class MetricsLog:
         self.pending.clear()
 
 
+def kept_checkpoints(latest: ray.train.Checkpoint) -> list[ray.train.Checkpoint]:
+    """``latest`` (what Ray Train resumes from), then the run's older kept checkpoints, newest first.
+
+    Ray Train keeps a run's checkpoints side by side in its storage folder, named
+    ``checkpoint_<date>_<time>.<microseconds>``, so their names sort by age.
+    """
+    fs = latest.filesystem
+    folder, name = posixpath.split(latest.path.rstrip("/"))
+    older = [info.path for info in fs.get_file_info(pyarrow.fs.FileSelector(folder))
+             if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_")
+             and info.base_name < name]
+    return [latest] + [ray.train.Checkpoint(path, filesystem=fs) for path in sorted(older, reverse=True)]
+
+
+def restore_latest_good(latest: ray.train.Checkpoint, model, optimizer, config_hash: str) -> tuple[int, int, str | None]:
+    """Restore the newest readable checkpoint of the run: ``(iteration, epoch, note)``.
+
+    A corrupt, truncated or missing newest file (a crash or a full disk mid-write) falls back to the
+    previous kept checkpoint, and so on; ``note`` then names what was skipped. A checkpoint of another
+    config is not a fallback case: that error is raised. With none readable, the error names the newest.
+    """
+    skipped = []
+    for checkpoint in kept_checkpoints(latest):
+        try:
+            with checkpoint.as_directory() as folder:
+                state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            iteration, epoch = restore_checkpoint(state, model, optimizer, expected_config_hash=config_hash,
+                                                  restore_rng=False)
+        except (CheckpointError, FileNotFoundError) as error:
+            reason = error.reason if isinstance(error, CheckpointError) else "missing"
+            skipped.append(f"{posixpath.join(checkpoint.path, CHECKPOINT_FILE)} ({reason})")
+            continue
+        note = (f"resumed from {checkpoint.path} (epoch {epoch}); unreadable newer checkpoint(s) skipped: "
+                + "; ".join(skipped)) if skipped else None
+        return iteration, epoch, note
+    raise CheckpointError(f"no readable checkpoint to resume from: {'; '.join(skipped)}")
+
+
 def inject_nan(model: torch.nn.Module, spec: str, rank: int, start_iteration: int) -> None:
     """Make this rank's logits NaN at global iteration ``ITERATION`` of ``spec`` ("RANK:ITERATION")."""
     target_rank, target_iteration = (int(part) for part in spec.split(":"))
@@ -107,13 +147,10 @@ def train_worker(loop_config: dict) -> None:
     model = build_run_model(config, data.in_channels, data.num_classes)
     model = prepare_model(model, device, channels_last=on_gpu)
     optimizer = build_optimizer(model, recipe)
-    iteration, epoch = 0, 0
+    iteration, epoch, fallback = 0, 0, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
-        iteration, epoch = restore_checkpoint(state, model, optimizer, expected_config_hash=config.hash(),
-                                              restore_rng=False)
+        iteration, epoch, fallback = restore_latest_good(checkpoint, model, optimizer, config.hash())
     if config.inject_nan is not None:
         inject_nan(model, config.inject_nan, rank, start_iteration=iteration)
     if config.compile:
@@ -123,6 +160,8 @@ def train_worker(loop_config: dict) -> None:
     autocast = torch.bfloat16 if on_gpu else None
 
     log = MetricsLog(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 else None
+    if log and fallback:
+        tracking.set_tags(log.client, log.run_id, {tracking.CHECKPOINT_FALLBACK: fallback})
     on_step = (lambda m: log.add({"train_loss_step": m["loss"], "train_error_step": m["train_error"],
                                   "lr": m["lr"]}, m["iteration"])) if log else None
     while epoch < epochs:

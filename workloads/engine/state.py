@@ -29,7 +29,14 @@ _KEYS = ("format", "model", "optimizer", "rng", "iteration", "epoch", "config_ha
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is corrupt, truncated, not ours, or refused as unsafe."""
+    """A checkpoint file is corrupt, truncated, not ours, or refused as unsafe.
+
+    ``reason`` is the short, one-line form (what is wrong, without the path or the loader's detail).
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message.splitlines()[0]
 
 
 def config_hash(config: dict) -> str:
@@ -139,12 +146,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"refused checkpoint {path}: weights_only loading failed, so it holds objects other "
-            f"than tensors and primitives (pickled code is never run) or is corrupt: {e}"
-        ) from e
+            f"than tensors and primitives (pickled code is never run) or is corrupt: {e}",
+            reason="refused by weights_only loading (pickled objects, or corrupt)") from e
     except Exception as e:  # zip, EOF and storage errors all mean an unreadable file
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {e}") from e
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {e}",
+                              reason="corrupt or truncated") from e
     if not isinstance(state, dict) or any(k not in state for k in _KEYS):
-        raise CheckpointError(f"{path} is not a training checkpoint (expected keys {_KEYS})")
+        raise CheckpointError(f"{path} is not a training checkpoint (expected keys {_KEYS})",
+                              reason="not a training checkpoint")
     return state
 
 
