@@ -37,7 +37,8 @@ test: setup test-services
 
 # The chaos suite: the short reliability tests plus the long fault-injection runs (slow).
 chaos: setup test-services
-	CHAOS_LONG=1 $(PY) -m pytest tests/reliability $(PYTEST_ARGS)
+	CHAOS_LONG=1 $(PY) -m pytest tests/reliability \
+	  tests/orchestrator/test_train.py::test_driver_sigkill_then_rerun_resumes $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -4,7 +4,7 @@ the Ray our commands start is private and needs its token.
 Covered elsewhere, not repeated here: the cluster configs turn on Ray token auth and MLflow basic
 auth (tests/cluster/test_configs.py), no secret is committed (tests/cluster/test_configs.py with
 tests/cluster/secret_scan.py), and a Ray client without the token is refused by a `ray start`
-cluster (tests/orchestrator/test_job_submit.py).
+cluster (tests/cluster/test_rehearsal.py, which also submits the smoke ablation with `ray job submit`).
 """
 
 from __future__ import annotations

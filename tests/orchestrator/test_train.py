@@ -30,6 +30,7 @@ from orchestrator.data import load_split
 from orchestrator.train import build_parser, config_from_args, train
 from orchestrator.trainer import run_folder
 from orchestrator.worker import CHECKPOINT_FILE, build_run_model
+from tests.reliability.procs import CHAOS_LONG, LONG_REASON
 from workloads.data import ResidentLoader, per_pixel_mean
 from workloads.engine import evaluate, load_checkpoint
 
@@ -513,6 +514,9 @@ def test_worker_sigkill_redoes_at_most_one_epoch(start_cli, tmp_path):
 
 # --- 3. the driver killed: rerunning the command resumes from the latest checkpoint ------------------
 
+# Long (make chaos): the ablation's driver-kill resume (tests/orchestrator/test_ablate.py) covers the
+# same path in the normal run, and the full suite must stay under 20 minutes on 2 cores.
+@pytest.mark.skipif(not CHAOS_LONG, reason=LONG_REASON)
 @pytest.mark.timeout(480)
 def test_driver_sigkill_then_rerun_resumes(start_cli, tmp_path):
     started = time.monotonic()
