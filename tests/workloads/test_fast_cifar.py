@@ -8,6 +8,7 @@ import torch
 from workloads.data import ResidentLoader, per_pixel_mean, synthetic
 from workloads.engine import DivergenceError, build_optimizer, get_recipe, train_epoch
 from workloads.engine.fast_cifar import FastCifarTrainer
+from workloads.engine.packed import PackedTrainers
 from workloads.models import build_model
 
 BATCH = 16
@@ -103,3 +104,40 @@ def test_rejects_bad_inputs():
         FastCifarTrainer(fresh_model(), images.float(), labels, RECIPE, device="cpu")
     with pytest.raises(ValueError, match="CUDA"):
         FastCifarTrainer(fresh_model(), *data()[:2], RECIPE, device="cpu", cuda_graph=True)
+
+
+def test_packed_epochs_equal_separate_epochs_exactly():
+    images, labels, mean = data()
+
+    def pair():
+        out = []
+        for name, seed in (("cifar_resnet8", 0), ("cifar_plain8", 1)):
+            torch.manual_seed(seed)
+            out.append(FastCifarTrainer(build_model(name), images, labels, RECIPE, device="cpu", mean=mean,
+                                        seed=seed))
+        return out
+
+    separate, together = pair(), PackedTrainers(pair())
+    for epoch in range(2):  # 6 steps, then the last 4 of the recipe's 10
+        one = [t.train_epoch(epoch, epoch * len(t)) for t in separate]
+        both = together.train_epoch(epoch, [epoch * len(t) for t in together.trainers])
+        for a, b in zip(one, both):
+            assert (a.loss, a.top1_error, a.end_iteration) == (b.loss, b.top1_error, b.end_iteration)
+    for a, b in zip(separate, together.trainers):
+        for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            assert torch.equal(x, y), name
+
+
+def test_packed_divergence_closes_every_epoch_then_raises():
+    images, labels, mean = data()
+    trainers = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        trainers.append(FastCifarTrainer(fresh_model(seed), images, labels, RECIPE, device="cpu", mean=mean))
+    with torch.no_grad():
+        trainers[1].model.fc.bias.fill_(math.nan)
+    with pytest.raises(DivergenceError):
+        PackedTrainers(trainers).train_epoch(0, [0, 0])
+    assert len(trainers[0].step_losses) == len(trainers[0]) and all(map(math.isfinite, trainers[0].step_losses))
+    with pytest.raises(ValueError, match="start iterations"):
+        PackedTrainers(trainers).train_epoch(0, [0])

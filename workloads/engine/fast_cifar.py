@@ -182,35 +182,51 @@ class FastCifarTrainer:
             self._eager_step()
         self.steps_taken += 1
 
-    def train_epoch(self, epoch: int, start_iteration: int, max_steps: int | None = None) -> EpochStats:
-        """One epoch (or ``max_steps`` of it, or until ``recipe.total_iterations``) from global step
-        ``start_iteration``; one host sync at the end. Raises ``DivergenceError`` at the end of the
-        epoch if any step's loss was non-finite (the steps after it have run, as with ``log_every``)."""
-        started = time.perf_counter()
+    # -- an epoch: begin, steps, end (``train_epoch``, or interleaved with other trainers: ``packed``) --
+    def begin_epoch(self, epoch: int, start_iteration: int, max_steps: int | None = None) -> int:
+        """Augment the epoch and send its lrs to the device; returns the steps it will take: the
+        whole epoch, or ``max_steps`` of it, or what is left of ``recipe.total_iterations``."""
+        self._started = time.perf_counter()
         self.model.train()
-        steps = min(len(self), self.recipe.total_iterations - start_iteration)
-        if max_steps is not None:
-            steps = min(steps, max_steps)
-        xs, ys = self.epoch_batches(epoch)
-        lrs = torch.tensor([lr_at(self.recipe, start_iteration + i) for i in range(max(steps, 0))],
-                           dtype=torch.float32).to(self.device, non_blocking=True)
+        steps = max(0, min(len(self), self.recipe.total_iterations - start_iteration,
+                           len(self) if max_steps is None else max_steps))
+        self._xs, self._ys = self.epoch_batches(epoch)
+        self._lrs = torch.tensor([lr_at(self.recipe, start_iteration + i) for i in range(steps)],
+                                 dtype=torch.float32).to(self.device, non_blocking=True)
+        self._span = (start_iteration, steps)
         self.sums.zero_()
         self.first_bad.fill_(_NO_BAD_STEP)
         self.step_index.zero_()
-        for i in range(max(steps, 0)):
-            self.x.copy_(xs[i])
-            self.y.copy_(ys[i])
-            self.lr.copy_(lrs[i])
-            self._run_step()
-        loss_sum, wrong, seen = self.sums.tolist()  # the epoch's one host sync
+        return steps
+
+    def step(self, i: int) -> None:
+        """Step ``i`` of the epoch begun (queued on the current stream; no host sync)."""
+        self.x.copy_(self._xs[i])
+        self.y.copy_(self._ys[i])
+        self.lr.copy_(self._lrs[i])
+        self._run_step()
+
+    def end_epoch(self) -> EpochStats:
+        """The epoch's one host sync. Raises ``DivergenceError`` if any step's loss was non-finite
+        (the steps after it have run, as with ``log_every``)."""
+        start_iteration, steps = self._span
+        loss_sum, wrong, seen = self.sums.tolist()
         bad_step, bad_loss = self.first_bad.tolist()
-        self.step_losses = self.losses[:max(steps, 0)].tolist()
+        self.step_losses = self.losses[:steps].tolist()
+        self._xs = self._ys = self._lrs = None  # the epoch's augmented copy: ~600 MB for CIFAR-10
         if bad_step != _NO_BAD_STEP:
             raise DivergenceError(start_iteration + int(bad_step), bad_loss)
-        seconds = time.perf_counter() - started
-        end = start_iteration + max(steps, 0)
-        return EpochStats(iterations=max(steps, 0), end_iteration=end,
+        seconds = time.perf_counter() - self._started
+        end = start_iteration + steps
+        return EpochStats(iterations=steps, end_iteration=end,
                           loss=loss_sum / seen if seen else math.nan,
                           top1_error=100.0 * wrong / seen if seen else math.nan, images=int(seen),
                           seconds=seconds, images_per_second=seen / seconds if seconds > 0 else 0.0,
                           finished=end >= self.recipe.total_iterations)
+
+    def train_epoch(self, epoch: int, start_iteration: int, max_steps: int | None = None) -> EpochStats:
+        """One epoch (or ``max_steps`` of it, or until ``recipe.total_iterations``) from global step
+        ``start_iteration``; one host sync at the end."""
+        for i in range(self.begin_epoch(epoch, start_iteration, max_steps)):
+            self.step(i)
+        return self.end_epoch()
