@@ -9,6 +9,9 @@
      with 0 workers (one core) and with W workers.
    Each pair is measured in the same run; the ratio is ours / torchvision. Timed passes follow
    one warm-up pass (worker start-up, imports, page cache).
+   - ours, decode on the device: the same shards -> ``device_train_batch`` (batched
+     ``decode_jpeg`` + ``roi_align`` crops on the GPU; on the CPU with ``--device-decode cpu``), batch
+     ``--device-batch``; the target is to feed 1.2x what one GPU trains ResNet-50 at (``--train-rate``).
 2. CIFAR augmentation on the training device (``ResidentLoader``: pad 4, crop, flip, mean) on the
    CPU, and on CUDA when there is one.
 
@@ -17,6 +20,7 @@ Prints a table and writes JSON (default bench/results/data_pipeline.json, git-ig
 Examples:
   python bench/data_pipeline.py                       # about 1-2 minutes on a 2-core machine
   python bench/data_pipeline.py --images 1000 --workers 8 --no-ray
+  python bench/data_pipeline.py --images 1024 --workers 16 --no-ray --device-decode cuda   # a GPU node
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import torchvision
@@ -42,6 +47,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import workloads
 
 from workloads.data import (ImageNetTrainTransform, ResidentLoader, imagenet_train_batch,  # noqa: E402
                             open_source, per_pixel_mean, write_shards)
+from workloads.data.device_decode import device_train_batch  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)  # ImageNet channel means, [0,1] units
 CLASSES = 4
@@ -77,18 +83,26 @@ def timed_passes(run_pass, passes: int) -> float:
     return images / (time.perf_counter() - start)
 
 
+def shard_batches(shard_folder: Path, batch: int) -> list[dict]:
+    """The shards' rows as decode-ready column dicts of ``batch`` rows, read once up front: the rows
+    below measure decode + augment, as a data worker runs it over a shard in memory."""
+    table = pa.concat_tables([pq.read_table(p) for p in sorted(shard_folder.glob("part-*.parquet"))]).combine_chunks()
+    return [{name: np.array(part.column(name).to_pylist(), dtype=None if name == "label" else object)
+             for name in ("key", "image", "label")} for part in table.to_batches(max_chunksize=batch)]
+
+
 def ours_in_process(shard_folder: Path, batch: int, passes: int) -> float:
-    # The shards are read once up front: this row measures decode + augment, as a DataLoader
-    # worker would run it over a shard in memory.
-    tables = [pq.read_table(p) for p in sorted(shard_folder.glob("part-*.parquet"))]
+    batches = shard_batches(shard_folder, batch)
+    return timed_passes(lambda: sum(len(imagenet_train_batch(b, MEAN)["label"]) for b in batches), passes)
+
+
+def ours_on_device(shard_folder: Path, batch: int, passes: int, device: str) -> float:
+    batches = shard_batches(shard_folder, batch)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def run_pass() -> int:
-        count = 0
-        for table in tables:
-            for part in table.to_batches(max_chunksize=batch):
-                columns = {name: np.array(part.column(name).to_pylist(), dtype=None if name == "label" else object)
-                           for name in ("key", "image", "label")}
-                count += len(imagenet_train_batch(columns, MEAN)["label"])
+        count = sum(len(device_train_batch(b, MEAN, device)[1]) for b in batches)
+        sync()  # kernels run asynchronously: wait before reading the clock
         return count
 
     return timed_passes(run_pass, passes)
@@ -144,6 +158,12 @@ def parse_args(argv=None):
     p.add_argument("--passes", type=int, default=2, help="timed passes after the warm-up (default 2)")
     p.add_argument("--cifar-images", type=int, default=10000, help="images in the ResidentLoader set (default 10000)")
     p.add_argument("--no-ray", action="store_true", help="skip the Ray Data row (no Ray start-up)")
+    p.add_argument("--device-decode", choices=("none", "cpu", "cuda"), default="cuda" if torch.cuda.is_available()
+                   else "none", help="the on-device decode row's device (default: cuda if there is one, else none)")
+    p.add_argument("--device-batch", type=int, default=256, help="batch of the on-device decode row (default 256)")
+    p.add_argument("--train-rate", type=float, default=6633.0,
+                   help="img/s one GPU trains ResNet-50 at, for the feed target (default 6,633: torchvision, "
+                        "torch.compile, H200, DESIGN.md)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "data_pipeline.json",
                    help="JSON results file (default bench/results/data_pipeline.json)")
     args = p.parse_args(argv)
@@ -179,6 +199,10 @@ def main(argv=None) -> None:
             ours_w = ours_ray_data(tmp / "shards", args.batch, args.workers, args.passes)
             rows.append((f"ImageNet train: shards + Ray Data map_batches, {args.workers} CPUs", ours_w, args.workers))
         rows.append((f"ImageNet train: ImageFolder + DataLoader(num_workers={args.workers})", theirs_w, args.workers))
+        if args.device_decode != "none":
+            on_device = ours_on_device(tmp / "shards" / "train", args.device_batch, args.passes, args.device_decode)
+            rows.append((f"ImageNet train: shards + device_train_batch on {args.device_decode}, batch "
+                         f"{args.device_batch}", on_device, None))
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         rate = resident_cifar(device, args.cifar_images, 128, args.passes)
         cores = 1 if device == "cpu" else None  # a GPU's rate has no per-core figure
@@ -195,6 +219,12 @@ def main(argv=None) -> None:
         print(f"{name:<{width}}  {rate:9.0f}  {per_core}")
     for label, ratio in ratios.items():
         print(f"ours / torchvision ImageFolder, {label}: {ratio:.2f}x")
+    feed = None
+    if args.device_decode != "none":
+        feed = {"device": args.device_decode, "images_per_s": round(on_device, 1), "train_rate": args.train_rate,
+                "ratio": round(on_device / args.train_rate, 3), "target_ratio": 1.2}
+        print(f"device decode feeds {on_device:,.0f} img/s = {feed['ratio']:.2f}x the ResNet-50 training rate "
+              f"{args.train_rate:,.0f} img/s (target >= 1.2x: {'met' if feed['ratio'] >= 1.2 else 'NOT met'})")
 
     results = {
         "machine": {"cpus": os.cpu_count(), "load_average_1min": [load_before[0], os.getloadavg()[0]],
@@ -202,10 +232,11 @@ def main(argv=None) -> None:
                     "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
         "settings": {"images": args.images, "size": list(args.size), "jpeg_kb_mean": round(kb, 1),
                      "batch": args.batch, "workers": args.workers, "passes": args.passes,
-                     "cifar_images": args.cifar_images},
+                     "cifar_images": args.cifar_images, "device_batch": args.device_batch},
         "rows": [{"pipeline": name, "images_per_s": round(rate, 1),
                   "images_per_s_per_core": round(rate / cores, 1) if cores else None} for name, rate, cores in rows],
         "ratios_ours_over_torchvision": {k: round(v, 3) for k, v in ratios.items()},
+        "device_decode_feed": feed,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

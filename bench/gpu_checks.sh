@@ -7,12 +7,13 @@
 # Results (at most 8 files, so they all come back from a lent device machine) go to $OUT
 # (default bench/results/gpu_checks/):
 #     log.txt                  everything printed, with the machine and each part's exit status
+#     cifar_matrix.json        the 10 Table 6 nets, fast, alone and packed 5 / 10 at a time on CUDA streams
+#     cifar_schedule.json      CIFAR ResNet-110 iterations/s, naive vs fast vs fast+compile, 64k extrapolation
+#     data_pipeline.json       ImageNet shards decoded on the GPU vs on every CPU core; the ResNet-50 feed ratio
+#     gpu_throughput_compile.json   ResNet-152 under torch.compile, ours vs torchvision
 #     resident.json            ResidentLoader batches/s on the GPU (aim > 100k img/s) + whole-epoch augmentation
-#     cifar_schedule.json      CIFAR ResNet-20/56/110 iterations/s, naive vs fast, 64k-iteration extrapolation
 #     gpu_throughput.json      ours vs torchvision (ImageNet nets) / a reference (CIFAR nets), eager
 #     cifar_real.json          ResNet-20, 20 epochs on real CIFAR-10 (only if data/cifar10-jpeg exists)
-#     cifar_matrix.json        the 10 Table 6 nets, fast, 5 at a time: the matrix's wall time estimate
-#     gpu_throughput_compile.json   ResNet-50 under torch.compile, ours vs torchvision
 # Parts run in priority order, each under a timeout; a part that no longer fits the budget
 # (GPU_CHECKS_BUDGET seconds, default 450) is skipped and says so. A failed part does not stop
 # the others. PYTHON picks the interpreter (default python3). GPU_CHECKS_QUICK=1 runs every part
@@ -53,15 +54,32 @@ say "gpu_checks.sh at $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>
   nproc; } 2>&1 | tee -a "$LOG"
 
 if [ "$QUICK" = 1 ]; then
-    Q_CS=(--quick) Q_GT=(--quick) Q_RES=1
+    Q_CS=(--quick) Q_GT=(--quick) Q_RES=1 R110=cifar_resnet8
+    Q_DP=(--images 32 --workers 2 --passes 1 --cifar-images 1024 --device-decode cpu --device-batch 16)
 else
-    Q_CS=() Q_GT=() Q_RES=0
+    Q_CS=() Q_GT=() Q_RES=0 R110=cifar_resnet110
+    Q_DP=(--images 1024 --workers "$(nproc)" --passes 2 --device-batch 256)
 fi
 
-# 1. The core result: naive vs fast CIFAR training step, ResNet-20/56/110.
-part cifar_schedule 130 60 "$PY" bench/cifar_schedule.py "${Q_CS[@]}" --steps 300 --output "$OUT/cifar_schedule.json"
+# 1. The Table 6 matrix: the 10 nets' fast rates one at a time, then packed 5 and 10 at a time on
+#    CUDA streams in one process (PackedTrainers).
+part cifar_matrix 150 60 "$PY" bench/cifar_schedule.py "${Q_CS[@]}" --models '' --matrix --pack 5,10 --warmup 10 \
+    --steps 200 --output "$OUT/cifar_matrix.json"
 
-# 2. GPU-resident augmentation rate.
+# 2. ResNet-110's paper schedule: naive vs fast vs fast + torch.compile inside the CUDA graph.
+part cifar_r110 200 90 "$PY" bench/cifar_schedule.py "${Q_CS[@]}" --models "$R110" --fast-compile --steps 300 \
+    --output "$OUT/cifar_schedule.json"
+
+# 3. ImageNet input: Parquet shards decoded on the GPU vs CPU decode on every core (and 1 core).
+part data_pipeline 120 60 "$PY" -W ignore::DeprecationWarning bench/data_pipeline.py "${Q_DP[@]}" --no-ray \
+    --out "$OUT/data_pipeline.json"
+
+# 4. torch.compile rows not measured before: ResNet-152 (3 rounds) ours vs torchvision.
+part gpu_throughput_compile 150 90 "$PY" bench/gpu_throughput.py "${Q_GT[@]}" --models resnet152 --compile resnet152 \
+    --warmup 5 --steps 20 --rounds 3 --output "$OUT/gpu_throughput_compile.json"
+
+# Parts 5-7 were measured before (docs/PERFORMANCE.md); rerun when the budget allows.
+# 5. GPU-resident CIFAR augmentation rate.
 part resident 45 20 "$PY" - "$OUT/resident.json" "$Q_RES" <<'EOF'
 import json, sys, time
 from pathlib import Path
@@ -100,25 +118,17 @@ out.write_text(json.dumps({"device": str(device), "images": n, "images_per_s": {
                            "aim_images_per_s": 100000, "torch": torch.__version__}, indent=2) + "\n")
 EOF
 
-# 3. Ours vs torchvision (and the CIFAR reference), eager, every depth; v1 vs v1.5 ResNet-50.
+# 6. Ours vs torchvision (and the CIFAR reference), eager, every depth; v1 vs v1.5 ResNet-50.
 part gpu_throughput 120 60 "$PY" bench/gpu_throughput.py "${Q_GT[@]}" --compile none --warmup 8 --steps 20 \
     --output "$OUT/gpu_throughput.json"
 
-# 4. Real CIFAR-10 (a git-ignored copy the session puts at data/cifar10-jpeg).
+# 7. Real CIFAR-10 (a git-ignored copy the session puts at data/cifar10-jpeg).
 if [ -d data/cifar10-jpeg/train ] && [ -d data/cifar10-jpeg/test ]; then
     part cifar_real 120 60 "$PY" bench/cifar_schedule.py "${Q_CS[@]}" --models '' --real-data data/cifar10-jpeg \
         --output "$OUT/cifar_real.json"
 else
     say "=== cifar_real: SKIPPED (no data/cifar10-jpeg/{train,test} in the checkout)"
 fi
-
-# 5. The Table 6 matrix, 5 nets at a time in concurrent processes.
-part cifar_matrix 120 70 "$PY" bench/cifar_schedule.py "${Q_CS[@]}" --models '' --matrix --pack 5 --warmup 10 \
-    --steps 200 --output "$OUT/cifar_matrix.json"
-
-# 6. torch.compile, ResNet-50 ours vs torchvision (compilation takes most of the time).
-part gpu_throughput_compile 150 90 "$PY" bench/gpu_throughput.py "${Q_GT[@]}" --models resnet50 --compile resnet50 \
-    --warmup 5 --steps 20 --rounds 1 --output "$OUT/gpu_throughput_compile.json"
 
 say "gpu_checks.sh done in ${SECONDS} s; results in $OUT:"
 ls -l "$OUT" | tee -a "$LOG"
