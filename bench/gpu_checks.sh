@@ -74,7 +74,8 @@ part cifar_r110 200 90 "$PY" bench/cifar_schedule.py "${Q_CS[@]}" --models "$R11
 part data_pipeline 120 60 "$PY" -W ignore::DeprecationWarning bench/data_pipeline.py "${Q_DP[@]}" --no-ray \
     --out "$OUT/data_pipeline.json"
 
-# 4. torch.compile rows not measured before: ResNet-152 (3 rounds) ours vs torchvision.
+# 4. torch.compile rows not measured before: ResNet-152 (3 rounds) ours vs torchvision. Compiling both nets
+#    took over 150 s on an H200 node (2026-11-27): give it more when the budget allows.
 part gpu_throughput_compile 150 90 "$PY" bench/gpu_throughput.py "${Q_GT[@]}" --models resnet152 --compile resnet152 \
     --warmup 5 --steps 20 --rounds 3 --output "$OUT/gpu_throughput_compile.json"
 
