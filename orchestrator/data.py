@@ -27,14 +27,51 @@ EVAL_BATCH = 256  # images per evaluation batch on each worker
 SPLITS = {"train": "train", "test": "val"}  # our split name -> the shard folder's
 
 
+def subset_indices(total: int, limit: int | None) -> torch.Tensor:
+    """The indices, ascending, of a fixed random subset of ``limit`` of ``total`` images (all when
+    ``limit`` is None or not smaller)."""
+    if limit is None or limit >= total:
+        return torch.arange(total)
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(SUBSET_SEED))
+    return order[:limit].sort().values
+
+
 def load_split(config: ExperimentConfig, split: str):
     """An in-memory split, cut to ``train_subset`` / ``test_subset`` (a fixed random subset)."""
     data = load_dataset(config.dataset, split, root=config.data_root)
     limit = config.train_subset if split == "train" else config.test_subset
     if limit is not None and limit < len(data):
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(SUBSET_SEED))
-        data = data.subset(order[:limit].sort().values)
+        data = data.subset(subset_indices(len(data), limit))
     return data
+
+
+@dataclass(frozen=True)
+class ShardedSplit:
+    """A sharded test split as evaluation tasks read it: each shard file with the rows to score."""
+
+    data_root: str
+    files: list[tuple[str, list[int] | None]]  # (path in data_root's filesystem, its rows; None: all)
+    labels: torch.Tensor  # int64 [N], in the order of ``files`` and their rows
+    num_classes: int
+
+
+def sharded_test_split(config: ExperimentConfig) -> ShardedSplit:
+    """The val shards of a sharded run's ``data_root``, cut to ``test_subset`` (a fixed random
+    subset of the rows in shard order). Only the label column is read here: the images stay in
+    the files for the tasks that score them."""
+    import pyarrow.parquet as pq
+
+    fs, manifest, paths = _split_files(config, SPLITS["test"])
+    labels = [torch.tensor(pq.read_table(p, columns=["label"], filesystem=fs).column("label").to_numpy())
+              for p in paths]
+    keep = subset_indices(sum(map(len, labels)), config.test_subset)
+    files, start = [], 0
+    for path, file_labels in zip(paths, labels):
+        rows = keep[(keep >= start) & (keep < start + len(file_labels))] - start
+        if len(rows):
+            files.append((path, None if len(rows) == len(file_labels) else rows.tolist()))
+        start += len(file_labels)
+    return ShardedSplit(config.data_root, files, torch.cat(labels)[keep], len(manifest["classes"]))
 
 
 @dataclass
@@ -119,11 +156,16 @@ class ShardLoader:
 
 
 def _manifest(config: ExperimentConfig, folder: str) -> dict:
+    return _split_files(config, folder)[1]
+
+
+def _split_files(config: ExperimentConfig, folder: str) -> tuple:
+    """``(filesystem, manifest, shard paths)`` of one split folder of a sharded run's data root."""
     from workloads.data.shards import resolve_output, shard_files
 
     if not config.data_root:
         raise FileNotFoundError(f"data set {config.dataset!r} reads Parquet shards: pass --data-root "
                                 "DIR_OR_URI, the --out of python -m orchestrator.prepare --dataset imagenet")
     fs, base = resolve_output(config.data_root)
-    manifest, _ = shard_files(fs, f"{base.rstrip('/')}/{folder}")
-    return manifest
+    manifest, paths = shard_files(fs, f"{base.rstrip('/')}/{folder}")
+    return fs, manifest, paths

@@ -5,7 +5,8 @@ recombine stored per-image probabilities.
             each a child MLflow run of one ensemble parent run (tag orchestrator.kind=ensemble),
             then evaluates them. Rerunning the same command resumes, as for ablations.
   evaluate  picks finished training runs from MLflow (--runs, --parent or --best N), scores each on
-            the test split over Ray (its test-time views averaged first), averages the members'
+            the test split over Ray (ImageNet: the val Parquet shards, one task per shard file and
+            member; its test-time views averaged first), averages the members'
             softmax probabilities (optionally --weights) and reports top-1 / top-5 error of every
             member and of the ensemble, next to greedy forward selection. Per-image probabilities
             go to a Parquet file, logged with the metrics to an MLflow run (kind ensemble-evaluation).
@@ -18,6 +19,7 @@ Examples:
   python -m orchestrator.ensemble evaluate --parent ensemble-smoke --view flip
   python -m orchestrator.ensemble evaluate --runs ID1,ID2,ID3 --weights 2,1,1
   python -m orchestrator.ensemble evaluate --filter "tags.dataset = 'cifar10'" --best 5
+  python -m orchestrator.ensemble evaluate --parent ensemble-ilsvrc2015 --view multiscale --data-root SHARDS --gpu
   python -m orchestrator.ensemble combine --from runs/ensembles/NAME/probabilities.parquet --members a,b
 """
 
@@ -36,9 +38,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from orchestrator import cli, tracking
 from orchestrator.ablate import ablate, place_trials
 from orchestrator.config import CONFIG_DIR, SHARDED_DATASETS, ExperimentConfig, parse_overrides, preset_path, read_yaml
-from orchestrator.inference import Member, score_members
+from orchestrator.inference import Member, score_members, score_shards
 from orchestrator.matrix import Ablation, expand
-from orchestrator.data import load_split
+from orchestrator.data import IMAGENET_MEAN, IMAGENET_SIZE, load_split, sharded_test_split
 from orchestrator.worker import CHECKPOINT_FILE
 from workloads import ensemble as ensemble_math
 from workloads.data import per_pixel_mean
@@ -157,10 +159,6 @@ def check_runs(runs: list) -> None:
             raise ValueError(f"run {run_name(run)} ({run.info.run_id}) is {run.info.status}, not FINISHED; "
                              "only finished training runs can be ensemble members")
     datasets = {run_name(r): r.data.tags.get("dataset") for r in runs}
-    sharded = set(datasets.values()) & set(SHARDED_DATASETS)
-    if sharded:
-        raise ValueError(f"evaluating {', '.join(sorted(sharded))} members is not wired in yet: the evaluator "
-                         "reads in-memory data sets (fashion-mnist, cifar10, cifar10-jpeg, synthetic)")
     if len(set(datasets.values())) > 1:
         raise ValueError(f"members were trained on different data sets: {datasets}")
 
@@ -199,8 +197,10 @@ def load_members(client, runs: list, label: str, folder: Path, data_root: str | 
             config = dataclasses.replace(config, data_root=data_root)
         name = run_name(run) if names.count(run_name(run)) == 1 else f"{run_name(run)}@{run.info.run_id[:8]}"
         key = (config.dataset, config.data_root, config.train_subset)
-        if key not in means:  # the mean image each member was trained with (Table 6's per-pixel mean)
-            means[key] = per_pixel_mean(load_split(config, "train").images)
+        if key not in means:  # the mean each member was trained with: ImageNet's per-channel one
+            # (orchestrator.data), else its training subset's per-pixel mean image (as for Table 6)
+            means[key] = (torch.tensor(IMAGENET_MEAN) if config.dataset in SHARDED_DATASETS
+                          else per_pixel_mean(load_split(config, "train").images))
         members.append(Member(name, run.info.run_id, config, state["model"], means[key]))
     classes = {m.name: m.num_classes for m in members}
     if len(set(classes.values())) > 1:
@@ -273,6 +273,11 @@ def metric_name(name: str) -> str:
     return re.sub(r"[^\w\-. /:]", "_", name)  # characters MLflow allows in a metric key
 
 
+def member_tag(name: str) -> str:
+    """The evaluation run's tag holding the run id whose errors ``member.<name>.*`` metrics hold."""
+    return f"member.{metric_name(name)}.run_id"
+
+
 def evaluate(client, runs: list, *, view: str = "center", weights: list[float] | None = None,
              checkpoint: str = "last", data_root: str | None = None, test_subset: int | None = None,
              use_gpu: bool = False, cpus: float = 1.0, shards: int | None = None, batch_size: int = 256,
@@ -288,17 +293,29 @@ def evaluate(client, runs: list, *, view: str = "center", weights: list[float] |
         raise ValueError(f"members were tested on different test subsets {sorted(subsets, key=str)}; "
                          "pass --test-subset N to evaluate all on the same images")
     test_config = dataclasses.replace(members[0].config, test_subset=test_subset or members[0].config.test_subset)
-    test = load_split(test_config, "test")
+    sharded = test_config.dataset in SHARDED_DATASETS
+    if sharded:
+        if shards is not None:
+            raise ValueError(f"--shards {shards}: {test_config.dataset} members are scored one task per val "
+                             "shard file and member; leave --shards out")
+        test = sharded_test_split(test_config)
+        image_size = IMAGENET_SIZE  # every view resizes ImageNet's images of many sizes first
+    else:
+        test = load_split(test_config, "test")
+        image_size = min(test.images.shape[-2:])
     if test.num_classes != members[0].num_classes:
         raise ValueError(f"the {test_config.dataset} test split has {test.num_classes} classes, the members "
                          f"{members[0].num_classes}")
-    ensemble_math.check_view(view, min(test.images.shape[-2:]))
-    echo(f"[ensemble] scoring {len(members)} member(s) on {len(test)} {test_config.dataset} test images, "
+    ensemble_math.check_view(view, image_size)
+    echo(f"[ensemble] scoring {len(members)} member(s) on {len(test.labels)} {test_config.dataset} test images, "
          f"view {view}, over Ray")
     cli.init_ray()
-    probabilities = score_members(members, test.images, view, use_gpu=use_gpu, cpus=cpus, shards=shards,
-                                  batch_size=batch_size)
-    validation = ensemble_math.holdout_split(len(test))
+    if sharded:
+        probabilities = score_shards(members, test, view, use_gpu=use_gpu, cpus=cpus)
+    else:
+        probabilities = score_members(members, test.images, view, use_gpu=use_gpu, cpus=cpus, shards=shards,
+                                      batch_size=batch_size)
+    validation = ensemble_math.holdout_split(len(test.labels))
     summary = summarize(probabilities, test.labels, validation, weights)
 
     key = config_hash({"runs": [m.run_id for m in members], "view": view, "weights": weights,
@@ -339,6 +356,8 @@ def log_evaluation(client, experiment_id: str, name: str, key: str, summary: dic
         tags["orchestrator.ensemble_parent"] = parent
     run, _ = tracking.get_or_create_run(client, experiment_id, f"ensemble-eval/{key}", run_name=name, tags=tags)
     run_id = run.info.run_id
+    # Which training run each member.<name>.* metric measured: compare maps it to the paper's cell.
+    tracking.set_tags(client, run_id, {member_tag(m["name"]): m["run_id"] for m in metadata["members"]})
     tracking.log_params(client, run_id, {"view": metadata["view"], "checkpoint": metadata["checkpoint"],
                                          "weights": metadata["weights"], "test_subset": metadata["test_subset"],
                                          "member_run_ids": ",".join(m["run_id"] for m in metadata["members"])})
@@ -432,13 +451,27 @@ def add_scoring_args(e) -> None:
     e.add_argument("--weights", help="one weight per member in the listed order, comma-separated (default: equal)")
     e.add_argument("--checkpoint", default="last", choices=("last", "best"),
                    help="which checkpoint of each run (best was chosen on the test set: optimistic)")
-    e.add_argument("--data-root", help="where the test data lives here (default: the members' config)")
-    e.add_argument("--test-subset", type=int, help="test images scored (default: the members' test_subset)")
+    e.add_argument("--data-root", help="where the test data lives here (default: the members' config); for "
+                   "ImageNet the --out of orchestrator.prepare, holding val/")
+    e.add_argument("--test-subset", type=int, help="test images scored, a fixed random subset (default: the "
+                   "members' test_subset)")
     e.add_argument("--gpu", action="store_true", help="one GPU per inference task")
     e.add_argument("--cpus", type=float, default=1.0, help="CPU cores per inference task")
-    e.add_argument("--shards", type=int, help="tasks per member (default: one per GPU or per --cpus cores)")
-    e.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    e.add_argument("--shards", type=int, help="tasks per member of an in-memory data set (default: one per GPU or "
+                   "per --cpus cores); ImageNet members take one task per val shard file")
+    e.add_argument("--batch-size", type=int, default=256, help="images per forward pass (small images; an "
+                   "ImageNet-size image's views make one pass of their own)")
     e.add_argument("--out", type=Path, help="folder for probabilities.parquet (default: <storage>/ensembles/NAME)")
+
+
+def check_scoring_args(args) -> None:
+    """Refuse counts below 1 (and CPUs <= 0) before any run is read."""
+    for flag, value in (("--test-subset", args.test_subset), ("--shards", args.shards),
+                        ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if not args.cpus > 0:
+        raise ValueError(f"--cpus must be > 0, got {args.cpus}")
 
 
 def _client(args):
@@ -464,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = train(ablation, view, evaluate_after=not args.no_evaluate, max_concurrent=args.max_concurrent)
         failed = bool(summary["failed"])
     elif args.command == "evaluate":
+        check_scoring_args(args)
         client, storage = _client(args)
         if args.runs:
             runs = [get_run(client, r.strip()) for r in args.runs.split(",") if r.strip()]

@@ -1,10 +1,15 @@
 """Distributed inference over Ray: every member's class probabilities on one image set.
 
-The images go into Ray's object store once; each member's weights once. The work is cut into
-(member x shard) Ray tasks, each of which rebuilds the member's model (one replica per task, on one
-GPU or ``cpus`` CPU cores) and scores its shard with ``workloads.ensemble.view_probabilities``.
-More nodes run more tasks at once, so scoring scales with the cluster; the driver only stitches
-the shards back together in image order.
+Each member's weights go into Ray's object store once. The work is cut into (member x shard) Ray
+tasks, each of which rebuilds the member's model (one replica per task, on one GPU or ``cpus`` CPU
+cores) and scores its shard. More nodes run more tasks at once, so scoring scales with the
+cluster; the driver only stitches the shards back together in image order.
+
+- In-memory data sets (``score_members``): the images go into the object store once; a shard is
+  a slice of them, scored with ``workloads.ensemble.view_probabilities``.
+- Sharded data sets (``score_shards``, ImageNet val): a shard is one Parquet file, which its task
+  reads and decodes itself (the driver never holds the images), scored with the ImageNet views
+  of ``workloads.ensemble.image_probabilities``.
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow.parquet as pq
 import ray
 import torch
 
 from orchestrator.config import ExperimentConfig
+from orchestrator.data import ShardedSplit
 from orchestrator.worker import build_run_model
-from workloads.ensemble import view_probabilities
+from workloads.data.decode import decode_images
+from workloads.data.shards import resolve_output
+from workloads.ensemble import image_probabilities, view_probabilities
+
+DECODE_ROWS = 32  # shard rows decoded at a time: a task holds at most this many decoded images
 
 
 @dataclass(frozen=True)
@@ -40,16 +51,35 @@ class Member:
         return self.weights["fc.weight"].shape[0]
 
 
+def _member_model(config: dict, weights: dict, threads: int) -> torch.nn.Module:
+    torch.set_num_threads(threads)  # as many as the task reserved, not every core of the node
+    model = build_run_model(ExperimentConfig(**config), weights["conv1.weight"].shape[1],
+                            weights["fc.weight"].shape[0])
+    model.load_state_dict(weights)
+    return model
+
+
 @ray.remote
 def _score_shard(config: dict, weights: dict, mean: torch.Tensor, images: np.ndarray, start: int,
                  stop: int, view: str, batch_size: int, use_gpu: bool, threads: int) -> np.ndarray:
-    torch.set_num_threads(threads)  # as many as the task reserved, not every core of the node
-    config = ExperimentConfig(**config)
-    model = build_run_model(config, weights["conv1.weight"].shape[1], weights["fc.weight"].shape[0])
-    model.load_state_dict(weights)
+    model = _member_model(config, weights, threads)
     shard = torch.from_numpy(np.array(images[start:stop]))  # a writable copy of the shared images
     device = "cuda" if use_gpu else "cpu"
     return view_probabilities(model, shard, mean, view, batch_size=batch_size, device=device).numpy()
+
+
+@ray.remote
+def _score_file(config: dict, weights: dict, mean: torch.Tensor, data_root: str, path: str,
+                rows: list[int] | None, view: str, use_gpu: bool, threads: int) -> np.ndarray:
+    model = _member_model(config, weights, threads)
+    fs, _ = resolve_output(data_root)
+    table = pq.read_table(path, filesystem=fs)
+    if rows is not None:
+        table = table.take(rows)
+    images = (image for batch in table.to_batches(max_chunksize=DECODE_ROWS)
+              for image in decode_images(batch.to_pydict()))
+    device = "cuda" if use_gpu else "cpu"
+    return image_probabilities(model, images, mean, view, device=device).numpy()
 
 
 def default_shards(use_gpu: bool, cpus: float) -> int:
@@ -69,14 +99,36 @@ def score_members(members: list[Member], images: torch.Tensor, view: str, *, use
     step = math.ceil(len(images) / shards)
     bounds = [(start, min(start + step, len(images))) for start in range(0, len(images), step)]
     images_ref = ray.put(images.numpy())
-    resources = {"num_gpus": 1, "num_cpus": cpus} if use_gpu else {"num_cpus": cpus}
-    threads = max(1, int(cpus))
     pending = {}
     for member in members:
         weights_ref = ray.put(member.weights)
         pending[member.name] = [
-            _score_shard.options(**resources).remote(member.config.to_dict(), weights_ref, member.mean,
-                                                     images_ref, start, stop, view, batch_size, use_gpu,
-                                                     threads)
+            _score_shard.options(**_resources(use_gpu, cpus)).remote(
+                member.config.to_dict(), weights_ref, member.mean, images_ref, start, stop, view, batch_size,
+                use_gpu, max(1, int(cpus)))
             for start, stop in bounds]
+    return _gather(pending)
+
+
+def score_shards(members: list[Member], split: ShardedSplit, view: str, *, use_gpu: bool = False,
+                 cpus: float = 1.0) -> dict[str, torch.Tensor]:
+    """Each member's probabilities ``[N, classes]`` (float32) on the rows of ``split``, in its
+    order: one task per (member, shard file); the member's views are averaged first."""
+    pending = {}
+    for member in members:
+        weights_ref = ray.put(member.weights)
+        pending[member.name] = [
+            _score_file.options(**_resources(use_gpu, cpus)).remote(
+                member.config.to_dict(), weights_ref, member.mean, split.data_root, path, rows, view, use_gpu,
+                max(1, int(cpus)))
+            for path, rows in split.files]
+    return _gather(pending)
+
+
+def _resources(use_gpu: bool, cpus: float) -> dict:
+    return {"num_gpus": 1, "num_cpus": cpus} if use_gpu else {"num_cpus": cpus}
+
+
+def _gather(pending: dict[str, list]) -> dict[str, torch.Tensor]:
+    """Every member's shards, waited for and put back together in image order."""
     return {name: torch.from_numpy(np.concatenate(ray.get(refs))) for name, refs in pending.items()}

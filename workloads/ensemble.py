@@ -17,7 +17,7 @@ Views (``VIEWS``), by image size:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -66,19 +66,35 @@ def view_probabilities(model: nn.Module, images: torch.Tensor, mean: torch.Tenso
     """One member's class probabilities, float32 ``[N, classes]`` on the CPU: for each image the
     mean of the softmax over its views. ``images`` is uint8 ``[N,C,H,W]``; ``model`` is put in eval mode."""
     check_view(view, min(images.shape[-2:]))
+    if min(images.shape[-2:]) > SMALL_IMAGE_MAX:
+        return image_probabilities(model, images, mean, view, device=device)
     device = torch.device(device)
     model = model.to(device).eval()
     mean = mean.to(device)
     out = []
-    if min(images.shape[-2:]) <= SMALL_IMAGE_MAX:
-        for start in range(0, len(images), batch_size):
-            views = small_views(images[start:start + batch_size].to(device), mean, view)
-            out.append(torch.stack([model(v).float().softmax(1) for v in views]).mean(0).cpu())
-    else:
-        for image in images:  # views differ per image size: one image's views form a batch
-            groups = large_views(image.to(device), mean, view)
-            probs = torch.cat([model(g).float().softmax(1) for g in groups])
-            out.append(probs.mean(0, keepdim=True).cpu())
+    for start in range(0, len(images), batch_size):
+        views = small_views(images[start:start + batch_size].to(device), mean, view)
+        out.append(torch.stack([model(v).float().softmax(1) for v in views]).mean(0).cpu())
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def image_probabilities(model: nn.Module, images: Iterable[torch.Tensor], mean: torch.Tensor, view: str, *,
+                        device: str | torch.device = "cpu") -> torch.Tensor:
+    """One member's class probabilities, float32 ``[N, classes]`` on the CPU, from the ImageNet-size
+    ``view`` of each uint8 ``[3,H,W]`` image, whatever its stored size (every view resizes it
+    first, as ImageNet's val images come in many sizes): per image the mean of the softmax over
+    its views. ``images`` may be a generator (a shard decoded a batch at a time)."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; valid: {', '.join(VIEWS)}")
+    device = torch.device(device)
+    model = model.to(device).eval()
+    mean = mean.to(device)
+    out = []
+    for image in images:  # views differ per image size: one image's views form a batch
+        groups = large_views(image.to(device), mean, view)
+        probs = torch.cat([model(g).float().softmax(1) for g in groups])
+        out.append(probs.mean(0, keepdim=True).cpu())
     return torch.cat(out)
 
 

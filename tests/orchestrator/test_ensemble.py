@@ -189,7 +189,8 @@ def refused_runs(trained, tmp_path_factory):
     ("corrupt", [], "run corrupt (ID): checkpoint checkpoints/last/state.pt is unusable"),
     ("classes", [], "members have different class counts"),
     ("dataset", [], "members were trained on different data sets"),
-    ("imagenet", [], "evaluating imagenet members is not wired in yet"),
+    ("imagenet", [], "members were trained on different data sets"),
+    (None, ["--view", "10crop"], "view '10crop' needs ImageNet-size images; these are 28x28 px: use center or flip"),
     (None, ["--weights", "1,2"], "--weights gives 2 weight(s) for 3 members"),
     (None, ["--weights", "1,-1,1"], "each must be a finite number >= 0"),
     (None, ["--weights", "1,x,1"], "must be comma-separated numbers"),
@@ -236,3 +237,4 @@ def test_presets_list_the_papers_six_models_and_validate():
     smoke = load_ensemble("smoke")[0]
     assert smoke.name == "ensemble-smoke" and {t.config.dataset for t in smoke.trials} == {"fashion-mnist"}
     assert {t.config.dataset for t in ablation.trials} == {"imagenet"}
+

@@ -1,17 +1,36 @@
 """ImageNet's path end to end: an ILSVRC-layout tree -> Parquet shards (prepare) -> Ray Data ->
-a data-parallel ResNet-18 run on 224x224 crops, tracked in MLflow."""
+a data-parallel ResNet-18 run on 224x224 crops, tracked in MLflow; then that run and a ResNet-34
+evaluated over the val shards with the paper's 10-crop and multi-scale views (Ray tasks, one per
+member and shard file).
+
+Built once per module: training one ImageNet net here takes minutes of this 2-core machine, so
+the run is shared, and the ResNet-34 member is its initialisation (see ``untrained_member``).
+"""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from orchestrator.config import load_config, parse_overrides
+from orchestrator import cli, ensemble, tracking
+from orchestrator.config import ExperimentConfig, load_config, parse_overrides
+from orchestrator.data import IMAGENET_MEAN, subset_indices
 from orchestrator.prepare import prepare
-from orchestrator.train import train
+from orchestrator.train import run_tags, train
+from orchestrator.worker import CHECKPOINT_FILE, build_run_model
+from workloads import ensemble as ensemble_math
+from workloads.data.decode import decode_images
+from workloads.engine import load_checkpoint, make_checkpoint, save_checkpoint
 
 WNIDS = ("n01440764", "n01443537")  # the first two ILSVRC2012 classes (tench, goldfish)
+VAL_PER_CLASS = 2  # 4 val images, one per shard file: scoring stitches the files back in order
+MULTISCALE_SUBSET = 2  # val images scored multi-scale: ~5 s each for a ResNet-34 on one core
 
 
 def write_imagenet_tree(root, per_class: dict[str, int]) -> None:
@@ -27,19 +46,26 @@ def write_imagenet_tree(root, per_class: dict[str, int]) -> None:
                 Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{wnid}_{i}.JPEG", quality=90)
 
 
-def test_resnet18_trains_on_prepared_imagenet_shards(ray_local, tmp_path):
-    write_imagenet_tree(tmp_path / "ilsvrc", {"train": 16, "val": 4})
-    for split in ("train", "val"):
-        prepare("imagenet", str(tmp_path / "shards"), split=split, data_root=str(tmp_path / "ilsvrc"),
-                echo=lambda line: None)
+@pytest.fixture(scope="module")
+def imagenet(ray_local, tmp_path_factory):
+    """Shards of a tiny ILSVRC tree and one ResNet-18 trained on them: (folder, summary, lines)."""
+    folder = tmp_path_factory.mktemp("imagenet")
+    write_imagenet_tree(folder / "ilsvrc", {"train": 16, "val": VAL_PER_CLASS})
+    for split, shard_size in (("train", 1000), ("val", 1)):
+        prepare("imagenet", str(folder / "shards"), split=split, data_root=str(folder / "ilsvrc"),
+                shard_size=shard_size, echo=lambda line: None)
     # Half a CPU per worker leaves the other core to Ray Data's decode and augment tasks.
     config = load_config("imagenet", parse_overrides([
-        f"data_root={tmp_path / 'shards'}", f"storage_path={tmp_path / 'runs'}", "use_gpu=false",
+        "model=resnet18", "name=imagenet-resnet18", f"data_root={folder / 'shards'}",
+        f"storage_path={folder / 'runs'}", "use_gpu=false",
         "workers=2", "cpus_per_worker=0.5", "recipe.batch_size=8", "recipe.total=2",
         "recipe.milestones=[1]", "recipe.unit=epoch", "log_every=1"]))
-    lines = []
-    summary = train(config, echo=lines.append)
+    lines: list[str] = []
+    return folder, train(config, echo=lines.append), lines
 
+
+def test_resnet18_trains_on_prepared_imagenet_shards(imagenet):
+    _, summary, lines = imagenet
     assert summary.status == "FINISHED", summary.error
     client = MlflowClient(summary.tracking_uri)
     history = client.get_metric_history(summary.run_id, "epoch")
@@ -49,3 +75,110 @@ def test_resnet18_trains_on_prepared_imagenet_shards(ray_local, tmp_path):
     assert metrics["image_size"] == 224
     assert 0 <= metrics["test_top1_error"] <= 100 and metrics["test_top5_error"] == 0  # 2 classes
     assert any("epoch 2/2" in line for line in lines)
+
+
+def untrained_member(folder, summary) -> str:
+    """A finished ResNet-34 B run on the same shards whose checkpoint is its initialisation, logged
+    the way a training run logs itself (params, tags, checkpoints/last): the evaluator and compare
+    read it like any member, and its model has Table 3 and 4 cells, which ResNet-18 B has not."""
+    config = load_config("imagenet", parse_overrides([
+        "model=resnet34", "name=resnet34-init", f"data_root={folder / 'shards'}",
+        f"storage_path={folder / 'runs'}", "use_gpu=false"]))
+    client = tracking.connect(summary.tracking_uri)
+    run, _ = tracking.get_or_create_run(client, tracking.ensure_experiment(client, config.experiment), config.name,
+                                        run_name=config.name, tags=run_tags(config))
+    tracking.log_params(client, run.info.run_id, config.to_dict())
+    torch.manual_seed(1)
+    model = build_run_model(config, 3, len(WNIDS))
+    state = make_checkpoint(model, torch.optim.SGD(model.parameters(), lr=0.1), iteration=0, epoch=0,
+                            config_hash=config.hash(), config=config.to_dict(), metrics={})
+    path = save_checkpoint(state, folder / "resnet34-init" / CHECKPOINT_FILE)
+    client.log_artifact(run.info.run_id, str(path), "checkpoints/last")
+    tracking.finish(client, run.info.run_id, ok=True)
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def evaluations(imagenet):
+    """``python -m orchestrator.ensemble evaluate`` twice over the val shards: the ResNet-18 run and
+    the ResNet-34 with 10-crop on every val image, the ResNet-34 alone multi-scale on a subset."""
+    folder, summary, _ = imagenet
+    assert summary.status == "FINISHED", summary.error
+    ids = {"resnet18": summary.run_id, "resnet34": untrained_member(folder, summary)}
+    out = {}
+    for view, runs, extra in (("10crop", [ids["resnet18"], ids["resnet34"]], []),
+                              ("multiscale", [ids["resnet34"]], ["--test-subset", str(MULTISCALE_SUBSET)])):
+        code = ensemble.main(["evaluate", "--runs", ",".join(runs), "--view", view, "--tracking-uri",
+                              summary.tracking_uri, "--out", str(folder / view), "--json",
+                              str(folder / f"{view}.json"), *extra])
+        assert code == 0
+        out[view] = json.loads((folder / f"{view}.json").read_text())
+    return {"ids": ids, "uri": summary.tracking_uri, "folder": folder, **out}
+
+
+def direct_probabilities(evaluations, run_id: str, view: str, subset: int | None) -> tuple:
+    """``(probabilities, labels)`` of one member computed here, in one process, with the workloads
+    functions: its checkpoint from MLflow, every val shard read and decoded in manifest order."""
+    folder = evaluations["folder"]
+    state = load_checkpoint(MlflowClient(evaluations["uri"]).download_artifacts(
+        run_id, f"checkpoints/last/{CHECKPOINT_FILE}", str(folder / "direct" / run_id)))
+    model = build_run_model(ExperimentConfig(**state["config"]), 3, len(WNIDS))
+    model.load_state_dict(state["model"])
+    manifest = json.loads((folder / "shards" / "val" / "manifest.json").read_text())
+    batch = {"image": [], "key": [], "label": []}
+    for shard in manifest["shards"]:
+        rows = pq.read_table(folder / "shards" / "val" / shard["file"]).to_pydict()
+        for column in batch:
+            batch[column] += rows[column]
+    keep = subset_indices(len(batch["label"]), subset).tolist()
+    images = decode_images(batch)
+    probabilities = ensemble_math.image_probabilities(model, [images[i] for i in keep],
+                                                      torch.tensor(IMAGENET_MEAN), view)
+    return probabilities, torch.tensor(batch["label"])[keep]
+
+
+@pytest.mark.parametrize("view, members, direct, images", [
+    ("10crop", 2, "resnet18", 2 * VAL_PER_CLASS),
+    ("multiscale", 1, "resnet34", MULTISCALE_SUBSET),
+])
+def test_imagenet_views_give_one_vector_per_image_and_the_metrics_follow(evaluations, view, members, direct, images):
+    result = evaluations[view]
+    table = pq.read_table(result["parquet"])
+    assert result["view"] == view and result["dataset"] == "imagenet" and len(result["members"]) == members
+    assert table.num_rows == result["images"] == images
+    labels = torch.tensor(table.column("label").to_pylist())
+    stored = {m["name"]: torch.tensor(np.stack(table.column(m["name"]).to_numpy(zero_copy_only=False)))
+              for m in result["members"]}
+    logged = MlflowClient(evaluations["uri"]).get_run(result["run_id"]).data.metrics
+    for name, probabilities in stored.items():
+        assert probabilities.shape == (images, len(WNIDS))
+        assert torch.allclose(probabilities.sum(1), torch.ones(images), atol=1e-5)
+        errors = ensemble_math.errors(probabilities, labels)
+        assert (logged[f"member.{name}.top1_error"], logged[f"member.{name}.top5_error"]) == pytest.approx(
+            (errors["top1_error"], errors["top5_error"]))
+    errors = ensemble_math.errors(ensemble_math.combine(list(stored.values())), labels)
+    assert (logged["ensemble_top1_error"], logged["ensemble_top5_error"]) == pytest.approx(
+        (errors["top1_error"], errors["top5_error"]))
+    # One member recomputed here, in one process: the distributed per-shard scoring changes nothing.
+    name = next(m["name"] for m in result["members"] if m["model"] == direct)
+    probabilities, direct_labels = direct_probabilities(evaluations, evaluations["ids"][direct], view,
+                                                        MULTISCALE_SUBSET if view == "multiscale" else None)
+    assert torch.equal(direct_labels, labels)
+    assert torch.allclose(stored[name], probabilities, atol=1e-5)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--data-root", "{folder}/ilsvrc"], "no manifest.json in {folder}/ilsvrc/val"),
+    (["--shards", "2"], "--shards 2: imagenet members are scored one task per val shard file"),
+    (["--view", "10crop", "--test-subset", "0"], "--test-subset must be >= 1, got 0"),
+])
+def test_bad_imagenet_evaluations_are_one_error_line(evaluations, tmp_path, capsys, extra, message):
+    folder = evaluations["folder"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(ensemble.main, ["evaluate", "--runs", evaluations["ids"]["resnet34"], "--tracking-uri",
+                                evaluations["uri"], "--out", str(tmp_path / "out"),
+                                "--json", str(tmp_path / "out.json"), *[a.format(folder=folder) for a in extra]])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: ") and message.format(folder=folder) in err
+    assert list(tmp_path.iterdir()) == []
