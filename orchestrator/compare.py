@@ -6,8 +6,11 @@ writes one folder:
 
   report.html    self-contained: the tables and the figures (base64 PNG)
   runs.*         one row per run: final training error, test top-1/top-5 error
-  parity.*       one row per cell (model x shortcut x data set x recipe): the measured test error,
-                 mean ± std over seeds, beside the paper's number (Tables 2, 3, 6) and the difference
+  parity.*       one row per cell (model x shortcut x data set x recipe x test view): the measured
+                 test error, mean ± std over seeds, beside the paper's number (Tables 2, 3, 4, 6) and
+                 the difference; the training loop's view, and each member of the ensemble
+                 evaluations of these runs with the evaluation's view (10-crop, multi-scale...);
+                 then one row per evaluated ensemble, beside Table 5
   curves.*       Figs. 1/4/6: training error (thin, dashed) and test error (bold) against iterations,
                  plain nets and residual nets side by side; the points are the runs' logged metrics
   fig7.*         Fig. 7: the std of each 3x3 layer's response (after BN, before the addition and
@@ -32,7 +35,6 @@ import dataclasses
 import html
 import os
 import shutil
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -42,14 +44,15 @@ from mlflow.exceptions import MlflowException
 from orchestrator import cli, report, tracking
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import load_split
+from orchestrator.parity import PARITY_COLUMNS, parity_table
 from orchestrator.worker import build_run_model
-from workloads.analysis.paper import paper_result
 from workloads.analysis.responses import layer_responses, response_layers
 from workloads.data import ResidentLoader, per_pixel_mean
 from workloads.engine import config_hash, load_checkpoint
 from workloads.models import parse_model_name
 
 KIND = "orchestrator.kind"
+EVALUATION = "ensemble-evaluation"  # the KIND of python -m orchestrator.ensemble evaluate's runs
 CHECKPOINT = "checkpoints/last/state.pt"  # the final trained net, as the paper analyses
 FIG7_IMAGES = 256  # test images per Fig. 7 analysis
 FIG7_BATCH = 128  # images per forward pass of that analysis
@@ -59,9 +62,6 @@ REPORT_FILE = "report.html"
 
 RUN_COLUMNS = ["name", "dataset", "model", "net", "depth", "shortcut", "seed", "status", "iteration",
                "train_error", "test_top1_error", "test_top5_error", "setting", "git_commit", "run_id"]
-PARITY_COLUMNS = ["dataset", "model", "net", "depth", "shortcut", "setting", "runs", "seeds", "train_error",
-                  "test_top1_error", "test_top1_std", "test_top5_error", "test_top5_std", "paper_table",
-                  "paper_top1_error", "paper_top5_error", "diff_top1", "diff_top5", "run_ids", "unfinished"]
 CURVE_COLUMNS = ["run_id", "name", "net", "depth", "shortcut", "seed", "metric", "step", "value"]
 FIG7_COLUMNS = ["run_id", "name", "net", "depth", "shortcut", "seed", "layer_index", "layer", "std", "rank"]
 
@@ -148,8 +148,9 @@ def search_all(client, experiment_ids: list[str], filter_string: str) -> list:
 
 def select_runs(client, *, experiment: str | None = None, parent: str | None = None,
                 filter_string: str | None = None) -> dict:
-    """``{"experiment": Experiment, "parent": Run | None, "filter": str | None, "runs": [Run]}``:
-    the training runs (those with a ``model`` param, not ablation/ensemble/report runs)."""
+    """``{"experiment": Experiment, "parent": Run | None, "filter": str | None, "runs": [Run],
+    "evaluations": [Run]}``: the training runs (those with a ``model`` param, not ablation/ensemble/
+    report runs), and the finished ensemble evaluations whose members are all among them."""
     experiment_obj = find_experiment(client, experiment) if experiment else None
     parent_run = find_parent(client, parent, experiment_obj and experiment_obj.experiment_id) if parent else None
     if parent_run is not None:
@@ -169,7 +170,19 @@ def select_runs(client, *, experiment: str | None = None, parent: str | None = N
         where = [f"experiment {experiment_obj.name!r}"] + ([f"parent {parent!r}"] if parent else [])
         where += [f"filter {filter_string!r}"] if filter_string else []
         raise ValueError(f"no training runs matched ({', '.join(where)})")
-    return {"experiment": experiment_obj, "parent": parent_run, "filter": filter_string, "runs": runs}
+    ids = {r.info.run_id for r in runs}
+    evaluations = search_all(client, [experiment_obj.experiment_id],
+                             f"tags.`{KIND}` = '{EVALUATION}' and attributes.status = 'FINISHED'")
+    evaluations = [e for e in evaluations if member_run_ids(e) and set(member_run_ids(e).values()) <= ids]
+    return {"experiment": experiment_obj, "parent": parent_run, "filter": filter_string, "runs": runs,
+            "evaluations": evaluations}
+
+
+def member_run_ids(evaluation) -> dict[str, str]:
+    """``{metric prefix: training run id}`` of an ensemble evaluation run: its ``member.<name>.run_id``
+    tags (``orchestrator.ensemble.member_tag``) name the run that ``member.<name>.*`` metrics measured."""
+    return {key.removesuffix(".run_id"): value for key, value in sorted(evaluation.data.tags.items())
+            if key.startswith("member.") and key.endswith(".run_id")}
 
 
 # ---- the data behind the report -----------------------------------------------------------------
@@ -191,43 +204,17 @@ def run_record(run) -> dict:
             "train_metric": "train_error_step" if "train_error_step" in metrics else "train_error"}
 
 
-def parity_table(records: list[dict]) -> list[dict]:
-    """One row per cell (data set, model, shortcut, setting): finished runs' errors as mean and
-    sample std over seeds (std None for one run), the paper's numbers and measured minus paper."""
-    cells: dict[tuple, list[dict]] = {}
-    for r in records:
-        cells.setdefault((r["dataset"], r["model"], r["shortcut"], r["setting"]), []).append(r)
-    rows = []
-    for (dataset, model, shortcut, setting), group in cells.items():
-        done = [r for r in group if r["status"] == "FINISHED"]
-        paper = paper_result(dataset, model, shortcut)
-        top1_mean, top1_std = _mean_std([r["test_top1_error"] for r in done])
-        top5_mean, top5_std = _mean_std([r["test_top5_error"] for r in done])
-        paper_top1, paper_top5 = (paper.top1_error, paper.top5_error) if paper else (None, None)
-        rows.append({
-            "dataset": dataset, "model": model, "net": group[0]["net"], "depth": group[0]["depth"],
-            "shortcut": shortcut, "setting": setting, "runs": len(done), "seeds": sorted(r["seed"] for r in done),
-            "train_error": _mean_std([r["train_error"] for r in done])[0],
-            "test_top1_error": top1_mean, "test_top1_std": top1_std,
-            "test_top5_error": top5_mean, "test_top5_std": top5_std,
-            "paper_table": paper.table if paper else None,
-            "paper_top1_error": paper_top1, "paper_top5_error": paper_top5,
-            "diff_top1": _diff(top1_mean, paper_top1), "diff_top5": _diff(top5_mean, paper_top5),
-            "run_ids": [r["run_id"] for r in done],
-            "unfinished": [r["run_id"] for r in group if r["status"] != "FINISHED"],
-        })
-    return sorted(rows, key=lambda r: (r["dataset"] or "", r["net"], r["depth"], r["shortcut"] or "", r["setting"]))
-
-
-def _mean_std(values: list) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
-def _diff(measured: float | None, paper: float | None) -> float | None:
-    return None if measured is None or paper is None else measured - paper
+def evaluation_record(run) -> dict:
+    """One ensemble evaluation run as a flat row: its view and setting, every member's errors (by
+    training run id) and the ensemble's (errors in %)."""
+    params, metrics = run.data.params, run.data.metrics
+    members = [{"run_id": run_id, "top1_error": metrics.get(f"{prefix}.top1_error"),
+                "top5_error": metrics.get(f"{prefix}.top5_error")} for prefix, run_id in member_run_ids(run).items()]
+    return {"run_id": run.info.run_id, "name": run.info.run_name, "dataset": run.data.tags.get("dataset"),
+            "view": params["view"], "weights": params["weights"],
+            "setting": f"checkpoint={params['checkpoint']} eval_test_subset={params['test_subset']}",
+            "members": members, "top1_error": metrics.get("ensemble_top1_error"),
+            "top5_error": metrics.get("ensemble_top5_error")}
 
 
 def curve_points(client, records: list[dict]) -> list[dict]:
@@ -313,7 +300,7 @@ def write_report(folder: Path, title: str, records: list[dict], parity: list[dic
         ("Selection", "<p>" + "<br>".join(map(html.escape, notes)) + "</p>"),
         ("Paper parity (test error %, mean ± std over seeds)", report.html_table(parity_display(parity), [
             ("dataset", "data set"), ("model", "model"), ("shortcut", "shortcut"), ("setting", "setting"),
-            ("runs", "runs"), ("seeds", "seeds"), ("train", "train err"), ("top1", "top-1 err"),
+            ("view", "view"), ("runs", "runs"), ("seeds", "seeds"), ("train", "train err"), ("top1", "top-1 err"),
             ("paper_top1_error", "paper top-1"), ("diff_top1", "diff"), ("top5", "top-5 err"),
             ("paper_top5_error", "paper top-5"), ("diff_top5", "diff"), ("paper_table", "paper table")])),
         ("Training curves (Figs. 1, 4, 6)", report.embedded_png(curves_png, "training curves")),
@@ -375,14 +362,16 @@ def compare(client, tracking_uri: str, selection: dict, out: Path, *, fig7: bool
     that ``--json`` writes."""
     check_out(out)
     records = [run_record(r) for r in selection["runs"]]
+    evaluations = [evaluation_record(r) for r in selection["evaluations"]]
     parent = selection["parent"]
     notes = [f"{len(records)} training runs from experiment {selection['experiment'].name!r} at {tracking_uri}",
              f"parent run: {parent.info.run_name} ({parent.info.run_id})" if parent else "parent run: any",
              f"filter: {selection['filter'] or 'none'}",
+             f"{len(evaluations)} ensemble evaluations of these runs (members by view, ensembles beside Table 5)",
              f"code versions (git_commit): {', '.join(sorted({r['git_commit'] or '?' for r in records}))}"]
-    for note in notes[:3]:
+    for note in notes[:4]:
         echo(f"[compare] {note}")
-    parity = parity_table(records)
+    parity = parity_table(records, evaluations)
     points = curve_points(client, records)
     responses, skipped = (fig7_responses(tracking_uri, records, images=fig7_images, data_root=data_root, echo=echo)
                           if fig7 else ([], {}))
@@ -394,7 +383,8 @@ def compare(client, tracking_uri: str, selection: dict, out: Path, *, fig7: bool
     try:
         files = write_report(staging, f"ResNet comparison: {notes[0]}", records, parity, points, responses,
                              skipped, notes)
-        run_id = log_report(client, selection, staging, fig7, {"runs": len(records), "cells": len(parity)})
+        run_id = log_report(client, selection, staging, fig7, {"runs": len(records), "cells": len(parity),
+                                                               "evaluations": len(evaluations)})
         replace_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -403,7 +393,8 @@ def compare(client, tracking_uri: str, selection: dict, out: Path, *, fig7: bool
     return {"out": str(out), "html": str(out / REPORT_FILE), "files": files, "report_run_id": run_id,
             "tracking_uri": tracking_uri, "experiment": selection["experiment"].name,
             "parent_run_id": parent.info.run_id if parent else None, "filter": selection["filter"],
-            "run_ids": [r["run_id"] for r in records], "parity": parity, "fig7_skipped": skipped}
+            "run_ids": [r["run_id"] for r in records], "evaluation_run_ids": [e["run_id"] for e in evaluations],
+            "parity": parity, "fig7_skipped": skipped}
 
 
 def main(argv: list[str] | None = None) -> int:

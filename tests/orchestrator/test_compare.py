@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator import cli, compare
+from orchestrator import cli, compare, parity
 from orchestrator.ablate import place_trials
 from orchestrator.config import ExperimentConfig
 from orchestrator.worker import build_run_model
@@ -43,7 +43,7 @@ def test_parity_table_puts_the_papers_numbers_beside_mean_and_std_over_seeds():
                 record("resnet34", dataset="imagenet", shortcut="B", top1=25.0, top5=8.0),
                 record("resnet34", 1, dataset="imagenet", shortcut="B", top1=25.5, top5=8.5),
                 record("plain34", dataset="imagenet", top1=29.0, top5=10.5)]
-    rows = {(r["dataset"], r["model"], r["shortcut"]): r for r in compare.parity_table(records)}
+    rows = {(r["dataset"], r["model"], r["shortcut"]): r for r in parity.parity_table(records)}
 
     r110 = rows["cifar10", "cifar_resnet110", "A"]
     assert (r110["paper_table"], r110["paper_top1_error"]) == ("Table 6", 6.43)
@@ -61,8 +61,49 @@ def test_parity_table_puts_the_papers_numbers_beside_mean_and_std_over_seeds():
     assert (r34["paper_table"], r34["paper_top1_error"], r34["paper_top5_error"]) == ("Table 3", 24.52, 7.46)
     assert r34["diff_top5"] == pytest.approx(8.25 - 7.46)
     assert rows["imagenet", "plain34", None]["paper_top1_error"] == 28.54
-    assert [r["model"] for r in compare.parity_table(records)] == [
+    assert [r["model"] for r in parity.parity_table(records)] == [
         "cifar_plain20", "cifar_resnet110", "plain34", "resnet34"]  # by data set, net, depth
+
+
+def evaluation(run_id, view, members, top1=20.0, top5=4.0):
+    """An ensemble evaluation as ``compare.evaluation_record`` reads it: members are (run id, top-1, top-5)."""
+    return {"run_id": run_id, "name": run_id, "dataset": "imagenet", "view": view, "weights": "None",
+            "setting": "checkpoint=last eval_test_subset=None", "top1_error": top1, "top5_error": top5,
+            "members": [{"run_id": i, "top1_error": e1, "top5_error": e5} for i, e1, e5 in members]}
+
+
+def test_parity_table_puts_evaluated_views_beside_tables_3_4_and_ensembles_beside_table_5():
+    records = [record("resnet152", seed, dataset="imagenet", shortcut="B", top1=30.0, top5=9.0) for seed in (0, 1)]
+    records.append(record("resnet18", dataset="imagenet", shortcut="B", top1=35.0, top5=12.0))
+    ids = [r["run_id"] for r in records]
+    evaluations = [
+        evaluation("six", "multiscale", [(ids[0], 19.0, 4.4), (ids[1], 20.0, 4.6), (ids[2], 25.0, 7.0)]),
+        evaluation("pair", "multiscale", [(ids[0], 19.0, 4.4), (ids[1], 20.0, 4.6)]),  # the same measurements
+        evaluation("ten", "10crop", [(ids[0], 21.0, 5.5)]),  # one member: no ensemble
+    ]
+    rows = parity.parity_table(records, evaluations)
+    cells = {(r["model"], r["view"], r["setting"].split()[-1]): r for r in rows}
+
+    trained = cells["resnet152", "center", "recipe=cifar"]  # the training loop's own view and numbers
+    assert (trained["test_top1_error"], trained["paper_table"], trained["evaluation_run_ids"]) == (30.0, "Table 3", [])
+    multiscale = cells["resnet152", "multiscale", "eval_test_subset=None"]
+    assert multiscale["runs"] == 2 and multiscale["seeds"] == [0, 1]  # "pair" repeats "six": counted once
+    assert multiscale["test_top1_error"] == pytest.approx(19.5)
+    assert multiscale["test_top5_std"] == pytest.approx(statistics.stdev([4.4, 4.6]))
+    assert (multiscale["paper_table"], multiscale["paper_top1_error"], multiscale["paper_top5_error"]) == (
+        "Table 4", 19.38, 4.49)
+    assert multiscale["diff_top5"] == pytest.approx(4.5 - 4.49)
+    assert multiscale["evaluation_run_ids"] == ["six"]
+    ten_crop = cells["resnet152", "10crop", "eval_test_subset=None"]
+    assert (ten_crop["paper_table"], ten_crop["paper_top1_error"], ten_crop["test_top1_error"]) == ("Table 3", 21.43, 21.0)
+    assert cells["resnet18", "multiscale", "eval_test_subset=None"]["paper_table"] is None  # not in Table 4
+
+    ensembles = [r for r in rows if r["model"] == "ensemble"]
+    assert [e["evaluation_run_ids"] for e in ensembles] == [["pair"], ["six"]]  # by member list
+    six = ensembles[1]
+    assert (six["paper_table"], six["paper_top1_error"], six["paper_top5_error"]) == ("Table 5", None, 3.57)
+    assert (six["test_top5_error"], six["diff_top5"], six["runs"]) == (4.0, pytest.approx(4.0 - 3.57), 3)
+    assert rows[-2:] == ensembles  # after the single models of their data set
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator import cli
+from orchestrator import cli, compare
 from orchestrator.config import parse_overrides
 from orchestrator.ensemble import load_ensemble, main, train
 from workloads.engine import load_checkpoint, save_checkpoint
@@ -238,3 +238,25 @@ def test_presets_list_the_papers_six_models_and_validate():
     assert smoke.name == "ensemble-smoke" and {t.config.dataset for t in smoke.trials} == {"fashion-mnist"}
     assert {t.config.dataset for t in ablation.trials} == {"imagenet"}
 
+
+def test_compare_puts_each_evaluation_beside_the_training_runs(trained, tmp_path):
+    """The compare report over the ensemble's members carries the evaluation's members (view
+    center, as the evaluation logged them, mean over the two ResNet-8 seeds) and its ensemble row."""
+    summary, uri, _ = trained
+    client = MlflowClient(uri)
+    evaluation = client.get_run(summary["evaluation"]["run_id"]).data.metrics
+    report = compare.compare(client, uri, compare.select_runs(client, parent="tiny-ensemble"), tmp_path / "report",
+                             fig7=False, echo=lambda line: None)
+    assert summary["evaluation"]["run_id"] in report["evaluation_run_ids"]
+    evaluated = [r for r in report["parity"] if summary["evaluation"]["run_id"] in r["evaluation_run_ids"]]
+    resnet8 = next(r for r in evaluated if r["model"] == "cifar_resnet8")
+    assert resnet8["view"] == "center" and resnet8["seeds"] == [0, 1] and "checkpoint=last" in resnet8["setting"]
+    assert resnet8["test_top1_error"] == pytest.approx(
+        (evaluation["member.tiny-ensemble-cifar_resnet8-s0.top1_error"]
+         + evaluation["member.tiny-ensemble-cifar_resnet8-s1.top1_error"]) / 2)
+    ensemble = next(r for r in evaluated if r["model"] == "ensemble")
+    assert (ensemble["test_top1_error"], ensemble["test_top5_error"]) == (
+        evaluation["ensemble_top1_error"], evaluation["ensemble_top5_error"])
+    assert ensemble["runs"] == 3 and ensemble["paper_table"] is None  # Fashion-MNIST: not in the paper
+    trained_rows = [r for r in report["parity"] if not r["evaluation_run_ids"]]
+    assert sorted(i for r in trained_rows for i in r["run_ids"]) == sorted(member_ids(summary).values())

@@ -1,7 +1,7 @@
 """ImageNet's path end to end: an ILSVRC-layout tree -> Parquet shards (prepare) -> Ray Data ->
 a data-parallel ResNet-18 run on 224x224 crops, tracked in MLflow; then that run and a ResNet-34
 evaluated over the val shards with the paper's 10-crop and multi-scale views (Ray tasks, one per
-member and shard file).
+member and shard file), and the comparison report mapping them to Tables 3, 4 and 5.
 
 Built once per module: training one ImageNet net here takes minutes of this 2-core machine, so
 the run is shared, and the ResNet-34 member is its initialisation (see ``untrained_member``).
@@ -18,7 +18,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from orchestrator import cli, ensemble, tracking
+from orchestrator import cli, compare, ensemble, tracking
 from orchestrator.config import ExperimentConfig, load_config, parse_overrides
 from orchestrator.data import IMAGENET_MEAN, subset_indices
 from orchestrator.prepare import prepare
@@ -165,6 +165,42 @@ def test_imagenet_views_give_one_vector_per_image_and_the_metrics_follow(evaluat
                                                         MULTISCALE_SUBSET if view == "multiscale" else None)
     assert torch.equal(direct_labels, labels)
     assert torch.allclose(stored[name], probabilities, atol=1e-5)
+
+
+def test_parity_table_maps_views_to_tables_3_and_4_and_the_ensemble_to_table_5(evaluations):
+    client = MlflowClient(evaluations["uri"])
+    selection = compare.select_runs(client, experiment="resnet-orchestrator")
+    report = compare.compare(client, evaluations["uri"], selection, evaluations["folder"] / "report", fig7=False,
+                             echo=lambda line: None)
+    rows = {(r["model"], r["view"]): r for r in report["parity"]}
+    assert set(report["evaluation_run_ids"]) == {evaluations[v]["run_id"] for v in ("10crop", "multiscale")}
+    ten_crop = client.get_run(evaluations["10crop"]["run_id"]).data.metrics
+    multiscale = client.get_run(evaluations["multiscale"]["run_id"]).data.metrics
+    r34 = ensemble.metric_name("resnet34-init")
+
+    cell = rows["resnet34", "multiscale"]
+    assert (cell["paper_table"], cell["paper_top1_error"], cell["paper_top5_error"]) == ("Table 4", 21.84, 5.71)
+    assert cell["test_top1_error"] == multiscale[f"member.{r34}.top1_error"]
+    assert cell["diff_top5"] == pytest.approx(multiscale[f"member.{r34}.top5_error"] - 5.71)
+    assert cell["run_ids"] == [evaluations["ids"]["resnet34"]]
+    assert cell["evaluation_run_ids"] == [evaluations["multiscale"]["run_id"]]
+    cell = rows["resnet34", "10crop"]
+    assert (cell["paper_table"], cell["paper_top1_error"], cell["paper_top5_error"]) == ("Table 3", 24.52, 7.46)
+    assert cell["test_top1_error"] == ten_crop[f"member.{r34}.top1_error"]
+    assert rows["resnet18", "10crop"]["paper_table"] is None  # Table 2's ResNet-18 has shortcut A
+    assert rows["resnet18", "center"]["run_ids"] == [evaluations["ids"]["resnet18"]]  # the training run
+
+    ensembles = [r for r in report["parity"] if r["model"] == "ensemble"]
+    assert len(ensembles) == 1  # the multi-scale evaluation has one member: no ensemble
+    assert (ensembles[0]["view"], ensembles[0]["paper_table"], ensembles[0]["paper_top5_error"]) == (
+        "10crop", "Table 5", 3.57)
+    assert ensembles[0]["paper_top1_error"] is None
+    assert (ensembles[0]["test_top1_error"], ensembles[0]["test_top5_error"]) == (
+        ten_crop["ensemble_top1_error"], ten_crop["ensemble_top5_error"])
+    assert sorted(ensembles[0]["run_ids"]) == sorted(evaluations["ids"].values())
+    stored = pq.read_table(evaluations["folder"] / "report" / "parity.parquet").to_pylist()
+    assert [(r["model"], r["view"], r["paper_table"]) for r in stored] == [
+        (r["model"], r["view"], r["paper_table"]) for r in report["parity"]]
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -1,7 +1,9 @@
-"""The paper's reported errors (shared PAPER.md), looked up by data set, model and shortcut.
+"""The paper's reported errors (shared PAPER.md), looked up by data set, model, shortcut and view.
 
-Errors are percentages. ImageNet numbers are 10-crop validation errors (Tables 2 and 3); CIFAR-10
-numbers are test errors (Table 6). Plain CIFAR nets appear only in a figure, so they have none.
+Errors are percentages. ImageNet single models: 10-crop validation errors (Tables 2 and 3) and
+multi-scale fully-convolutional validation errors (Table 4); the ILSVRC 2015 ensemble: top-5 test
+error (Table 5). CIFAR-10 numbers are test errors (Table 6). Plain CIFAR nets appear only in a
+figure, so they have none.
 """
 
 from __future__ import annotations
@@ -33,14 +35,42 @@ IMAGENET_10CROP = {
 }
 
 
-def paper_result(dataset: str, model: str, shortcut: str | None) -> PaperResult | None:
-    """The paper's number for this cell, or None where the paper reports none."""
+# Table 4, single models, ImageNet val, multi-scale fully-convolutional, (top-1, top-5) error %,
+# keyed (model, shortcut); 50/101/152 use B.
+IMAGENET_MULTISCALE = {
+    ("resnet34", "B"): (21.84, 5.71),
+    ("resnet34", "C"): (21.53, 5.60),
+    ("resnet50", "B"): (20.74, 5.25),
+    ("resnet101", "B"): (19.87, 4.60),
+    ("resnet152", "B"): (19.38, 4.49),
+}
+
+# Table 5, the ResNet ensemble (six models of different depth, two of them 152-layer), top-5 error %
+# on the ImageNet test set (ILSVRC 2015). The paper gives no top-1 error for it.
+IMAGENET_ENSEMBLE_TOP5 = 3.57
+
+
+def paper_result(dataset: str, model: str, shortcut: str | None, view: str = "center") -> PaperResult | None:
+    """The paper's number for this single-model cell, or None where the paper reports none.
+
+    ``view`` is how the cell was measured: ``multiscale`` ImageNet cells take Table 4; every other
+    view takes the closest table there is (ImageNet: the 10-crop Tables 2/3, CIFAR-10: Table 6's
+    single view), so the difference then includes the gap between the views.
+    """
     if dataset == "cifar10" and model.startswith("cifar_resnet") and shortcut in (None, "A"):
         error = CIFAR10_TABLE6.get(int(model.removeprefix("cifar_resnet")))
         return PaperResult("Table 6", error) if error is not None else None
+    if dataset == "imagenet" and view == "multiscale":
+        errors = IMAGENET_MULTISCALE.get((model, shortcut))
+        return PaperResult("Table 4", *errors) if errors else None
     if dataset == "imagenet":
         key = (model, None if model.startswith("plain") else shortcut)
         if key in IMAGENET_10CROP:
             table, top1, top5 = IMAGENET_10CROP[key]
             return PaperResult(table, top1, top5)
     return None
+
+
+def paper_ensemble(dataset: str) -> PaperResult | None:
+    """The paper's number for an ensemble of this data set's nets (Table 5), or None."""
+    return PaperResult("Table 5", None, IMAGENET_ENSEMBLE_TOP5) if dataset == "imagenet" else None
