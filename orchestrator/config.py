@@ -26,6 +26,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Data sets streamed from Parquet shards (python -m orchestrator.prepare) rather than held in memory.
 SHARDED_DATASETS = ("imagenet",)
 TRAIN_PRESETS = CONFIG_DIR / "train"
+ENGINES = ("loop", "fast")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class ExperimentConfig:
     max_failures: int = 2  # worker-group restarts from the latest checkpoint before giving up
     log_every: int = 20  # iterations between logged training-loss points
     compile: bool = False  # torch.compile the model
+    # "loop": the plain training loop (any data set, any number of workers). "fast": the in-memory
+    # CIFAR-style trainer (workloads/engine/fast_cifar.py: augmentation on the device, one host sync
+    # an epoch, the step in a CUDA graph on a GPU; 5x the loop on an H200), one worker per run.
+    engine: str = "loop"
     storage_path: str = "runs"  # Ray Train storage: a folder, or s3:// / NFS on a cluster
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite in storage_path
     experiment: str = "resnet-orchestrator"
@@ -207,6 +212,18 @@ def validate(config: ExperimentConfig) -> None:
     if config.use_gpu and (gpus <= 0 or (gpus > 1 and gpus % 1)):
         raise ValueError(f"gpus_per_worker must be a fraction in (0, 1] or a whole number, "
                          f"got {config.gpus_per_worker}")
+    if config.engine not in ENGINES:
+        raise ValueError(f"unknown engine {config.engine!r}; valid: {', '.join(ENGINES)}")
+    if config.engine == "fast":
+        if config.workers != 1:
+            raise ValueError(f"engine 'fast' trains one worker per run (it does not all-reduce), got workers "
+                             f"{config.workers}; use workers=1 or engine=loop")
+        if config.dataset in SHARDED_DATASETS:
+            raise ValueError(f"engine 'fast' needs an in-memory data set, not the sharded {config.dataset!r}; "
+                             "use engine=loop")
+        if recipe.unit != "iteration":
+            raise ValueError(f"engine 'fast' needs a recipe counted in iterations; {config.recipe!r} counts "
+                             f"{recipe.unit}s")
     if config.inject_nan is not None:
         rank, _, iteration = config.inject_nan.partition(":")
         if not (rank.isdigit() and iteration.isdigit()):

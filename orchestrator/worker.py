@@ -23,9 +23,10 @@ from torch.nn.parallel import DistributedDataParallel
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import build_run_data
-from workloads.engine import (CheckpointError, DivergenceError, broadcast_buffers, build_optimizer, compile_model, evaluate, get_recipe,
-                              load_checkpoint, make_checkpoint, prepare_model, recipe_for_depth,
-                              restore_checkpoint, save_checkpoint, train_epoch)
+from workloads.engine import (CheckpointError, DivergenceError, broadcast_buffers, build_optimizer, compile_model,
+                              evaluate, get_recipe, load_checkpoint, make_checkpoint, prepare_model,
+                              recipe_for_depth, restore_checkpoint, save_checkpoint, train_epoch)
+from workloads.engine.fast_cifar import FastCifarTrainer
 from workloads.models import build_model, parse_model_name
 
 CHECKPOINT_FILE = "state.pt"
@@ -146,18 +147,25 @@ def train_worker(loop_config: dict) -> None:
 
     model = build_run_model(config, data.in_channels, data.num_classes)
     model = prepare_model(model, device, channels_last=on_gpu)
-    optimizer = build_optimizer(model, recipe)
+    autocast = torch.bfloat16 if on_gpu else None
+    fast = None
+    if config.engine == "fast":  # one worker (validated): same batches and schedule, faster steps
+        fast = FastCifarTrainer(model, train_loader.images, train_loader.labels, recipe, device=device,
+                                mean=train_loader.mean, seed=config.seed, pad=train_loader.pad,
+                                autocast_dtype=autocast, channels_last=on_gpu, compile=config.compile)
+    optimizer = fast.optimizer if fast else build_optimizer(model, recipe)
     iteration, epoch, fallback = 0, 0, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         iteration, epoch, fallback = restore_latest_good(checkpoint, model, optimizer, config.hash())
+        if fast:
+            fast.bind_lr()
     if config.inject_nan is not None:
         inject_nan(model, config.inject_nan, rank, start_iteration=iteration)
-    if config.compile:
+    if config.compile and not fast:
         model = compile_model(model)
     if dist.is_initialized() and world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
-    autocast = torch.bfloat16 if on_gpu else None
 
     log = MetricsLog(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 else None
     if log and fallback:
@@ -166,9 +174,14 @@ def train_worker(loop_config: dict) -> None:
                                   "lr": m["lr"]}, m["iteration"])) if log else None
     while epoch < epochs:
         try:
-            stats = train_epoch(model, train_loader, optimizer, recipe, start_iteration=iteration,
-                                device=device, epoch=epoch, autocast_dtype=autocast,
-                                channels_last=on_gpu, on_step=on_step, log_every=config.log_every)
+            if fast:
+                stats = fast.train_epoch(epoch, iteration)
+                for step in fast.logged_steps(config.log_every) if on_step else ():
+                    on_step(step)
+            else:
+                stats = train_epoch(model, train_loader, optimizer, recipe, start_iteration=iteration,
+                                    device=device, epoch=epoch, autocast_dtype=autocast,
+                                    channels_last=on_gpu, on_step=on_step, log_every=config.log_every)
         except DivergenceError as error:
             # Every rank raised at the same step. End normally, so Ray does not retry a
             # deterministic failure; rank 0 records it on the run, and the driver marks it failed.

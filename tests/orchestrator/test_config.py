@@ -166,6 +166,12 @@ def test_cli_flags_and_set_build_the_same_config():
     ({"inject_nan": "a:b"}, r"inject_nan 'a:b' must be RANK:ITERATION"),
     ({"name": "a/b"}, r"name 'a/b' must be non-empty, without '/'"),
     ({"name": " a"}, r"name ' a' must be non-empty, without '/' or edge spaces"),
+    ({"engine": "turbo"}, r"unknown engine 'turbo'; valid: loop, fast"),
+    ({"engine": "fast", "workers": "2"}, r"engine 'fast' trains one worker per run .* got workers 2"),
+    ({"engine": "fast", "workers": "1", "dataset": "imagenet", "model": "resnet18", "recipe": "imagenet"},
+     r"engine 'fast' needs an in-memory data set, not the sharded 'imagenet'"),
+    ({"engine": "fast", "workers": "1", "recipe_overrides": {"unit": "epoch", "total": 4, "milestones": [2]}},
+     r"engine 'fast' needs a recipe counted in iterations; 'smoke' counts epochs"),
 ])
 def test_bad_values_are_refused_with_the_choices_named(overrides, message):
     values = {k: RawValue(v) if isinstance(v, str) else v for k, v in overrides.items()}

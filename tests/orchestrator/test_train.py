@@ -12,6 +12,7 @@ write into the checkout.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -432,6 +433,37 @@ def test_finished_run_is_reported_and_a_changed_config_needs_force(learned, monk
     # The Ray storage started over too: its only checkpoints are the new run's.
     kept, reports = snapshot_checkpoints(run_folder(config))
     assert [epoch for _, epoch in kept] == [1] and reports == 1
+
+
+# --- 3b. engine=fast: the same run as the loop, through Ray Train, MLflow and a resume --------------
+
+# One worker, 512 images = 4 iterations of batch 128 per epoch, 12 iterations, logged every 2.
+FAST_ARGS = ["--model", "cifar_resnet8", "--workers", "1", "--set", "train_subset=512", "--set", "test_subset=256",
+             "--iterations", "12", "--set", "log_every=2"]
+
+
+@pytest.mark.timeout(600)
+def test_fast_engine_trains_what_the_loop_trains_and_resumes(ray_local, tmp_path):
+    loop = train(config_of(tmp_path, *FAST_ARGS, "--name", "loop"), echo=lambda line: None)
+    # The fast run stops after 2 of its 3 epochs (its first attempt), then resumes from that checkpoint.
+    half = config_of(tmp_path, *FAST_ARGS, "--name", "fast", "--set", "engine=fast")
+    first = train(dataclasses.replace(half, inject_nan="0:9", max_failures=0), echo=lambda line: None)
+    assert first.status == "FAILED" and "iteration 9" in first.error
+    fast = train(half, echo=lambda line: None)
+    assert loop.status == fast.status == "FINISHED", (loop.error, fast.error)
+    client = client_of(half)
+    assert client.get_run(fast.run_id).data.params["engine"] == "fast"
+    # Same batches, same schedule: the same losses (fused vs foreach SGD: rounding only), and the
+    # same per-epoch record in MLflow, each epoch once although epoch 3 was trained twice.
+    for key in ("train_loss", "test_loss", "train_loss_step", "lr"):
+        a, b = history(client, loop.run_id, key), history(client, fast.run_id, key)
+        assert [s for s, _ in a] == [s for s, _ in b], key
+        assert [v for _, v in b] == pytest.approx([v for _, v in a], rel=2e-3), key
+    for key in ("test_top1_error", "train_error_step"):
+        a, b = history(client, loop.run_id, key), history(client, fast.run_id, key)
+        assert [v for _, v in b] == pytest.approx([v for _, v in a], abs=1.0), key  # a few images at most
+    assert [s for s, _ in history(client, fast.run_id, "train_loss_step")] == [2, 4, 6, 8, 10, 12]
+    assert fast.metrics["iteration"] == 12
 
 
 # --- 4. a NaN on one rank fails the run, promptly, keeping the last good checkpoint ------------------

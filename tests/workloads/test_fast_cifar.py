@@ -141,3 +141,26 @@ def test_packed_divergence_closes_every_epoch_then_raises():
     assert len(trainers[0].step_losses) == len(trainers[0]) and all(map(math.isfinite, trainers[0].step_losses))
     with pytest.raises(ValueError, match="start iterations"):
         PackedTrainers(trainers).train_epoch(0, [0])
+
+
+def test_logged_steps_are_what_train_epochs_on_step_gives():
+    images, labels, mean = data()
+    model = fresh_model()
+    loader = ResidentLoader(images, labels, BATCH, train=True, mean=mean, seed=0)
+    optimizer = build_optimizer(model, RECIPE)
+    plain, iteration = [], 0
+    for epoch in range(2):  # epochs of 6 steps, 10 in all: logs at 4 and 8 (the window restarts each epoch)
+        iteration = train_epoch(model, loader, optimizer, RECIPE, start_iteration=iteration, device="cpu",
+                                epoch=epoch, log_every=4, on_step=plain.append).end_iteration
+
+    trainer = FastCifarTrainer(fresh_model(), images, labels, RECIPE, device="cpu", mean=mean, seed=0)
+    fast, iteration = [], 0
+    for epoch in range(2):
+        iteration = trainer.train_epoch(epoch, iteration).end_iteration
+        fast += trainer.logged_steps(4)
+
+    assert [m["iteration"] for m in fast] == [m["iteration"] for m in plain] == [4, 8]
+    for f, p in zip(fast, plain):
+        assert f["lr"] == pytest.approx(p["lr"], rel=1e-6)
+        assert f["loss"] == pytest.approx(p["loss"], rel=1e-4)
+        assert f["train_error"] == pytest.approx(p["train_error"], abs=100 / (4 * BATCH) + 1e-9)  # one image

@@ -50,7 +50,8 @@ class FastCifarTrainer:
     for ``ResidentLoader`` (rank 0 of 1, ``drop_last``). ``recipe`` must count in iterations.
     ``cuda_graph`` (default: on for CUDA) captures the step; ``compile`` wraps the model in
     ``torch.compile``. The model should already be on ``device`` (``prepare_model``).
-    After each ``train_epoch`` call, ``step_losses`` holds the loss of every step it took.
+    After each ``train_epoch`` call, ``step_losses`` holds the loss of every step it took and
+    ``step_wrongs`` its misclassified images.
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, *,
@@ -78,10 +79,8 @@ class FastCifarTrainer:
         self.warmup_steps = max(1, warmup_steps)
         self.model = torch.compile(model) if compile else model
         self.optimizer = build_optimizer(model, recipe, fused=True)
-        # One lr tensor shared by every param group: the fused kernel reads it on the device.
         self.lr = torch.tensor(lr_at(recipe, 0), dtype=torch.float32, device=self.device)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
+        self.bind_lr()
         # Static buffers: a captured graph reads its inputs from, and writes its sums to, fixed addresses.
         c, h, w = images.shape[1:]
         fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -91,9 +90,17 @@ class FastCifarTrainer:
         self.first_bad = torch.full((2,), _NO_BAD_STEP, dtype=torch.float64, device=self.device)  # step, loss
         self.step_index = torch.zeros((), dtype=torch.float64, device=self.device)  # steps this epoch
         self.losses = torch.zeros(len(self), dtype=torch.float32, device=self.device)
+        self.wrongs = torch.zeros(len(self), dtype=torch.float32, device=self.device)  # misclassified per step
         self.graph: torch.cuda.CUDAGraph | None = None
         self.steps_taken = 0  # steps run by this trainer, eager or replayed
         self.step_losses: list[float] = []
+        self.step_wrongs: list[float] = []
+
+    def bind_lr(self) -> None:
+        """Point every param group at the one lr tensor the fused kernel reads on the device. Call it
+        again after ``optimizer.load_state_dict`` (a checkpoint replaces the groups' lr values)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
 
     def __len__(self) -> int:
         """Steps in one epoch (the last partial batch is dropped, as ``ResidentLoader`` does)."""
@@ -148,6 +155,7 @@ class FastCifarTrainer:
         bad = ~torch.isfinite(loss) & (self.first_bad[0] == _NO_BAD_STEP)
         self.first_bad.copy_(torch.where(bad, torch.stack([self.step_index, loss.double()]), self.first_bad))
         self.losses.index_copy_(0, self.step_index.long().view(1), loss.view(1))
+        self.wrongs.index_copy_(0, self.step_index.long().view(1), wrong.float().view(1))
         self.step_index.add_(1)
 
     def _eager_step(self) -> None:
@@ -213,6 +221,7 @@ class FastCifarTrainer:
         loss_sum, wrong, seen = self.sums.tolist()
         bad_step, bad_loss = self.first_bad.tolist()
         self.step_losses = self.losses[:steps].tolist()
+        self.step_wrongs = self.wrongs[:steps].tolist()
         self._xs = self._ys = self._lrs = None  # the epoch's augmented copy: ~600 MB for CIFAR-10
         if bad_step != _NO_BAD_STEP:
             raise DivergenceError(start_iteration + int(bad_step), bad_loss)
@@ -223,6 +232,23 @@ class FastCifarTrainer:
                           top1_error=100.0 * wrong / seen if seen else math.nan, images=int(seen),
                           seconds=seconds, images_per_second=seen / seconds if seconds > 0 else 0.0,
                           finished=end >= self.recipe.total_iterations)
+
+    def logged_steps(self, log_every: int) -> list[dict]:
+        """What ``train_epoch``'s ``on_step`` would have been given over the epoch just ended: every
+        ``log_every`` global steps, the mean loss and percent error since the last log (or the
+        epoch's start) and the lr of the last step."""
+        start, steps = self._span
+        out, first = [], 0
+        for i in range(steps):
+            iteration = start + i + 1
+            if iteration % log_every == 0:
+                window = slice(first, i + 1)
+                n = i + 1 - first
+                out.append({"iteration": iteration, "loss": sum(self.step_losses[window]) / n,
+                            "train_error": 100.0 * sum(self.step_wrongs[window]) / (n * self.batch_size),
+                            "lr": lr_at(self.recipe, iteration - 1)})
+                first = i + 1
+        return out
 
     def train_epoch(self, epoch: int, start_iteration: int, max_steps: int | None = None) -> EpochStats:
         """One epoch (or ``max_steps`` of it, or until ``recipe.total_iterations``) from global step
