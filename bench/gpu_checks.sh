@@ -61,6 +61,9 @@ else
     Q_DP=(--images 1024 --workers "$(nproc)" --passes 2 --device-batch 256)
 fi
 
+# 0. Correctness of the CUDA-only paths (packed streams, a fast run resumed, device decode), ~1 min.
+part cuda_paths 120 30 "$PY" -W ignore::DeprecationWarning tests/workloads/test_cuda_paths.py
+
 # 1. The Table 6 matrix: the 10 nets' fast rates one at a time, then packed 5 and 10 at a time on
 #    CUDA streams in one process (PackedTrainers).
 part cifar_matrix 150 60 "$PY" bench/cifar_schedule.py "${Q_CS[@]}" --models '' --matrix --pack 5,10 --warmup 10 \
