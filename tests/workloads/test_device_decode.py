@@ -11,7 +11,7 @@ from torchvision.io import decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 from workloads.data import PCA_EIGVAL, PCA_EIGVEC, CorruptImageError
-from workloads.data.device_decode import crop_boxes, decode_jpegs, device_train_batch, draw_crops
+from workloads.data.device_decode import crop_batch, crop_boxes, decode_jpegs, device_train_batch, draw_crops
 
 SIZES = [(375, 500), (500, 333), (300, 300), (256, 400)]  # (H, W)
 
@@ -66,6 +66,21 @@ def test_each_output_is_the_resized_crop_of_its_image_or_its_mirror():
         assert error.mean() < 0.003 and error.max() < 0.02, (i, error.mean(), error.max())  # measured 0.0012, 0.005
         # The mirror is much further away: the flip was applied as drawn.
         assert (x[i] - ref.flip(-1)).abs().mean() > 5 * error.mean()
+
+
+@pytest.mark.parametrize("shorter", [256, 480])  # downscaled 1.17x / upscaled 1.6x
+def test_a_crop_at_the_bottom_right_edge_of_the_smaller_image_in_a_batch(shorter):
+    small, large = (decode_jpeg(torch.frombuffer(bytearray(jpeg(h, w, seed=s)), dtype=torch.uint8))
+                    for (h, w), s in (((300, 400), 1), ((500, 500), 2)))
+    sizes = torch.tensor([[300, 400], [500, 500]])
+    resized = torch.tensor([[shorter, round(400 * shorter / 300)], [shorter, shorter]])
+    corners = resized - 224  # both windows against the bottom-right corner
+    x = crop_batch([small, large], crop_boxes(sizes, resized, corners))
+    for out, image, (rh, rw) in zip(x, (small, large), resized.tolist()):
+        ref = TF.resize(image, [rh, rw], antialias=True)[:, -224:, -224:].float()
+        error = (out - ref).abs() / 255
+        # The last row and column included: the larger image's zero padding never leaks in.
+        assert error.mean() < 0.003 and error[:, -1, :].max() < 0.03 and error[:, :, -1].max() < 0.03
 
 
 def test_constant_image_gives_colour_minus_mean_plus_one_lighting_shift_per_image():

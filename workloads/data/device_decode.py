@@ -10,8 +10,8 @@ use), and the augmentation is done for the whole batch in a few ops:
   [256, 480], a random 224x224 window of the resized image, a flip with probability 1/2) and turned
   into a box in the *original* image's pixels (the window divided by the resize factor);
 - ``torchvision.ops.roi_align`` resamples every box of the batch to 224x224 in one kernel,
-  averaging 2x2 bilinear samples per output pixel (an area filter: up to 2x downscaling, which
-  covers 375-pixel images at s = 256, it is close to an antialiased resize);
+  averaging ceil(box / 224)^2 bilinear samples per output pixel (an area filter, close to an
+  antialiased resize at any scale);
 - flips, mean subtraction and PCA lighting are batched tensor ops.
 
 The result follows the same distribution as ``ImageNetTrainTransform``; its pixels differ from
@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.ops import roi_align
 
 from .augment import PCA_EIGVAL, PCA_EIGVEC
 from .errors import CorruptImageError
-
-SAMPLES_PER_BIN = 2  # roi_align samples per output pixel and axis
 
 
 def decode_jpegs(batch: dict, device: torch.device | str) -> list[torch.Tensor]:
@@ -71,6 +70,25 @@ def crop_boxes(sizes: torch.Tensor, resized: torch.Tensor, corners: torch.Tensor
     return torch.stack([top_left[:, 1], top_left[:, 0], bottom_right[:, 1], bottom_right[:, 0]], dim=1)
 
 
+def crop_batch(images: list[torch.Tensor], boxes: torch.Tensor, crop: int = 224) -> torch.Tensor:
+    """Every image's box resampled to ``crop`` x ``crop``: float32 [N,3,crop,crop] in 0-255 units.
+
+    The images go into one [N,3,Hmax,Wmax] tensor for a single ``roi_align``; each is padded by
+    repeating its last row and column, because bilinear samples in a box's last half-pixel reach one
+    pixel past the image (as ``roi_align`` does at the top and left edges by clamping). Memory:
+    N x 3 x Hmax x Wmax float32, ~0.6 GB for 256 images of at most 500x500.
+    """
+    h_max, w_max = (max(image.shape[d] for image in images) for d in (-2, -1))
+    padded = torch.empty(len(images), 3, h_max, w_max, device=images[0].device)
+    for i, image in enumerate(images):
+        h, w = image.shape[-2:]
+        padded[i] = F.pad(image.float()[None], (0, w_max - w, 0, h_max - h), mode="replicate")[0]
+    rois = torch.cat([torch.arange(len(images), dtype=torch.float64)[:, None], boxes.double()], dim=1)
+    # sampling_ratio=0: ceil(box / crop) samples per output pixel and axis, an area filter at any scale.
+    return roi_align(padded, rois.float().to(padded.device), output_size=crop, spatial_scale=1.0,
+                     sampling_ratio=0, aligned=True)
+
+
 def device_train_batch(batch: dict, mean: np.ndarray | torch.Tensor, device: torch.device | str, *,
                        seed: int | None = None, scale: tuple[int, int] = (256, 480), crop: int = 224,
                        lighting_std: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,15 +103,7 @@ def device_train_batch(batch: dict, mean: np.ndarray | torch.Tensor, device: tor
                                               int(np.random.SeedSequence().generate_state(1)[0]))
     sizes = torch.tensor([tuple(image.shape[-2:]) for image in images])
     resized, corners, flips = draw_crops(sizes, generator, scale=scale, crop=crop)
-    boxes = crop_boxes(sizes, resized, corners, crop)
-    # One [N,3,Hmax,Wmax] batch (zero padding is never sampled: every box lies inside its image).
-    h_max, w_max = (int(v) for v in sizes.max(dim=0).values)
-    padded = torch.zeros(len(images), 3, h_max, w_max, device=device)
-    for i, image in enumerate(images):
-        padded[i, :, : image.shape[-2], : image.shape[-1]] = image
-    rois = torch.cat([torch.arange(len(images), dtype=torch.float64)[:, None], boxes], dim=1)
-    x = roi_align(padded, rois.float().to(device), output_size=crop, spatial_scale=1.0,
-                  sampling_ratio=SAMPLES_PER_BIN, aligned=True)
+    x = crop_batch(images, crop_boxes(sizes, resized, corners, crop), crop)
     flips = flips.to(device)
     x = torch.where(flips[:, None, None, None], x.flip(-1), x).div_(255.0)
     mean = torch.as_tensor(np.array(mean, dtype=np.float32)).to(device)
