@@ -35,7 +35,7 @@ from orchestrator.matrix import Ablation, Trial, list_ablations, load_ablation
 from orchestrator.progress import RunWatcher, epoch_line
 from orchestrator.results import degradation_findings, format_table, results_table, save_table
 from orchestrator.train import run_tags
-from orchestrator.trainer import build_trainer, check_data, record_result
+from orchestrator.trainer import check_data, fit, record_result
 
 DEFAULT_PRESET = "smoke"
 TRIAL_DRIVER_CPU = 0.01  # a trial's Tune function only waits on its TorchTrainer
@@ -93,12 +93,8 @@ def run_trial(trial_config: dict) -> None:
     config = ExperimentConfig(**spec["config"])
     client = tracking.MlflowClient(tracking_uri=config.tracking_uri)
     tracking.reopen(client, spec["run_id"])  # a rerun of a failed trial starts with a clean record
-    result, error = None, None
-    try:
-        result = build_trainer(config, spec["run_id"], config.tracking_uri,
-                               callbacks=[TuneReportCallback()]).fit()
-    except Exception as failure:  # noqa: BLE001 - recorded in MLflow, re-raised for Tune below
-        error = failure
+    # No restart_ray: the trial runs inside the ablation's Ray; a failed trial is rerun on resume.
+    result, error = fit(config, spec["run_id"], config.tracking_uri, callbacks=[TuneReportCallback()])
     summary = record_result(client, config, spec["run_id"], result, error)
     if summary.status != "FINISHED":
         raise RuntimeError(f"trial {config.name} failed: {summary.error}")

@@ -16,11 +16,16 @@ USAGE_ERROR = 2
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
     """Run a CLI's ``main``; a user's mistake (ValueError, FileNotFoundError) becomes one line on
     stderr and exit code 2, never a traceback."""
+    from orchestrator.tracking import TrackingUnavailable
+
     try:
         code = main(argv)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
+    except TrackingUnavailable as error:  # not the user's mistake, but not our bug: one line, exit 1
+        print(f"error: {error}; rerun the same command to resume", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
@@ -66,6 +71,14 @@ def check_writable(path: Path | None) -> None:
     folder = Path(path).resolve().parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise ValueError(f"--json {path}: folder {folder} does not exist or is not writable")
+
+
+def restart_ray() -> None:
+    """A fresh private Ray: everything the old one held (actors, placement groups) is gone."""
+    import ray
+
+    ray.shutdown()
+    init_ray()
 
 
 def init_ray() -> None:

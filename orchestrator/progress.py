@@ -54,14 +54,17 @@ class RunWatcher:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        self.poll()  # the last epoch, logged just before the run returned
+        self._quiet_poll()  # the last epoch, logged just before the run returned
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.poll()
-            except Exception:  # noqa: BLE001 - progress must never kill the run it reports on
-                pass
+            self._quiet_poll()
+
+    def _quiet_poll(self) -> None:
+        try:
+            self.poll()
+        except Exception:  # noqa: BLE001 - progress must never kill the run it reports on (e.g. MLflow down)
+            pass
 
     def poll(self) -> None:
         for label, run_id in self.runs.items():

@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import requests
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -32,6 +33,16 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
+def fail_fast() -> None:
+    """An unreachable server answers in seconds (connection refused) or 10 s (no answer) per call, times
+    3 tries, instead of MLflow's default of minutes of retries: a call that fails is retried by our
+    own code where it matters (``retrying``), and a worker's per-epoch flush just keeps its metrics.
+    The user's own MLFLOW_HTTP_REQUEST_* settings win; Ray workers inherit the driver's."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
 def connect(uri: str) -> MlflowClient:
     """A client for ``uri``, checked to answer; ValueError naming the URI when it does not."""
     if uri.startswith("file:") or ("://" not in uri and not uri.startswith("databricks")):
@@ -44,9 +55,7 @@ def connect(uri: str) -> MlflowClient:
         except OSError as error:
             raise ValueError(f"cannot create the MLflow database folder {folder}: {error.strerror}; "
                              "pick another --storage-path or --tracking-uri") from None
-    # Fail fast on an unreachable server instead of MLflow's default minutes of retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    fail_fast()
     client = MlflowClient(tracking_uri=uri)
     try:
         client.search_experiments(max_results=1)
@@ -164,6 +173,48 @@ def finish(client: MlflowClient, run_id: str, ok: bool, error: str | None = None
     if error:
         set_tags(client, run_id, {ERROR: error[:PARAM_VALUE_LIMIT]})
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+
+
+# How long a run waits for an unreachable tracking server where it cannot go on without it (its
+# last metrics, closing the run), in seconds. Between epochs nothing waits: metrics stay pending.
+TRACKING_PATIENCE_S = float(os.environ.get("ORCHESTRATOR_TRACKING_PATIENCE_S", "600"))
+_TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED", "REQUEST_LIMIT_EXCEEDED"}
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server stayed unreachable for ``TRACKING_PATIENCE_S`` where the run needed it."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """An error a later attempt may not repeat: the server unreachable (refused, timed out, down
+    behind a proxy), overloaded, or its sqlite file busy. Anything else is raised at once."""
+    if isinstance(error, (ConnectionError, TimeoutError, requests.exceptions.ConnectionError,
+                          requests.exceptions.Timeout)):
+        return True
+    if not isinstance(error, MlflowException):
+        return False
+    message = str(error)
+    # MLflow wraps a transport failure as "API request to URL failed with exception ...".
+    return (error.error_code in _TRANSIENT_CODES or message.startswith("API request to")
+            or "database is locked" in message)
+
+
+def retrying(call, what: str, patience_s: float | None = None, pause_s: float = 5.0):
+    """``call()``, tried again every ``pause_s`` seconds while it fails with a transient error, for at
+    most ``patience_s`` (default ``TRACKING_PATIENCE_S``); then one clear error naming ``what``."""
+    deadline = time.monotonic() + (TRACKING_PATIENCE_S if patience_s is None else patience_s)
+    while True:
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 - sorted by is_transient below
+            if not is_transient(error):
+                raise
+            if time.monotonic() >= deadline:
+                first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise TrackingUnavailable(f"MLflow tracking server unreachable while {what} (gave up after "
+                                          f"{patience_s if patience_s is not None else TRACKING_PATIENCE_S:g}s): "
+                                          f"{first_line}") from error
+            time.sleep(pause_s)
 
 
 def git_commit() -> str:

@@ -13,12 +13,15 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+
+import ray
 
 from orchestrator import cli, tracking
 from orchestrator.config import ExperimentConfig, list_presets, load_config, parse_overrides, scaled_schedule
 from orchestrator.progress import RunWatcher, epoch_line
-from orchestrator.trainer import (RunSummary, build_trainer, check_data, discard_run_storage, record_result,
+from orchestrator.trainer import (RunSummary, check_data, discard_run_storage, fit, record_result,
                                   summary_of)
 
 DEFAULT_PRESET = "smoke"
@@ -85,15 +88,12 @@ def train(config: ExperimentConfig, *, force: bool = False, echo=print) -> RunSu
     echo(f"[{config.name}] {'starting' if created else 'resuming'} MLflow run {run_id} "
          f"({config.model} on {config.dataset}, {config.workers} worker(s))")
 
+    private_ray = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
     cli.init_ray()
-    trainer = build_trainer(config, run_id, config.resolved_tracking_uri())
-    result, error = None, None
     with RunWatcher(config.resolved_tracking_uri(), {config.name: run_id},
                     lambda label, m, eta: echo(epoch_line(label, m, eta))):
-        try:
-            result = trainer.fit()
-        except Exception as failure:  # noqa: BLE001 - recorded in MLflow and reported below
-            error = failure
+        result, error = fit(config, run_id, config.resolved_tracking_uri(), echo=echo,
+                            restart_ray=cli.restart_ray if private_ray else None)
     return record_result(client, config, run_id, result, error)
 
 

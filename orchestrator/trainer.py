@@ -9,13 +9,15 @@ import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import mlflow
 import mlflow.pytorch
+import ray.exceptions
 import ray.train
 import torch
-from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, WorkerGroupError
 from ray.train.torch import TorchTrainer
 
 from orchestrator import tracking
@@ -87,6 +89,47 @@ def build_trainer(config: ExperimentConfig, run_id: str, tracking_uri: str,
     )
 
 
+def fit(config: ExperimentConfig, run_id: str, tracking_uri: str, callbacks: list | None = None,
+        restart_ray: Callable[[], None] | None = None,
+        echo=print) -> tuple[ray.train.Result | None, BaseException | None]:
+    """``(result, error)`` of training the run to the end.
+
+    Ray Train retries its workers' failures itself (``max_failures``), but a Ray process of the run
+    dying at some moments (a worker killed while the controller waits on it: measured in the long
+    chaos test) ends ``fit()`` with a ``RayActorError`` or a ``ControllerError`` caused by one. That
+    is infrastructure, not the training. With ``restart_ray`` (the driver's own private Ray), the
+    run is fitted again under the same name after a fresh Ray start (the dead run's placement group
+    would otherwise hold its CPUs: without a dashboard Ray cannot clean it up), so it resumes from
+    its latest checkpoint, up to ``max_failures`` more times.
+    """
+    attempt = 0
+    while True:
+        try:
+            return build_trainer(config, run_id, tracking_uri, callbacks).fit(), None
+        except Exception as failure:  # noqa: BLE001 - recorded in MLflow by the caller
+            if restart_ray is None or attempt == config.max_failures or not _a_ray_process_died(failure):
+                return None, failure
+        attempt += 1
+        echo(f"[{config.name}] a Ray process of the run died; restarting Ray and resuming from the latest "
+             f"checkpoint (retry {attempt} of {config.max_failures})")
+        restart_ray()
+
+
+def _a_ray_process_died(error: BaseException) -> bool:
+    """Whether ``error`` comes from a Ray actor's process dying, other than in the worker group's own
+    training (a ``WorkerGroupError``: Ray Train has spent ``max_failures`` on those already)."""
+    pending, seen = [error], set()
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen or isinstance(e, WorkerGroupError):
+            continue
+        seen.add(id(e))
+        if isinstance(e, ray.exceptions.RayActorError):
+            return True
+        pending += [e.__cause__, e.__context__, getattr(e, "controller_failure", None)]
+    return False
+
+
 def run_folder(config: ExperimentConfig) -> Path | None:
     """The local folder Ray Train keeps this run's checkpoints in (None for remote storage)."""
     if "://" in config.storage_path:
@@ -120,7 +163,14 @@ def summary_of(client, run, config: ExperimentConfig) -> RunSummary:
 
 def record_result(client, config: ExperimentConfig, run_id: str, result: ray.train.Result | None,
                   error: BaseException | None = None) -> RunSummary:
-    """Close the MLflow run from ``result``: checkpoints and the model as artifacts, status, tags."""
+    """Close the MLflow run from ``result``: checkpoints and the model as artifacts, status, tags.
+    An unreachable tracking server is waited for (``tracking.TRACKING_PATIENCE_S``): the training
+    is done and its checkpoints are safe, only its record is missing."""
+    return tracking.retrying(lambda: _record_result(client, config, run_id, result, error), "closing the run")
+
+
+def _record_result(client, config: ExperimentConfig, run_id: str, result: ray.train.Result | None,
+                   error: BaseException | None) -> RunSummary:
     summary = RunSummary(name=config.name, run_id=run_id, status="FAILED",
                          tracking_uri=config.resolved_tracking_uri(),
                          storage_path=config.resolved_storage_path())

@@ -50,29 +50,55 @@ class MetricsLog:
 
     A worker killed mid-epoch restarts from the last checkpoint and redoes that epoch; the steps
     logged before the kill are not logged twice (exactly-once per step, by a high-water mark
-    read from the run when the worker starts).
+    read from the run when the worker starts). If the tracking server is unreachable, training
+    goes on: the metrics stay pending (and ride in each checkpoint, ``unlogged``, so a restart
+    does not lose them) until a later flush gets through; the run's last flush (``final``) waits
+    for the server up to ``tracking.TRACKING_PATIENCE_S``, then fails the run.
     """
 
     def __init__(self, tracking_uri: str, run_id: str):
+        tracking.fail_fast()
         self.client = tracking.MlflowClient(tracking_uri=tracking_uri)
         self.run_id = run_id
-        history = self.client.get_metric_history(run_id, "epoch")
+        history = tracking.retrying(lambda: self.client.get_metric_history(run_id, "epoch"),
+                                    "reading the run's logged epochs")
         self.logged_up_to = max((m.step for m in history), default=-1)
-        self.pending: list[tuple[dict, int]] = []
+        self.pending: list[list] = []  # [step, timestamp in ms, {metric: value}], by step
 
-    def add(self, metrics: dict, step: int) -> None:
+    def add(self, metrics: dict, step: int, timestamp_ms: int | None = None) -> None:
+        # The timestamp is fixed here, so a batch resent after a timeout that did land repeats
+        # exactly what is stored, which MLflow's SQL store drops instead of duplicating.
         if step > self.logged_up_to:
-            self.pending.append((metrics, step))
+            self.pending.append([step, timestamp_ms or tracking.now_ms(), metrics])
 
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        batch = [tracking.Metric(k, float(v), tracking.now_ms(), step)
-                 for metrics, step in self.pending for k, v in metrics.items()]
-        for start in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
-            self.client.log_batch(self.run_id, metrics=batch[start:start + 1000])
-        self.logged_up_to = max(step for _, step in self.pending)
-        self.pending.clear()
+    def unlogged(self) -> list[list]:
+        """What is pending, as a checkpoint can hold it (primitives only)."""
+        return [[step, ts, dict(metrics)] for step, ts, metrics in self.pending]
+
+    def flush(self, final: bool = False) -> bool:
+        """Send the pending steps, oldest first, whole steps per batch (so a failure part-way sends
+        none twice); returns whether all went. ``final`` waits for the server instead."""
+        while self.pending:
+            count, size = 0, 0
+            for _, _, metrics in self.pending:  # MLflow takes at most 1000 metrics per batch
+                if count and size + len(metrics) > 1000:
+                    break
+                count, size = count + 1, size + len(metrics)
+            batch = [tracking.Metric(k, float(v), ts, step)
+                     for step, ts, metrics in self.pending[:count] for k, v in metrics.items()]
+            try:
+                if final:
+                    tracking.retrying(lambda: self.client.log_batch(self.run_id, metrics=batch),
+                                      "logging the run's last metrics")
+                else:
+                    self.client.log_batch(self.run_id, metrics=batch)
+            except Exception as error:  # noqa: BLE001 - kept for the next flush when transient
+                if final or not tracking.is_transient(error):
+                    raise
+                return False
+            self.logged_up_to = self.pending[count - 1][0]
+            del self.pending[:count]
+        return True
 
 
 def kept_checkpoints(latest: ray.train.Checkpoint) -> list[ray.train.Checkpoint]:
@@ -89,8 +115,9 @@ def kept_checkpoints(latest: ray.train.Checkpoint) -> list[ray.train.Checkpoint]
     return [latest] + [ray.train.Checkpoint(path, filesystem=fs) for path in sorted(older, reverse=True)]
 
 
-def restore_latest_good(latest: ray.train.Checkpoint, model, optimizer, config_hash: str) -> tuple[int, int, str | None]:
-    """Restore the newest readable checkpoint of the run: ``(iteration, epoch, note)``.
+def restore_latest_good(latest: ray.train.Checkpoint, model, optimizer,
+                        config_hash: str) -> tuple[int, int, str | None, dict]:
+    """Restore the newest readable checkpoint of the run: ``(iteration, epoch, note, metrics)``.
 
     A corrupt, truncated or missing newest file (a crash or a full disk mid-write) falls back to the
     previous kept checkpoint, and so on; ``note`` then names what was skipped. A checkpoint of another
@@ -109,7 +136,7 @@ def restore_latest_good(latest: ray.train.Checkpoint, model, optimizer, config_h
             continue
         note = (f"resumed from {checkpoint.path} (epoch {epoch}); unreadable newer checkpoint(s) skipped: "
                 + "; ".join(skipped)) if skipped else None
-        return iteration, epoch, note
+        return iteration, epoch, note, state["metrics"]
     raise CheckpointError(f"no readable checkpoint to resume from: {'; '.join(skipped)}")
 
 
@@ -152,12 +179,14 @@ def train_worker(loop_config: dict) -> None:
     if config.engine == "fast":  # one worker (validated): same batches and schedule, faster steps
         fast = FastCifarTrainer(model, train_loader.images, train_loader.labels, recipe, device=device,
                                 mean=train_loader.mean, seed=config.seed, pad=train_loader.pad,
-                                autocast_dtype=autocast, channels_last=on_gpu, compile=config.compile)
+                                autocast_dtype=autocast, channels_last=on_gpu, compile=config.compile,
+                                # inject_nan's hook is Python: a CUDA graph replay would skip it
+                                cuda_graph=False if config.inject_nan else None)
     optimizer = fast.optimizer if fast else build_optimizer(model, recipe)
-    iteration, epoch, fallback = 0, 0, None
+    iteration, epoch, fallback, restored = 0, 0, None, {}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        iteration, epoch, fallback = restore_latest_good(checkpoint, model, optimizer, config.hash())
+        iteration, epoch, fallback, restored = restore_latest_good(checkpoint, model, optimizer, config.hash())
         if fast:
             fast.bind_lr()
     if config.inject_nan is not None:
@@ -168,8 +197,11 @@ def train_worker(loop_config: dict) -> None:
         model = DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
 
     log = MetricsLog(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 else None
+    for step, timestamp, metrics in restored.get("unlogged", []) if log else ():
+        log.add(metrics, step, timestamp)  # pending when the checkpoint was taken (MLflow was down)
     if log and fallback:
-        tracking.set_tags(log.client, log.run_id, {tracking.CHECKPOINT_FALLBACK: fallback})
+        tags = {tracking.CHECKPOINT_FALLBACK: fallback}
+        tracking.retrying(lambda: tracking.set_tags(log.client, log.run_id, tags), "recording the checkpoint fallback")
     on_step = (lambda m: log.add({"train_loss_step": m["loss"], "train_error_step": m["train_error"],
                                   "lr": m["lr"]}, m["iteration"])) if log else None
     while epoch < epochs:
@@ -186,8 +218,9 @@ def train_worker(loop_config: dict) -> None:
             # Every rank raised at the same step. End normally, so Ray does not retry a
             # deterministic failure; rank 0 records it on the run, and the driver marks it failed.
             if log:
-                log.flush()
-                tracking.set_tags(log.client, log.run_id, {tracking.DIVERGED: str(error)})
+                log.flush(final=True)
+                tags = {tracking.DIVERGED: str(error)}
+                tracking.retrying(lambda: tracking.set_tags(log.client, log.run_id, tags), "recording the divergence")
             return
         iteration, epoch = stats.end_iteration, epoch + 1
         broadcast_buffers(model)  # evaluate (and checkpoint) rank 0's model on every shard
@@ -201,14 +234,18 @@ def train_worker(loop_config: dict) -> None:
         save = epoch % config.checkpoint_every == 0 or epoch == epochs
         if log:
             log.add(metrics, iteration)
-            log.flush()
+            log.flush()  # never waits: an unreachable server leaves them pending
         if rank == 0 and save:
             with tempfile.TemporaryDirectory() as folder:
                 state = make_checkpoint(model, optimizer, iteration=iteration, epoch=epoch,
                                         config_hash=config.hash(), config=config.to_dict(),
-                                        metrics=metrics)
+                                        metrics=metrics | {"unlogged": log.unlogged()})
                 save_checkpoint(state, os.path.join(folder, CHECKPOINT_FILE))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:
             # A barrier: every rank reports as often as rank 0 does.
             ray.train.report(metrics)
+    if log:
+        # After the last checkpoint, so waiting out (or giving up on) the server risks no training;
+        # a retry restores that checkpoint, with what is still unlogged, and ends up here again.
+        log.flush(final=True)

@@ -435,6 +435,30 @@ def test_finished_run_is_reported_and_a_changed_config_needs_force(learned, monk
     assert [epoch for _, epoch in kept] == [1] and reports == 1
 
 
+# --- 3a. which fit() failures are a dead Ray process (fitted again) and which are the training's ------
+
+def test_only_a_dead_ray_process_outside_the_worker_groups_own_retries_is_fitted_again():
+    import ray.exceptions
+    from ray.train import ControllerError, WorkerGroupError
+
+    from orchestrator.trainer import _a_ray_process_died
+
+    died = ray.exceptions.ActorDiedError()
+    assert _a_ray_process_died(died)
+    assert _a_ray_process_died(ControllerError(died))  # as the long chaos test's worker kill ends fit()
+    try:
+        try:
+            raise died
+        except ray.exceptions.RayActorError as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as outer:
+        assert _a_ray_process_died(outer)
+    # Ray Train already spent max_failures on its workers' failures; a real error is not retried.
+    assert not _a_ray_process_died(WorkerGroupError("rank 1 died", {1: died}))
+    assert not _a_ray_process_died(ControllerError(ValueError("bad config")))
+    assert not _a_ray_process_died(ValueError("non-finite training loss"))
+
+
 # --- 3b. engine=fast: the same run as the loop, through Ray Train, MLflow and a resume --------------
 
 # One worker, 512 images = 4 iterations of batch 128 per epoch, 12 iterations, logged every 2.
