@@ -9,8 +9,8 @@ import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 import mlflow
 import mlflow.pytorch
