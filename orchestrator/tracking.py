@@ -45,6 +45,7 @@ def fail_fast() -> None:
 
 def connect(uri: str) -> MlflowClient:
     """A client for ``uri``, checked to answer; ValueError naming the URI when it does not."""
+    tracking_patience_s()  # a bad setting fails here, before anything is written, not when it is needed
     if uri.startswith("file:") or ("://" not in uri and not uri.startswith("databricks")):
         raise ValueError(f"tracking URI {uri!r} is a file store, deprecated in MLflow 3; use "
                          "sqlite:///path/mlflow.db or an http(s):// tracking server")
@@ -175,14 +176,26 @@ def finish(client: MlflowClient, run_id: str, ok: bool, error: str | None = None
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
 
 
-# How long a run waits for an unreachable tracking server where it cannot go on without it (its
-# last metrics, closing the run), in seconds. Between epochs nothing waits: metrics stay pending.
-TRACKING_PATIENCE_S = float(os.environ.get("ORCHESTRATOR_TRACKING_PATIENCE_S", "600"))
+PATIENCE_ENV = "ORCHESTRATOR_TRACKING_PATIENCE_S"
+
+
+def tracking_patience_s() -> float:
+    """How long a run waits for an unreachable tracking server where it cannot go on without it (its
+    last metrics, closing the run), in seconds: ``$ORCHESTRATOR_TRACKING_PATIENCE_S``, default 600.
+    Between epochs nothing waits: metrics stay pending."""
+    raw = os.environ.get(PATIENCE_ENV, "600")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also refuses nan
+        raise ValueError(f"{PATIENCE_ENV}={raw!r} is not a number of seconds >= 0")
+    return seconds
 _TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED", "REQUEST_LIMIT_EXCEEDED"}
 
 
 class TrackingUnavailable(RuntimeError):
-    """The tracking server stayed unreachable for ``TRACKING_PATIENCE_S`` where the run needed it."""
+    """The tracking server stayed unreachable for ``tracking_patience_s()`` where the run needed it."""
 
 
 def is_transient(error: BaseException) -> bool:
@@ -201,8 +214,9 @@ def is_transient(error: BaseException) -> bool:
 
 def retrying(call, what: str, patience_s: float | None = None, pause_s: float = 5.0):
     """``call()``, tried again every ``pause_s`` seconds while it fails with a transient error, for at
-    most ``patience_s`` (default ``TRACKING_PATIENCE_S``); then one clear error naming ``what``."""
-    deadline = time.monotonic() + (TRACKING_PATIENCE_S if patience_s is None else patience_s)
+    most ``patience_s`` (default ``tracking_patience_s()``); then one clear error naming ``what``."""
+    patience_s = tracking_patience_s() if patience_s is None else patience_s
+    deadline = time.monotonic() + patience_s
     while True:
         try:
             return call()
@@ -212,7 +226,7 @@ def retrying(call, what: str, patience_s: float | None = None, pause_s: float = 
             if time.monotonic() >= deadline:
                 first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
                 raise TrackingUnavailable(f"MLflow tracking server unreachable while {what} (gave up after "
-                                          f"{patience_s if patience_s is not None else TRACKING_PATIENCE_S:g}s): "
+                                          f"{patience_s:g}s): "
                                           f"{first_line}") from error
             time.sleep(pause_s)
 

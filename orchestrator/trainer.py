@@ -164,7 +164,7 @@ def summary_of(client, run, config: ExperimentConfig) -> RunSummary:
 def record_result(client, config: ExperimentConfig, run_id: str, result: ray.train.Result | None,
                   error: BaseException | None = None) -> RunSummary:
     """Close the MLflow run from ``result``: checkpoints and the model as artifacts, status, tags.
-    An unreachable tracking server is waited for (``tracking.TRACKING_PATIENCE_S``): the training
+    An unreachable tracking server is waited for (``tracking.tracking_patience_s()``): the training
     is done and its checkpoints are safe, only its record is missing."""
     return tracking.retrying(lambda: _record_result(client, config, run_id, result, error), "closing the run")
 

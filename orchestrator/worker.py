@@ -53,7 +53,7 @@ class MetricsLog:
     read from the run when the worker starts). If the tracking server is unreachable, training
     goes on: the metrics stay pending (and ride in each checkpoint, ``unlogged``, so a restart
     does not lose them) until a later flush gets through; the run's last flush (``final``) waits
-    for the server up to ``tracking.TRACKING_PATIENCE_S``, then fails the run.
+    for the server up to ``tracking.tracking_patience_s()``, then fails the run.
     """
 
     def __init__(self, tracking_uri: str, run_id: str):

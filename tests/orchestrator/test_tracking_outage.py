@@ -26,7 +26,7 @@ def closed_port_uri() -> str:
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # refused at once, no backoff
-    monkeypatch.setattr(tracking, "TRACKING_PATIENCE_S", 1.0)
+    monkeypatch.setenv("ORCHESTRATOR_TRACKING_PATIENCE_S", "1")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = tracking.connect(uri)
     experiment = tracking.ensure_experiment(client, "outage")
@@ -110,3 +110,13 @@ def test_retrying_gives_up_on_a_lasting_outage_and_passes_real_errors_through():
         tracking.retrying(bad_request, "logging", patience_s=60)
     with pytest.raises(IsADirectoryError):  # a local error is not an outage either
         tracking.retrying(lambda: open("/", "wb"), "logging", patience_s=60)
+
+
+@pytest.mark.parametrize("value", ["ten", "-1", "nan"])
+def test_a_bad_patience_setting_is_refused_when_a_command_connects(monkeypatch, tmp_path, value):
+    monkeypatch.setenv("ORCHESTRATOR_TRACKING_PATIENCE_S", value)
+    message = f"ORCHESTRATOR_TRACKING_PATIENCE_S='{value}' is not a number of seconds >= 0"
+    with pytest.raises(ValueError, match=message):  # cli.run prints it as one error line, exit 2
+        tracking.connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(ValueError, match=message):
+        tracking.retrying(lambda: None, "logging")
