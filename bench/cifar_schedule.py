@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import os
 import platform
 import sys
@@ -49,6 +48,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from results_file import save_results  # noqa: E402
 from workloads.data import ResidentLoader, load_dataset, per_pixel_mean, synthetic  # noqa: E402
 from workloads.engine import build_optimizer, evaluate, get_recipe, prepare_model, train_epoch  # noqa: E402
 from workloads.engine.fast_cifar import FastCifarTrainer  # noqa: E402
@@ -302,9 +302,7 @@ def main(argv=None) -> int:
         "targets": {"resnet110_paper_schedule_seconds": TARGET_R110_S, "table6_matrix_seconds": TARGET_MATRIX_S,
                     "real_data_baseline_h200": REAL_BASELINE},
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    save_results(args.output, results)
     return 0
 
 

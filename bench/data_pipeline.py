@@ -26,7 +26,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -44,6 +43,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import workloads/ and orchestrator/
+from results_file import save_results  # noqa: E402
 
 from workloads.data import (ImageNetTrainTransform, ResidentLoader, imagenet_train_batch,  # noqa: E402
                             open_source, per_pixel_mean, write_shards)
@@ -238,9 +238,7 @@ def main(argv=None) -> None:
         "ratios_ours_over_torchvision": {k: round(v, 3) for k, v in ratios.items()},
         "device_decode_feed": feed,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    save_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -41,6 +40,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from results_file import save_results  # noqa: E402
 from workloads.models import build_model  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "gpu_throughput.json"
@@ -249,9 +249,7 @@ def main(argv=None) -> int:
         "settings": {k: v for k, v in vars(args).items() if k != "output"},
         "rows": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    save_results(args.output, results)
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -35,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from results_file import save_results  # noqa: E402
 from orchestrator.config import ExperimentConfig, load_config, scaled_schedule  # noqa: E402
 from orchestrator.data import load_split  # noqa: E402
 from orchestrator.worker import build_run_model, resolved_recipe  # noqa: E402
@@ -200,9 +200,7 @@ def main(argv=None) -> int:
     print()
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>18}  {note}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nsaved {args.output}")
+    save_results(args.output, result)
     return 0
 
 

@@ -26,7 +26,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -38,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from results_file import save_results  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "tune_overhead.json"
 TARGET_RATIO = 1.15
@@ -230,9 +230,7 @@ def main(argv=None) -> int:
               "machine": {"cpus": os.cpu_count(), "load_average_1min": [load_before, os.getloadavg()[0]],
                           "python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
                           "mlflow": mlflow.__version__}}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nsaved {args.output}")
+    save_results(args.output, result)
     return 0
 
 
