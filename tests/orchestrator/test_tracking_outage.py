@@ -120,3 +120,17 @@ def test_a_bad_patience_setting_is_refused_when_a_command_connects(monkeypatch, 
         tracking.connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(ValueError, match=message):
         tracking.retrying(lambda: None, "logging")
+
+
+def test_a_command_that_gives_up_on_the_server_says_so_in_one_line(capsys):
+    from orchestrator import cli
+
+    def main(argv):
+        raise tracking.TrackingUnavailable("MLflow tracking server unreachable while closing the run "
+                                           "(gave up after 600s): connection refused")
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(main, [])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == ("error: MLflow tracking server unreachable while closing the run (gave up "
+                                       "after 600s): connection refused; rerun the same command to resume\n")
