@@ -149,6 +149,7 @@ def ablate(ablation: Ablation, *, max_concurrent: int | None = None, echo=print,
     parent_id = parent.info.run_id
     children = {trial.name: child_run(client, experiment_id, parent_id, ablation, trial) for trial in trials}
     pending = [t for t in trials if children[t.name].info.status != "FINISHED"]
+    workers_at_once = 0
     echo(f"[{ablation.name}] {len(trials)} trials: {len(trials) - len(pending)} finished, "
          f"{len(pending)} to run | MLflow parent run {parent_id} at {first.tracking_uri}")
     if pending:
@@ -187,7 +188,7 @@ def ablate(ablation: Ablation, *, max_concurrent: int | None = None, echo=print,
         echo(line)
     return {"name": ablation.name, "parent_run_id": parent_id, "tracking_uri": first.tracking_uri,
             "storage_path": first.storage_path, "results": {k: str(v) for k, v in paths.items()},
-            "failed": failed, "trials": rows}
+            "trials_at_once": workers_at_once, "failed": failed, "trials": rows}
 
 
 def child_run(client, experiment_id: str, parent_id: str, ablation: Ablation, trial: Trial):
