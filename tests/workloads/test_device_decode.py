@@ -111,3 +111,13 @@ def test_a_row_that_is_not_a_jpeg_is_named():
     batch = batch_of([jpeg(64, 64), b"not a jpeg at all", jpeg(64, 64)])
     with pytest.raises(CorruptImageError, match="img1"):
         decode_jpegs(batch, "cpu")
+
+
+def test_a_png_row_among_the_jpegs_is_decoded_by_pil():
+    """ImageNet's train split holds a PNG named .JPEG; prepare keeps it, so the device path reads it too."""
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, format="PNG")
+    images = decode_jpegs(batch_of([jpeg(64, 80), png.getvalue(), jpeg(48, 48)]), "cpu")
+    assert [tuple(image.shape) for image in images] == [(3, 64, 80), (3, 30, 40), (3, 48, 48)]
+    assert torch.equal(images[1], torch.from_numpy(pixels).permute(2, 0, 1))

@@ -27,24 +27,36 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.ops import roi_align
 
 from .augment import PCA_EIGVAL, PCA_EIGVEC
+from .decode import decode_image_bytes
 from .errors import CorruptImageError
 
 
+JPEG_START = b"\xff\xd8"  # the SOI marker every JPEG file begins with
+
+
 def decode_jpegs(batch: dict, device: torch.device | str) -> list[torch.Tensor]:
-    """Every row's JPEG as RGB ``uint8 [3,H,W]`` on ``device``; a row that does not decode raises
-    ``CorruptImageError`` naming its key."""
-    data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in batch["image"]]
+    """Every row's image as RGB ``uint8 [3,H,W]`` on ``device``; a row that does not decode raises
+    ``CorruptImageError`` naming its key.
+
+    The JPEGs are decoded together by ``decode_jpeg``. A row in another format goes through PIL
+    (``decode_image_bytes``) and is moved over: ImageNet's train split holds a PNG named .JPEG,
+    which ``prepare`` keeps because PIL reads it, and ``decode_jpeg`` refuses.
+    """
+    keys = batch.get("key")
+    names = [str(keys[i]) if keys is not None else f"row {i}" for i in range(len(batch["image"]))]
+    jpegs = [i for i, blob in enumerate(batch["image"]) if bytes(blob[:2]) == JPEG_START]
+    data = [torch.frombuffer(bytearray(batch["image"][i]), dtype=torch.uint8) for i in jpegs]
     try:
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        decoded = dict(zip(jpegs, decode_jpeg(data, mode=ImageReadMode.RGB, device=device))) if data else {}
     except RuntimeError:
-        keys = batch.get("key")
-        for i, one in enumerate(data):  # find the culprit, so the message names it
+        for i, one in zip(jpegs, data):  # find the culprit, so the message names it
             try:
                 decode_jpeg(one, mode=ImageReadMode.RGB, device=device)
             except RuntimeError as e:
-                name = str(keys[i]) if keys is not None else f"row {i}"
-                raise CorruptImageError(name, f"not a decodable JPEG ({str(e).splitlines()[0]})") from e
+                raise CorruptImageError(names[i], f"not a decodable JPEG ({str(e).splitlines()[0]})") from e
         raise
+    return [decoded[i] if i in decoded else decode_image_bytes(bytes(blob), names[i]).to(device)
+            for i, blob in enumerate(batch["image"])]
 
 
 def draw_crops(sizes: torch.Tensor, generator: torch.Generator | None, *, scale: tuple[int, int] = (256, 480),
