@@ -113,11 +113,15 @@ def test_a_row_that_is_not_a_jpeg_is_named():
         decode_jpegs(batch, "cpu")
 
 
-def test_a_png_row_among_the_jpegs_is_decoded_by_pil():
-    """ImageNet's train split holds a PNG named .JPEG; prepare keeps it, so the device path reads it too."""
+def test_imagenets_odd_rows_decode_a_png_by_pil_and_a_cmyk_jpeg_to_rgb():
+    """ImageNet's train split holds a PNG named .JPEG and CMYK JPEGs; prepare keeps both (PIL reads
+    them), so the device path must read them too."""
     pixels = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
-    png = io.BytesIO()
+    png, cmyk = io.BytesIO(), io.BytesIO()
     Image.fromarray(pixels).save(png, format="PNG")
-    images = decode_jpegs(batch_of([jpeg(64, 80), png.getvalue(), jpeg(48, 48)]), "cpu")
-    assert [tuple(image.shape) for image in images] == [(3, 64, 80), (3, 30, 40), (3, 48, 48)]
+    Image.fromarray(pixels).convert("CMYK").save(cmyk, format="JPEG", quality=95)
+    images = decode_jpegs(batch_of([jpeg(64, 80), png.getvalue(), cmyk.getvalue()]), "cpu")
+    assert [tuple(image.shape) for image in images] == [(3, 64, 80), (3, 30, 40), (3, 30, 40)]
     assert torch.equal(images[1], torch.from_numpy(pixels).permute(2, 0, 1))
+    via_pil = torch.from_numpy(np.asarray(Image.open(cmyk).convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(images[2], via_pil)  # libjpeg's CMYK conversion is PIL's (measured: identical)

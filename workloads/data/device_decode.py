@@ -123,5 +123,6 @@ def device_train_batch(batch: dict, mean: np.ndarray | torch.Tensor, device: tor
     alpha = torch.randn(len(images), 3, generator=generator) * lighting_std
     shift = (alpha * PCA_EIGVAL) @ PCA_EIGVEC.T  # [N,3]: eigvec @ (alpha * eigval) per image
     x = x + shift.to(device)[:, :, None, None]
-    labels = torch.as_tensor(np.asarray(batch["label"], dtype=np.int64)).to(device)
+    # np.array copies: Ray Data hands batches over as read-only arrays, which torch warns about.
+    labels = torch.from_numpy(np.array(batch["label"], dtype=np.int64)).to(device)
     return x, labels
