@@ -143,6 +143,21 @@ def test_packed_divergence_closes_every_epoch_then_raises():
         PackedTrainers(trainers).train_epoch(0, [0])
 
 
+def test_packed_each_gives_every_trainers_own_outcome_so_the_others_go_on():
+    images, labels, mean = data()
+    trainers = [FastCifarTrainer(fresh_model(seed), images, labels, RECIPE, device="cpu", mean=mean)
+                for seed in (0, 1, 2)]
+    with torch.no_grad():
+        trainers[1].model.fc.bias.fill_(math.nan)
+    first = PackedTrainers(trainers).train_epoch_each(0, [0, 0, 0])
+    assert isinstance(first[1], DivergenceError)
+    assert [r.end_iteration for r in (first[0], first[2])] == [len(trainers[0])] * 2
+    # The two healthy ones carry on packed, from where each stands.
+    rest = PackedTrainers([trainers[0], trainers[2]]).train_epoch_each(1, [first[0].end_iteration] * 2)
+    assert [r.end_iteration for r in rest] == [RECIPE.total_iterations] * 2
+    assert all(math.isfinite(r.loss) for r in rest)
+
+
 def test_logged_steps_are_what_train_epochs_on_step_gives():
     images, labels, mean = data()
     model = fresh_model()

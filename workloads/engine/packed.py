@@ -39,6 +39,17 @@ class PackedTrainers:
     def train_epoch(self, epoch: int, start_iterations: list[int], max_steps: int | None = None) -> list[EpochStats]:
         """One epoch of every trainer from its own global step; one host sync per trainer at the end.
         Raises the first trainer's ``DivergenceError`` after every trainer's epoch has been closed."""
+        results = self.train_epoch_each(epoch, start_iterations, max_steps)
+        failure = next((r for r in results if isinstance(r, Exception)), None)
+        if failure is not None:
+            raise failure
+        return results
+
+    def train_epoch_each(self, epoch: int, start_iterations: list[int],
+                         max_steps: int | None = None) -> list[EpochStats | Exception]:
+        """As ``train_epoch``, but each trainer's outcome on its own: its ``EpochStats``, or the
+        exception (a ``DivergenceError``) its epoch ended with, so one diverged run can be dropped
+        while the others go on."""
         if len(start_iterations) != len(self.trainers):
             raise ValueError(f"{len(start_iterations)} start iterations for {len(self.trainers)} trainers")
         steps = [t.begin_epoch(epoch, s, max_steps) for t, s in zip(self.trainers, start_iterations)]
@@ -54,12 +65,10 @@ class PackedTrainers:
         for stream in self.streams:
             if stream is not None:
                 main.wait_stream(stream)  # before end_epoch reads the sums and frees the batches
-        results, failure = [], None
+        results = []
         for trainer in self.trainers:
             try:
                 results.append(trainer.end_epoch())
-            except Exception as error:  # noqa: BLE001 - close every trainer's epoch, then raise
-                failure = failure or error
-        if failure is not None:
-            raise failure
+            except Exception as error:  # noqa: BLE001 - close every trainer's epoch first
+                results.append(error)
         return results
