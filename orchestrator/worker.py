@@ -115,24 +115,26 @@ def kept_checkpoints(latest: ray.train.Checkpoint) -> list[ray.train.Checkpoint]
     return [latest] + [ray.train.Checkpoint(path, filesystem=fs) for path in sorted(older, reverse=True)]
 
 
-def restore_latest_good(latest: ray.train.Checkpoint, model, optimizer,
-                        config_hash: str) -> tuple[int, int, str | None, dict]:
+def restore_latest_good(latest: ray.train.Checkpoint, model, optimizer, config_hash: str,
+                        member: str = "") -> tuple[int, int, str | None, dict]:
     """Restore the newest readable checkpoint of the run: ``(iteration, epoch, note, metrics)``.
 
     A corrupt, truncated or missing newest file (a crash or a full disk mid-write) falls back to the
     previous kept checkpoint, and so on; ``note`` then names what was skipped. A checkpoint of another
     config is not a fallback case: that error is raised. With none readable, the error names the newest.
+    ``member``: the sub-folder of each checkpoint that holds this run's file (packed runs share one
+    checkpoint, a folder per run).
     """
     skipped = []
     for checkpoint in kept_checkpoints(latest):
         try:
             with checkpoint.as_directory() as folder:
-                state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+                state = load_checkpoint(Path(folder) / member / CHECKPOINT_FILE)
             iteration, epoch = restore_checkpoint(state, model, optimizer, expected_config_hash=config_hash,
                                                   restore_rng=False)
         except (CheckpointError, FileNotFoundError) as error:
             reason = error.reason if isinstance(error, CheckpointError) else "missing"
-            skipped.append(f"{posixpath.join(checkpoint.path, CHECKPOINT_FILE)} ({reason})")
+            skipped.append(f"{posixpath.join(checkpoint.path, member, CHECKPOINT_FILE)} ({reason})")
             continue
         note = (f"resumed from {checkpoint.path} (epoch {epoch}); unreadable newer checkpoint(s) skipped: "
                 + "; ".join(skipped)) if skipped else None
@@ -154,6 +156,20 @@ def inject_nan(model: torch.nn.Module, spec: str, rank: int, start_iteration: in
         return output
 
     model.register_forward_hook(hook)
+
+
+def epoch_metrics(stats, test: dict, epoch: int, epochs: int, recipe, image_size: int) -> dict:
+    """What a run logs (and checkpoints) at the end of epoch ``epoch`` (1-based)."""
+    return {"epoch": epoch, "iteration": stats.end_iteration, "epochs": epochs,
+            "total_iterations": recipe.total_iterations, "train_loss": stats.loss,
+            "train_error": stats.top1_error, "test_loss": test["loss"],
+            "test_top1_error": test["top1_error"], "test_top5_error": test["top5_error"],
+            "images_per_second": stats.images_per_second, "image_size": image_size}
+
+
+def step_metrics(step: dict) -> dict:
+    """What a run logs every ``log_every`` steps, from the engine's step record."""
+    return {"train_loss_step": step["loss"], "train_error_step": step["train_error"], "lr": step["lr"]}
 
 
 def train_worker(loop_config: dict) -> None:
@@ -202,8 +218,7 @@ def train_worker(loop_config: dict) -> None:
     if log and fallback:
         tags = {tracking.CHECKPOINT_FALLBACK: fallback}
         tracking.retrying(lambda: tracking.set_tags(log.client, log.run_id, tags), "recording the checkpoint fallback")
-    on_step = (lambda m: log.add({"train_loss_step": m["loss"], "train_error_step": m["train_error"],
-                                  "lr": m["lr"]}, m["iteration"])) if log else None
+    on_step = (lambda m: log.add(step_metrics(m), m["iteration"])) if log else None
     while epoch < epochs:
         try:
             if fast:
@@ -225,12 +240,7 @@ def train_worker(loop_config: dict) -> None:
         iteration, epoch = stats.end_iteration, epoch + 1
         broadcast_buffers(model)  # evaluate (and checkpoint) rank 0's model on every shard
         test = evaluate(model, test_loader, device, autocast)
-        metrics = {"epoch": epoch, "iteration": iteration, "epochs": epochs,
-                   "total_iterations": recipe.total_iterations, "train_loss": stats.loss,
-                   "train_error": stats.top1_error, "test_loss": test["loss"],
-                   "test_top1_error": test["top1_error"], "test_top5_error": test["top5_error"],
-                   "images_per_second": stats.images_per_second,
-                   "image_size": data.image_size}
+        metrics = epoch_metrics(stats, test, epoch, epochs, recipe, data.image_size)
         save = epoch % config.checkpoint_every == 0 or epoch == epochs
         if log:
             log.add(metrics, iteration)
