@@ -29,7 +29,7 @@ import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestrator import cli, tracking
+from orchestrator import cli, packing, tracking
 from orchestrator.config import ExperimentConfig, parse_overrides
 from orchestrator.matrix import Ablation, Trial, list_ablations, load_ablation
 from orchestrator.progress import RunWatcher, epoch_line
@@ -57,6 +57,9 @@ def build_parser():
                    help="replace one matrix axis, e.g. depth=[20,56] or seed=[0,1,2]")
     p.add_argument("--data-root", help="where the data set lives (else its environment variable)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: what fits the cluster)")
+    p.add_argument("--pack", type=int, metavar="N",
+                   help="train up to N engine=fast runs together in one worker, each on its own CUDA stream "
+                        "(default: the preset's pack, else 1); e.g. --pack 10 for Table 6 on one GPU")
     p.add_argument("--dry-run", action="store_true", help="list the trials and exit")
     cli.add_tracking_args(p)
     return p
@@ -69,7 +72,8 @@ def ablation_from_args(args) -> Ablation:
         if flag is not None:
             overrides[key] = flag
     axes = parse_overrides(args.axis)
-    return load_ablation(args.preset, overrides, name=args.name, axes=axes)
+    ablation = load_ablation(args.preset, overrides, name=args.name, axes=axes)
+    return ablation if args.pack is None else dataclasses.replace(ablation, pack=args.pack)
 
 
 def place_trials(ablation: Ablation) -> list[Trial]:
@@ -90,6 +94,8 @@ def _join(storage: str, name: str) -> str:
 def run_trial(trial_config: dict) -> None:
     """Tune's function trainable: one trial = one Ray Train run, closed in MLflow at the end."""
     spec = trial_config["spec"]
+    if "members" in spec:
+        return run_pack(spec)
     config = ExperimentConfig(**spec["config"])
     client = tracking.MlflowClient(tracking_uri=config.tracking_uri)
     tracking.reopen(client, spec["run_id"])  # a rerun of a failed trial starts with a clean record
@@ -98,6 +104,43 @@ def run_trial(trial_config: dict) -> None:
     summary = record_result(client, config, spec["run_id"], result, error)
     if summary.status != "FINISHED":
         raise RuntimeError(f"trial {config.name} failed: {summary.error}")
+
+
+def run_pack(spec: dict) -> None:
+    """A packed trial: one Ray Train run training every member (``orchestrator/packing.py``), then
+    each member's MLflow run closed from its part of the result."""
+    configs = [ExperimentConfig(**member["config"]) for member in spec["members"]]
+    client = tracking.MlflowClient(tracking_uri=configs[0].tracking_uri)
+    for member in spec["members"]:
+        tracking.reopen(client, member["run_id"])
+    loop = (packing.train_pack_worker, {"members": spec["members"], "tracking_uri": configs[0].tracking_uri})
+    result, error = fit(dataclasses.replace(configs[0], name=spec["name"]), None, configs[0].tracking_uri,
+                        callbacks=[TuneReportCallback()], loop=loop)
+    failed = []
+    for config, member in zip(configs, spec["members"]):
+        summary = record_result(client, config, member["run_id"], packing.member_result(result, config.name), error)
+        if summary.status != "FINISHED":
+            failed.append(f"{config.name}: {summary.error}")
+    if failed:
+        raise RuntimeError(f"packed trial {spec['name']} failed: {'; '.join(failed)}")
+
+
+def trial_specs(ablation: Ablation, trials: list[Trial], children: dict, pending: list[Trial]) -> list[dict]:
+    """Tune's grid: one spec per pending trial, or with ``ablation.pack`` > 1 one per pack of them.
+    Packs are cut from the whole matrix in order, so a rerun puts the same pending runs together
+    again (and resumes their Ray Train run, named by its members)."""
+    def run_spec(trial):
+        return {"name": trial.name, "config": trial.config.to_dict(), "run_id": children[trial.name].info.run_id}
+
+    if ablation.pack == 1:
+        return [run_spec(t) for t in pending]
+    waiting = {t.name for t in pending}
+    specs = []
+    for indices in packing.group([t.config for t in trials], ablation.pack):
+        members = [run_spec(trials[i]) for i in indices if trials[i].name in waiting]
+        if members:
+            specs.append({"name": packing.pack_name(ablation.name, [m["name"] for m in members]), "members": members})
+    return specs
 
 
 def quiet_tune() -> None:
@@ -139,6 +182,7 @@ def ablate(ablation: Ablation, *, max_concurrent: int | None = None, echo=print,
     ``kind`` tags the parent run (``orchestrator.kind``), e.g. "ensemble" for ``orchestrator.ensemble``."""
     started = time.time()
     trials = place_trials(ablation)
+    packing.check_packable([t.config for t in trials], ablation.pack)
     first = trials[0].config
     shapes = {t.config.dataset: check_data(t.config)
               for t in {(t.config.dataset, t.config.data_root): t for t in trials}.values()}
@@ -156,10 +200,12 @@ def ablate(ablation: Ablation, *, max_concurrent: int | None = None, echo=print,
         client.update_run(parent_id, status="RUNNING")
         cli.init_ray()
         workers_at_once = concurrency(pending, ray.cluster_resources(), max_concurrent or ablation.max_concurrent)
+        specs = trial_specs(ablation, trials, children, pending)
+        if ablation.pack > 1:
+            echo(f"[{ablation.name}] {len(pending)} runs packed into {len(specs)} trial(s) of up to {ablation.pack}")
         echo(f"[{ablation.name}] running {workers_at_once} trial(s) at a time")
         quiet_tune()
-        space = {"spec": tune.grid_search([
-            {"config": t.config.to_dict(), "run_id": children[t.name].info.run_id} for t in pending])}
+        space = {"spec": tune.grid_search(specs)}
         tuner = tune.Tuner(
             tune.with_resources(run_trial, TRIAL_DRIVER),
             param_space=space,
@@ -229,7 +275,7 @@ class TrialEvents(tune.Callback):
 
 
 def _name(trial) -> str:
-    return trial.config["spec"]["config"]["name"]
+    return trial.config["spec"]["name"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ A preset (``configs/ablate/<name>.yaml``) reads::
     include:                      # extra cells outside the cross product (Table 3's 50/101/152)
       - {depth: 50, residual: true, shortcut: B}
     max_concurrent: null          # trials at once (default: what the cluster's resources allow)
+    pack: 1                       # engine=fast runs trained together per worker (orchestrator/packing.py)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from orchestrator.config import (CONFIG_DIR, FIELDS, ExperimentConfig, load_conf
 
 ABLATE_PRESETS = CONFIG_DIR / "ablate"
 MODEL_AXES = ("family", "depth", "residual")
-TOP_KEYS = ("name", "base", "matrix", "include", "max_concurrent", "description")
+TOP_KEYS = ("name", "base", "matrix", "include", "max_concurrent", "pack", "description")
 FAMILIES = ("cifar", "imagenet")
 
 
@@ -46,6 +47,7 @@ class Ablation:
     trials: tuple[Trial, ...]
     max_concurrent: int | None = None
     description: str = ""
+    pack: int = 1  # runs per Tune trial, trained together by one worker (engine=fast only)
 
 
 def model_name(family: str, depth: int, residual: bool) -> str:
@@ -108,8 +110,11 @@ def expand(spec: dict, overrides: dict, name: str | None = None) -> Ablation:
         config_values.update(model=model, name=trial_name)
         trials.setdefault(trial_name, Trial(trial_name, make_config(config_values),
                                             {"model": model, "depth": depth, "residual": residual, **values}))
+    pack = spec.get("pack", 1)
+    if not isinstance(pack, int) or isinstance(pack, bool) or pack < 1:
+        raise ValueError(f"ablation {name!r}: pack must be an integer >= 1, got {pack!r}")
     return Ablation(name=name, trials=tuple(trials.values()), max_concurrent=spec.get("max_concurrent"),
-                    description=str(spec.get("description", "")))
+                    description=str(spec.get("description", "")), pack=pack)
 
 
 def trial_label(ablation: str, model: str, values: dict) -> str:

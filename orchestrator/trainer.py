@@ -70,11 +70,14 @@ def scaling_config(config: ExperimentConfig) -> ScalingConfig:
 
 
 def build_trainer(config: ExperimentConfig, run_id: str, tracking_uri: str,
-                  callbacks: list | None = None) -> TorchTrainer:
-    """A trainer whose name and storage are the run's: rerunning it resumes from its checkpoint."""
+                  callbacks: list | None = None, loop: tuple[Callable, dict] | None = None) -> TorchTrainer:
+    """A trainer whose name and storage are the run's: rerunning it resumes from its checkpoint.
+    ``loop``: another ``(train_loop_per_worker, its config)`` than one run's (a pack's)."""
+    train_fn, loop_config = loop or (train_worker, {"config": config.to_dict(), "run_id": run_id,
+                                                    "tracking_uri": tracking_uri})
     return TorchTrainer(
-        train_worker,
-        train_loop_config={"config": config.to_dict(), "run_id": run_id, "tracking_uri": tracking_uri},
+        train_fn,
+        train_loop_config=loop_config,
         datasets=ray_datasets(config),
         scaling_config=scaling_config(config),
         run_config=RunConfig(
@@ -89,9 +92,9 @@ def build_trainer(config: ExperimentConfig, run_id: str, tracking_uri: str,
     )
 
 
-def fit(config: ExperimentConfig, run_id: str, tracking_uri: str, callbacks: list | None = None,
-        restart_ray: Callable[[], None] | None = None,
-        echo=print) -> tuple[ray.train.Result | None, BaseException | None]:
+def fit(config: ExperimentConfig, run_id: str | None, tracking_uri: str, callbacks: list | None = None,
+        restart_ray: Callable[[], None] | None = None, echo=print,
+        loop: tuple[Callable, dict] | None = None) -> tuple[ray.train.Result | None, BaseException | None]:
     """``(result, error)`` of training the run to the end.
 
     Ray Train retries its workers' failures itself (``max_failures``), but a Ray process of the run
@@ -105,7 +108,7 @@ def fit(config: ExperimentConfig, run_id: str, tracking_uri: str, callbacks: lis
     attempt = 0
     while True:
         try:
-            return build_trainer(config, run_id, tracking_uri, callbacks).fit(), None
+            return build_trainer(config, run_id, tracking_uri, callbacks, loop).fit(), None
         except Exception as failure:  # noqa: BLE001 - recorded in MLflow by the caller
             if restart_ray is None or attempt == config.max_failures or not _a_ray_process_died(failure):
                 return None, failure

@@ -1,0 +1,204 @@
+"""Packed trials: several one-worker ``engine=fast`` runs trained in one Ray Train worker, on one GPU.
+
+A CIFAR net at batch 128 leaves most of an H100/H200 idle, and trials sharing a GPU as separate
+processes were measured slower than one after another (docs/PERFORMANCE.md). So ``ablate --pack
+N`` hands Tune one trial per N runs: one worker that steps every run's ``FastCifarTrainer`` on its
+own CUDA stream (``workloads.engine.packed``), measured 1.9x faster for the Table 6 matrix.
+
+Each run keeps its identity: its own MLflow run (metrics, tags, checkpoints, model), its own seed
+and data order, and exactly the computation it would do alone. The runs share one Ray Train run
+(named by its members) and one checkpoint per epoch, a folder per member. A run that diverges is
+recorded as diverged and dropped; the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import posixpath
+import tempfile
+from pathlib import Path
+
+import ray.train
+import torch
+
+from orchestrator import tracking
+from orchestrator.config import ExperimentConfig
+from orchestrator.data import build_run_data
+from orchestrator.worker import (CHECKPOINT_FILE, MetricsLog, build_run_model, epoch_metrics, inject_nan,
+                                 resolved_recipe, restore_latest_good, step_metrics)
+from workloads.engine import (DivergenceError, evaluate, get_recipe, make_checkpoint, prepare_model,
+                              save_checkpoint)
+from workloads.engine.fast_cifar import FastCifarTrainer
+from workloads.engine.packed import PackedTrainers
+
+PACK_FILE = "pack.json"  # in each pack checkpoint: the members that diverged before it
+
+
+def pack_key(config: ExperimentConfig) -> tuple:
+    """Runs with the same key can share a worker: the same data (so the same steps per epoch), the
+    same schedule length and the same device."""
+    return (config.dataset, config.data_root, config.train_subset, config.test_subset, config.recipe,
+            json.dumps(config.recipe_overrides, sort_keys=True), config.use_gpu, config.gpus_per_worker,
+            config.cpus_per_worker, config.storage_path, config.tracking_uri)
+
+
+def check_packable(configs: list[ExperimentConfig], pack: int) -> None:
+    if pack < 1:
+        raise ValueError(f"pack must be >= 1, got {pack}")
+    if pack == 1:
+        return
+    for config in configs:
+        if config.engine != "fast":
+            raise ValueError(f"pack {pack} needs engine=fast trials (one worker, in-memory data); "
+                             f"trial {config.name} has engine {config.engine!r} (set engine=fast, or pack 1)")
+
+
+def pack_name(ablation: str, members: list[str]) -> str:
+    """The Ray Train run of a pack, named by its members: rerunning the same pending members
+    resumes it; another set of members is another run."""
+    digest = hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()[:10]
+    return f"{ablation}-pack-{digest}"
+
+
+def group(configs: list[ExperimentConfig], pack: int) -> list[list[int]]:
+    """Indices of ``configs`` in packs of at most ``pack``, in matrix order, each of one ``pack_key``."""
+    by_key: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
+        by_key.setdefault(pack_key(config), []).append(i)
+    return [members[i:i + pack] for members in by_key.values() for i in range(0, len(members), pack)]
+
+
+# --- the driver's view of one member's result ----------------------------------------------------
+
+@dataclasses.dataclass
+class MemberResult:
+    """One member's part of a pack's ``ray.train.Result``, as ``trainer.record_result`` reads one."""
+
+    metrics: dict
+    checkpoint: ray.train.Checkpoint | None
+    best_checkpoints: list
+    error: BaseException | None
+
+
+def member_result(result: ray.train.Result | None, name: str) -> MemberResult | None:
+    if result is None:
+        return None
+
+    def part(checkpoint):
+        return ray.train.Checkpoint(posixpath.join(checkpoint.path, name), filesystem=checkpoint.filesystem)
+
+    members = (result.metrics or {}).get("members", {})
+    best = [(part(c), m["members"][name]) for c, m in result.best_checkpoints or []
+            if name in (m or {}).get("members", {})]
+    last = part(result.checkpoint) if result.checkpoint is not None and name in members else None
+    return MemberResult(members.get(name, {}), last, best, result.error)
+
+
+# --- the worker ------------------------------------------------------------------------------------
+
+class Member:
+    """One run of the pack in the worker: its model, fast trainer and MLflow writer."""
+
+    def __init__(self, spec: dict, data, device: torch.device, tracking_uri: str):
+        self.config = config = ExperimentConfig(**spec["config"])
+        self.name, self.run_id = config.name, spec["run_id"]
+        on_gpu = device.type == "cuda"
+        self.autocast = torch.bfloat16 if on_gpu else None
+        torch.manual_seed(config.seed)  # as a run alone seeds rank 0 before building its model
+        self.recipe = resolved_recipe(config, len(data.train))
+        self.model = prepare_model(build_run_model(config, data.in_channels, data.num_classes), device,
+                                   channels_last=on_gpu)
+        self.fast = FastCifarTrainer(self.model, data.train.images, data.train.labels, self.recipe, device=device,
+                                     mean=data.train.mean, seed=config.seed, pad=data.train.pad,
+                                     autocast_dtype=self.autocast, channels_last=on_gpu, compile=config.compile,
+                                     cuda_graph=False if config.inject_nan else None)
+        self.iteration = 0
+        self.log = MetricsLog(tracking_uri, self.run_id)
+
+    def restore(self, checkpoint: ray.train.Checkpoint) -> int:
+        """Restore from the pack's newest readable checkpoint holding this member; returns its epoch."""
+        self.iteration, epoch, fallback, restored = restore_latest_good(
+            checkpoint, self.model, self.fast.optimizer, self.config.hash(), member=self.name)
+        self.fast.bind_lr()
+        for step, timestamp, metrics in restored.get("unlogged", []):
+            self.log.add(metrics, step, timestamp)  # pending when the checkpoint was taken
+        if fallback:
+            tags = {tracking.CHECKPOINT_FALLBACK: fallback}
+            tracking.retrying(lambda: tracking.set_tags(self.log.client, self.run_id, tags),
+                              "recording the checkpoint fallback")
+        return epoch
+
+    def diverged(self, error: DivergenceError) -> None:
+        self.log.flush(final=True)
+        tags = {tracking.DIVERGED: str(error)}
+        tracking.retrying(lambda: tracking.set_tags(self.log.client, self.run_id, tags), "recording the divergence")
+
+
+def train_pack_worker(loop_config: dict) -> None:
+    """Ray Train's ``train_loop_per_worker`` of a pack (one worker): ``loop_config`` holds the
+    members (``{"config", "run_id"}`` each) and the MLflow ``tracking_uri``."""
+    specs = loop_config["members"]
+    first = ExperimentConfig(**specs[0]["config"])
+    device = ray.train.torch.get_device() if first.use_gpu else torch.device("cpu")
+    torch.manual_seed(first.seed)
+    recipe = get_recipe(first.recipe, **first.recipe_overrides)
+    data = build_run_data(first, recipe.per_worker_batch(1), 0, 1, device)
+    members = [Member(spec, data, device, loop_config["tracking_uri"]) for spec in specs]
+    epochs = math.ceil(members[0].recipe.total_iterations / len(data.train))
+
+    epoch, gone = 0, []  # names of members that diverged
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            pack_file = Path(folder) / PACK_FILE
+            gone = json.loads(pack_file.read_text())["diverged"] if pack_file.exists() else []
+        restored = {m.name: m.restore(checkpoint) for m in members if m.name not in gone}
+        if len(set(restored.values())) > 1:
+            # Only when a member's newest file was unreadable and it fell back alone: the pack
+            # steps in lockstep, so it cannot go on from two epochs.
+            raise RuntimeError(f"packed runs restored from different epochs {restored}; delete the newer "
+                               f"checkpoint folders in {posixpath.dirname(checkpoint.path)} to resume together")
+        epoch = max(restored.values(), default=0)
+    for m in members:
+        if m.config.inject_nan is not None:
+            inject_nan(m.model, m.config.inject_nan, 0, start_iteration=m.iteration)
+    active = [m for m in members if m.name not in gone]
+    packed = PackedTrainers([m.fast for m in active]) if active else None
+    while epoch < epochs and active:
+        outcomes = packed.train_epoch_each(epoch, [m.iteration for m in active])
+        epoch += 1
+        reports = {}
+        for m, outcome in zip(active, outcomes):
+            if isinstance(outcome, DivergenceError):
+                m.diverged(outcome)
+                gone.append(m.name)
+                continue
+            if isinstance(outcome, Exception):
+                raise outcome
+            m.iteration = outcome.end_iteration
+            for step in m.fast.logged_steps(m.config.log_every):
+                m.log.add(step_metrics(step), step["iteration"])
+            test = evaluate(m.model, data.test, device, m.autocast)
+            reports[m.name] = epoch_metrics(outcome, test, epoch, epochs, m.recipe, data.image_size)
+            m.log.add(reports[m.name], m.iteration)
+            m.log.flush()  # never waits: an unreachable server leaves them pending
+        if len(reports) < len(active):
+            active = [m for m in active if m.name in reports]
+            packed = PackedTrainers([m.fast for m in active]) if active else None
+        if not (epoch % first.checkpoint_every == 0 or epoch == epochs):
+            ray.train.report({"members": reports})
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            for m in active:
+                state = make_checkpoint(m.model, m.fast.optimizer, iteration=m.iteration, epoch=epoch,
+                                        config_hash=m.config.hash(), config=m.config.to_dict(),
+                                        metrics=reports[m.name] | {"unlogged": m.log.unlogged()})
+                save_checkpoint(state, os.path.join(folder, m.name, CHECKPOINT_FILE))
+            Path(folder, PACK_FILE).write_text(json.dumps({"diverged": gone}))
+            ray.train.report({"members": reports}, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    for m in active:
+        m.log.flush(final=True)  # after the last checkpoint, as a run alone does
