@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
 from orchestrator.train import build_parser, config_from_args, train
 from orchestrator.trainer import run_folder
@@ -329,3 +330,47 @@ def test_storage_read_only_mid_run_fails_clearly_and_keeps_the_last_checkpoint(c
         assert load_checkpoint(folder / name / CHECKPOINT_FILE)["epoch"] == epoch
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+# --- a packed trial's driver killed, its newest checkpoint torn (long) ---------------------------------
+
+@long_only
+@pytest.mark.timeout(900)
+def test_packed_trial_resumes_every_member_from_the_pack_checkpoint(commands, in_tmp):
+    from tests.orchestrator.conftest import TINY
+
+    # Two runs in one pack: 512 images = 4 iterations per epoch, 30 epochs.
+    storage = in_tmp / "runs"
+    args = ["--name", "packchaos", "--axis", "depth=[8]", "--axis", "residual=[true]", "--axis", "seed=[0, 1]",
+            "--pack", "2", "--storage-path", str(storage)]
+    args += [a for pair in TINY + ["engine=fast", "workers=1", "recipe.total=120", "recipe.milestones=[90]",
+                                   "keep_checkpoints=3"] for a in ("--set", pair)]
+    driver = commands("orchestrator.ablate", args, in_tmp, "first")
+
+    def pack_checkpoints():
+        return sorted(p for p in (storage / "packchaos").glob("packchaos-pack-*/checkpoint_2*") if p.is_dir())
+
+    wait_until(lambda: len(pack_checkpoints()) >= 3 or not driver.alive(), 600, "three pack checkpoints", driver)
+    driver.kill()
+    assert len(pack_checkpoints()) >= 2, driver.describe()
+    # Tear both members' files of the newest checkpoint Ray Train registered: both fall back to the
+    # previous one, so they go on in lockstep.
+    pack = pack_checkpoints()[0].parent
+    snapshot = json.loads((pack / "checkpoint_manager_snapshot.json").read_text())
+    newest = snapshot["checkpoint_results"][-1]["checkpoint_dir_name"]
+    torn = sorted((pack / newest).glob(f"*/{CHECKPOINT_FILE}"))
+    assert len(torn) == 2
+    for path in torn:
+        path.write_bytes(path.read_bytes()[:100])
+
+    second = commands("orchestrator.ablate", args, in_tmp, "second")
+    assert second.wait(timeout=600) == 0, second.describe()
+    assert "2 trials: 0 finished, 2 to run" in second.stdout()
+    client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("resnet-orchestrator").experiment_id
+    for seed in (0, 1):
+        (run,) = client.search_runs([experiment], f"tags.`orchestrator.run_key` = 'packchaos/packchaos-cifar_resnet8-A-s{seed}'")
+        assert run.info.status == "FINISHED"
+        assert_each_epoch_once(client, run.info.run_id, 30, 4)
+        note = run.data.tags[tracking.CHECKPOINT_FALLBACK]  # resumed through the pack, past the torn file
+        assert f"{newest}/packchaos-cifar_resnet8-A-s{seed}/{CHECKPOINT_FILE}" in note, note
