@@ -60,6 +60,11 @@ def test_the_cli_refuses_a_pack_of_loop_runs_in_one_line(tmp_path):
         "error: pack 2 needs engine=fast trials (one worker, in-memory data); trial smoke-cifar_plain8-s0 has "
         "engine 'loop' (set engine=fast, or pack 1)"]
     assert not (tmp_path / "runs").exists()  # refused before anything was written
+    dry = subprocess.run([sys.executable, "-m", "orchestrator.ablate", "--pack", "3", "--set", "workers=1",
+                          "--set", "engine=fast", "--dry-run"], cwd=ROOT, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == ["pack of 3:", "  smoke-cifar_plain8-s0", "  smoke-cifar_resnet8-A-s0",
+                                       "  smoke-cifar_plain32-s0", "pack of 1:", "  smoke-cifar_resnet32-A-s0"]
 
 
 def test_a_member_restores_from_its_own_folder_of_the_pack_checkpoint(tmp_path):
