@@ -27,6 +27,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 SHARDED_DATASETS = ("imagenet",)
 TRAIN_PRESETS = CONFIG_DIR / "train"
 ENGINES = ("loop", "fast")
+DECODES = ("cpu", "device")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,13 @@ class ExperimentConfig:
     # CIFAR-style trainer (workloads/engine/fast_cifar.py: augmentation on the device, one host sync
     # an epoch, the step in a CUDA graph on a GPU; 5x the loop on an H200), one worker per run.
     engine: str = "loop"
+    # Where a sharded data set's training JPEGs are decoded and augmented. "cpu": Ray Data tasks on
+    # the node's spare cores (~2.2k images/s on 16 cores, below one GPU's ResNet-50). "device": Ray
+    # Data only streams the shard rows, each worker decodes and augments its batches on its own
+    # device (workloads/data/device_decode.py; 8.9k images/s on an H200). Like engine, not part of
+    # identity(): both draw the paper's augmentation from the same distribution, only the random
+    # stream differs, so a run may resume with the other one.
+    decode: str = "cpu"
     storage_path: str = "runs"  # Ray Train storage: a folder, or s3:// / NFS on a cluster
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite in storage_path
     experiment: str = "resnet-orchestrator"
@@ -224,6 +232,11 @@ def validate(config: ExperimentConfig) -> None:
         if recipe.unit != "iteration":
             raise ValueError(f"engine 'fast' needs a recipe counted in iterations; {config.recipe!r} counts "
                              f"{recipe.unit}s")
+    if config.decode not in DECODES:
+        raise ValueError(f"unknown decode {config.decode!r}; valid: {', '.join(DECODES)}")
+    if config.decode == "device" and config.dataset not in SHARDED_DATASETS:
+        raise ValueError(f"decode 'device' needs a sharded data set ({', '.join(SHARDED_DATASETS)}), not the "
+                         f"in-memory {config.dataset!r} (augmented on the device already); use decode=cpu")
     if config.inject_nan is not None:
         rank, _, iteration = config.inject_nan.partition(":")
         if not (rank.isdigit() and iteration.isdigit()):

@@ -5,8 +5,11 @@ through Ray Data (ImageNet).
   split, keeps it on its device as one uint8 tensor and takes its shard of each epoch there
   (``workloads.data.ResidentLoader``); the mean image is the training split's per-pixel mean.
 - Sharded (``imagenet``: ``data_root`` is the output of ``python -m orchestrator.prepare`` with
-  ``train/`` and ``val/`` splits): the driver hands Ray Train two Ray Data pipelines (decode and
-  augment on CPU workers), each worker reads its split of them. The mean is ImageNet's
+  ``train/`` and ``val/`` splits): the driver hands Ray Train two Ray Data pipelines, each worker
+  reads its split of them. ``decode="cpu"``: both decode and augment on CPU Ray Data workers.
+  ``decode="device"``: the training pipeline only streams the JPEG rows, and each worker decodes
+  and augments its batches on its own device; evaluation's center view stays on the CPU (one
+  pass an epoch over the val split, much smaller than training's). The mean is ImageNet's
   per-channel mean: a per-pixel mean image needs a pass over 1.28M images, and at 224x224 after
   random resizing it is flat to within a few levels anyway.
 """
@@ -88,6 +91,11 @@ def data_shape(config: ExperimentConfig) -> tuple[int, int, int]:
     so a wrong path or an unprepared folder fails here, in the driver."""
     if config.dataset in SHARDED_DATASETS:
         manifests = [_manifest(config, folder) for folder in SPLITS.values()]
+        image_format = manifests[0]["plan"]["image_format"]
+        if config.decode == "device" and image_format != "encoded":
+            raise ValueError(f"decode 'device' decodes JPEG bytes, but {config.data_root}/{SPLITS['train']} holds "
+                             f"{image_format!r} pixels (prepare --format {image_format}); use decode=cpu, or prepare "
+                             "the train split again with --format encoded into another --out")
         return 3, len(manifests[0]["classes"]), IMAGENET_SIZE
     data = load_split(config, "test")
     return data.in_channels, data.num_classes, data.image_size
@@ -97,9 +105,11 @@ def ray_datasets(config: ExperimentConfig) -> dict:
     """The Ray Data pipelines a sharded run hands to its TorchTrainer (empty for in-memory data)."""
     if config.dataset not in SHARDED_DATASETS:
         return {}
-    from orchestrator.shards import read_shards
+    from orchestrator.shards import read_rows, read_shards
 
-    return {"train": read_shards(config.data_root, SPLITS["train"], augment="imagenet-train", mean=IMAGENET_MEAN),
+    train = (read_rows(config.data_root, SPLITS["train"]) if config.decode == "device" else
+             read_shards(config.data_root, SPLITS["train"], augment="imagenet-train", mean=IMAGENET_MEAN))
+    return {"train": train,
             "test": read_shards(config.data_root, SPLITS["test"], augment="center", mean=IMAGENET_MEAN)}
 
 
@@ -109,7 +119,8 @@ def build_run_data(config: ExperimentConfig, per_worker_batch: int, rank: int, w
     if config.dataset in SHARDED_DATASETS:
         train_rows = _manifest(config, SPLITS["train"])["rows"]
         classes = len(_manifest(config, SPLITS["train"])["classes"])
-        return RunData(ShardLoader("train", per_worker_batch, train_rows // world_size, device, drop_last=True),
+        return RunData(ShardLoader("train", per_worker_batch, train_rows // world_size, device, drop_last=True,
+                                   decode=config.decode),
                        ShardLoader("test", EVAL_BATCH, None, device, drop_last=False),
                        3, classes, IMAGENET_SIZE)
     train, test = load_split(config, "train"), load_split(config, "test")
@@ -127,11 +138,17 @@ class ShardLoader:
     """This worker's split of a Ray Data pipeline, as the engine's loader: ``(images, labels)``
     batches, ``len()`` batches per epoch. Ray Train splits every dataset equally over the workers,
     so with ``drop_last`` every rank runs the same number of steps. Each pass reruns the pipeline:
-    a new shuffle of the read order and new random crops, so ``set_epoch`` has nothing to do."""
+    a new shuffle of the read order and new random crops, so ``set_epoch`` has nothing to do.
 
-    def __init__(self, name: str, batch_size: int, rows: int | None, device: torch.device, drop_last: bool):
+    ``decode="cpu"``: the pipeline yields finished tensors. ``decode="device"``: it yields JPEG rows
+    (``read_rows``), decoded and augmented here on ``device`` (ImageNet training augmentation).
+    ``data``: the pipeline to read; None (in a Ray Train worker) is this worker's shard of ``name``.
+    """
+
+    def __init__(self, name: str, batch_size: int, rows: int | None, device: torch.device, drop_last: bool,
+                 decode: str = "cpu", data=None):
         self.name, self.batch_size, self.rows = name, batch_size, rows
-        self.device, self.drop_last = device, drop_last
+        self.device, self.drop_last, self.decode, self.data = device, drop_last, decode, data
 
     def set_epoch(self, epoch: int) -> None:
         """Nothing to choose: the pipeline reshuffles and re-augments on every pass."""
@@ -144,10 +161,14 @@ class ShardLoader:
     def __iter__(self):
         import ray.train
 
-        from orchestrator.shards import iter_torch
+        from orchestrator.shards import iter_device_train, iter_torch
 
-        shard = ray.train.get_dataset_shard(self.name)
-        batches = iter_torch(shard, self.batch_size, device=self.device, drop_last=self.drop_last)
+        shard = self.data if self.data is not None else ray.train.get_dataset_shard(self.name)
+        if self.decode == "device":
+            batches = iter_device_train(shard, self.batch_size, mean=IMAGENET_MEAN, device=self.device,
+                                        drop_last=self.drop_last)
+        else:
+            batches = iter_torch(shard, self.batch_size, device=self.device, drop_last=self.drop_last)
         limit = len(self) if self.rows is not None else None
         for i, batch in enumerate(batches):
             if limit is not None and i >= limit:

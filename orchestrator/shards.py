@@ -1,12 +1,18 @@
-"""Read Parquet shards (from ``python -m orchestrator.prepare``) with Ray Data, decoded on CPU workers.
+"""Read Parquet shards (from ``python -m orchestrator.prepare``) with Ray Data, decoded on CPU workers
+or, for ImageNet training, on the consumer's device.
 
 The decode/augment functions are the pure ones in ``workloads.data.decode``; Ray Data runs them in
-``map_batches`` tasks, streaming, while the trainer consumes earlier batches. For a Ray Train run:
+``map_batches`` tasks, streaming, while the trainer consumes earlier batches. ``read_rows`` skips
+that step and ``iter_device_train`` decodes and augments each batch of rows where it is consumed
+(``workloads.data.device_decode``: nvJPEG on a GPU). For a Ray Train run:
 
     train = read_shards(out, "train", augment="imagenet-train", mean=mean)
     trainer = TorchTrainer(loop, datasets={"train": train}, ...)
     # in the worker loop, each epoch:
     for images, labels in iter_torch(ray.train.get_dataset_shard("train"), 256, device=device): ...
+
+    # or decoded on the worker's device (JPEG shards): datasets={"train": read_rows(out, "train")}, then
+    for images, labels in iter_device_train(ray.train.get_dataset_shard("train"), 256, mean=mean, device=device): ...
 
 Ray Train splits the dataset across workers (``get_dataset_shard``); every pass re-runs the
 pipeline, so unseeded augmentation differs per epoch.
@@ -22,6 +28,7 @@ import ray.data
 import torch
 
 from workloads.data.decode import center_view_batch, decode_batch, imagenet_train_batch
+from workloads.data.device_decode import device_train_batch
 from workloads.data.shards import resolve_output, shard_files
 
 AUGMENTS = {None: decode_batch, "imagenet-train": imagenet_train_batch, "center": center_view_batch}
@@ -45,14 +52,21 @@ def read_shards(out: str, split: str = "train", *, augment: str | None = None, m
         raise ValueError(f"augment {augment!r} needs mean ([3] or [3,224,224], [0,1] units)")
     if seed is not None and augment != "imagenet-train":
         raise ValueError(f"seed is only used by augment='imagenet-train', got augment {augment!r}")
-    fs, base = resolve_output(out)
-    manifest, paths = shard_files(fs, posixpath.join(base, split))
-    columns = ["key", "image", "label"] + (["shape"] if manifest["plan"]["image_format"] == "raw" else [])
     kwargs = {} if augment is None else {"mean": np.asarray(mean, dtype=np.float32)}
     if seed is not None:
         kwargs["seed"] = seed
-    return ray.data.read_parquet(paths, filesystem=fs).select_columns(columns).map_batches(
-        AUGMENTS[augment], fn_kwargs=kwargs, batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus)
+    return read_rows(out, split).map_batches(AUGMENTS[augment], fn_kwargs=kwargs, batch_size=batch_size,
+                                             batch_format="numpy", num_cpus=num_cpus)
+
+
+def read_rows(out: str, split: str = "train") -> ray.data.Dataset:
+    """A ``ray.data.Dataset`` of the finished shards' rows of ``out/<split>`` as stored: ``key``,
+    ``image`` (the file's bytes; raw pixels with their ``shape`` for raw shards) and ``label``.
+    Raises FileNotFoundError / ValueError when the folder holds no manifest or unfinished shards."""
+    fs, base = resolve_output(out)
+    manifest, paths = shard_files(fs, posixpath.join(base, split))
+    columns = ["key", "image", "label"] + (["shape"] if manifest["plan"]["image_format"] == "raw" else [])
+    return ray.data.read_parquet(paths, filesystem=fs).select_columns(columns)
 
 
 def iter_torch(data, batch_size: int, *, device: str | torch.device = "cpu", drop_last: bool = False,
@@ -62,3 +76,12 @@ def iter_torch(data, batch_size: int, *, device: str | torch.device = "cpu", dro
     for batch in data.iter_torch_batches(batch_size=batch_size, device=device, drop_last=drop_last,
                                          local_shuffle_buffer_size=local_shuffle_buffer_size):
         yield batch["image"], batch["label"]
+
+
+def iter_device_train(data, batch_size: int, *, mean, device: str | torch.device, drop_last: bool = False
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` batches of JPEG rows (a Dataset from ``read_rows`` of encoded shards, or a Ray
+    Train worker's shard of one), decoded and augmented on ``device`` as the paper does
+    (``device_train_batch``): float32 [B,3,224,224] minus ``mean`` ([3], [0,1] units), int64 [B]."""
+    for batch in data.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=drop_last):
+        yield device_train_batch(batch, mean, device)

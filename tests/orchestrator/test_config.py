@@ -172,6 +172,8 @@ def test_cli_flags_and_set_build_the_same_config():
      r"engine 'fast' needs an in-memory data set, not the sharded 'imagenet'"),
     ({"engine": "fast", "workers": "1", "recipe_overrides": {"unit": "epoch", "total": 4, "milestones": [2]}},
      r"engine 'fast' needs a recipe counted in iterations; 'smoke' counts epochs"),
+    ({"decode": "gpu"}, r"unknown decode 'gpu'; valid: cpu, device"),
+    ({"decode": "device"}, r"decode 'device' needs a sharded data set \(imagenet\), not the in-memory 'fashion-mnist'"),
 ])
 def test_bad_values_are_refused_with_the_choices_named(overrides, message):
     values = {k: RawValue(v) if isinstance(v, str) else v for k, v in overrides.items()}
@@ -248,7 +250,7 @@ def test_hash_ignores_how_the_run_is_executed():
     same = [{"workers": 1}, {"workers": 4}, {"use_gpu": True}, {"cpus_per_worker": 0.5}, {"name": "other"},
             {"storage_path": "/elsewhere"}, {"tracking_uri": "sqlite:///x.db"}, {"max_failures": 0},
             {"keep_checkpoints": 5}, {"checkpoint_every": 2}, {"log_every": 7}, {"compile": True},
-            {"data_root": "/data"}, {"experiment": "e2"}]
+            {"data_root": "/data"}, {"experiment": "e2"}, {"decode": "device"}]
     for change in same:
         changed = dataclasses.replace(base, **change)
         assert changed.hash() == base.hash(), change

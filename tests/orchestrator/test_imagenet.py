@@ -1,5 +1,6 @@
 """ImageNet's path end to end: an ILSVRC-layout tree -> Parquet shards (prepare) -> Ray Data ->
-a data-parallel ResNet-18 run on 224x224 crops, tracked in MLflow; then that run and a ResNet-34
+a data-parallel ResNet-18 run on 224x224 crops decoded and augmented on each worker's device (the
+imagenet preset's ``decode: device``; the CPU here), tracked in MLflow; then that run and a ResNet-34
 evaluated over the val shards with the paper's 10-crop and multi-scale views (Ray tasks, one per
 member and shard file), and the comparison report mapping them to Tables 3, 4 and 5.
 
@@ -20,7 +21,7 @@ from PIL import Image
 
 from orchestrator import cli, compare, ensemble, tracking
 from orchestrator.config import ExperimentConfig, load_config, parse_overrides
-from orchestrator.data import IMAGENET_MEAN, subset_indices
+from orchestrator.data import IMAGENET_MEAN, ShardLoader, ray_datasets, subset_indices
 from orchestrator.prepare import prepare
 from orchestrator.train import run_tags, train
 from orchestrator.worker import CHECKPOINT_FILE, build_run_model
@@ -47,27 +48,55 @@ def write_imagenet_tree(root, per_class: dict[str, int]) -> None:
 
 
 @pytest.fixture(scope="module")
-def imagenet(ray_local, tmp_path_factory):
-    """Shards of a tiny ILSVRC tree and one ResNet-18 trained on them: (folder, summary, lines)."""
+def shards(tmp_path_factory):
+    """A tiny ILSVRC tree (16 train images a class, 2 val) and its shards: the module's folder."""
     folder = tmp_path_factory.mktemp("imagenet")
     write_imagenet_tree(folder / "ilsvrc", {"train": 16, "val": VAL_PER_CLASS})
     for split, shard_size in (("train", 1000), ("val", 1)):
         prepare("imagenet", str(folder / "shards"), split=split, data_root=str(folder / "ilsvrc"),
                 shard_size=shard_size, echo=lambda line: None)
-    # Half a CPU per worker leaves the other core to Ray Data's decode and augment tasks.
-    config = load_config("imagenet", parse_overrides([
+    return folder
+
+
+def run_config(folder, *overrides: str) -> ExperimentConfig:
+    """A CPU-sized ResNet-18 run of the imagenet preset on the module's shards."""
+    # Half a CPU per worker leaves the other core to Ray Data's read and evaluation-view tasks.
+    return load_config("imagenet", parse_overrides([
         "model=resnet18", "name=imagenet-resnet18", f"data_root={folder / 'shards'}",
         f"storage_path={folder / 'runs'}", "use_gpu=false",
         "workers=2", "cpus_per_worker=0.5", "recipe.batch_size=8", "recipe.total=2",
-        "recipe.milestones=[1]", "recipe.unit=epoch", "log_every=1"]))
+        "recipe.milestones=[1]", "recipe.unit=epoch", "log_every=1", *overrides]))
+
+
+@pytest.fixture(scope="module")
+def imagenet(ray_local, shards):
+    """One ResNet-18 trained on the shards, decoded on its workers: (folder, summary, lines)."""
     lines: list[str] = []
-    return folder, train(config, echo=lines.append), lines
+    return shards, train(run_config(shards, "decode=device"), echo=lines.append), lines
+
+
+@pytest.mark.parametrize("decode", ["device", "cpu"])
+def test_shard_loader_yields_augmented_batches_whose_labels_are_their_rows(ray_local, shards, decode):
+    """A worker's training loader over the pipeline the driver builds: with decode=device the rows
+    arrive undecoded and the loader decodes and augments them on its device (the CPU here)."""
+    config = run_config(shards, f"decode={decode}")
+    loader = ShardLoader("train", 8, 32, torch.device("cpu"), drop_last=True, decode=config.decode,
+                         data=ray_datasets(config)["train"])
+    batches = list(loader)
+    assert len(batches) == len(loader) == 4
+    for images, labels in batches:
+        assert images.shape == (8, 3, 224, 224) and images.dtype == torch.float32 and images.device.type == "cpu"
+        assert labels.dtype == torch.int64
+        # Each image's dominant colour is its class (write_imagenet_tree): images and labels stay paired.
+        assert torch.equal(images.mean(dim=(2, 3))[:, :len(WNIDS)].argmax(1), labels)
+    assert torch.cat([labels for _, labels in batches]).bincount().tolist() == [16, 16]
 
 
 def test_resnet18_trains_on_prepared_imagenet_shards(imagenet):
     _, summary, lines = imagenet
     assert summary.status == "FINISHED", summary.error
     client = MlflowClient(summary.tracking_uri)
+    assert client.get_run(summary.run_id).data.params["decode"] == "device"
     history = client.get_metric_history(summary.run_id, "epoch")
     # 32 training images, global batch 8: 4 steps an epoch, 2 epochs.
     assert [(m.value, m.step) for m in sorted(history, key=lambda m: m.step)] == [(1, 4), (2, 8)]

@@ -32,7 +32,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from orchestrator import cli
+from orchestrator.prepare import prepare
 from tests.reliability.procs import HAVE_FASHION_MNIST, clean_env
+from tests.workloads.data_fixtures import write_png_tree
 from workloads import ensemble as ensemble_math
 
 UNKNOWN_ID = "0123456789abcdef0123456789abcdef"
@@ -57,6 +59,13 @@ CASES: dict[str, list[tuple[str, list[str], str]]] = {
         ("file-tracking-uri", ["--tracking-uri", "file:///{case}/mlruns"], r"is a file store, deprecated"),
         ("json-folder-missing", ["--json", "{case}/no/such/out.json"], r"--json .*does not exist or is not writable"),
         ("epochs-for-iteration-recipe", ["--epochs", "2"], r"recipe 'smoke' counts iterations; use --iterations"),
+        ("unknown-decode", ["--set", "decode=gpu"], r"unknown decode 'gpu'; valid: cpu, device"),
+        ("device-decode-in-memory", ["--set", "decode=device"],
+         r"decode 'device' needs a sharded data set \(imagenet\), not the in-memory 'fashion-mnist'"),
+        # The imagenet preset decodes on the device; these shards hold pixels.
+        ("device-decode-raw-shards", ["-p", "imagenet", "--data-root", "{store}/raw-shards"],
+         r"decode 'device' decodes JPEG bytes, but .*raw-shards/train holds 'raw' pixels .*use decode=cpu, or "
+         r"prepare the train split again with --format encoded"),
     ],
     "orchestrator.ablate": [
         ("unknown-preset", ["-p", "nope"], r"unknown preset 'nope'; valid: "),
@@ -193,6 +202,10 @@ def store(tmp_path_factory) -> dict:
     (folder / "no-members.yaml").write_text("name: e\nbase: {preset: smoke}\nmembers: []\n")
     (folder / "twins.yaml").write_text("name: e\nbase: {preset: smoke}\nmembers: [{depth: 8}, {depth: 8}]\n")
     (folder / "a-file").write_text("a file, not a folder\n")
+    for split in ("train", "val"):  # ImageNet shards of pixels, which decode=device cannot read
+        write_png_tree(folder / "ilsvrc" / split, ["n01440764", "n01443537"], per_class=1, suffix=".JPEG")
+        prepare("imagenet", str(folder / "raw-shards"), split=split, data_root=str(folder / "ilsvrc"),
+                image_format="raw", echo=lambda line: None)
     (folder / "classes" / "cat").mkdir(parents=True)
     labels = torch.tensor([0, 1, 2, 1])
     probabilities = {name: torch.softmax(torch.randn(4, 3), 1) for name in ("a", "b", "c")}
