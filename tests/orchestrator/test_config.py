@@ -51,6 +51,16 @@ def test_cifar10_preset_is_the_paper_recipe():
         "cifar10", 128, 0.1, 64_000, (32_000, 48_000))
 
 
+def test_imagenet_presets_decode_on_the_gpu():
+    """Sixteen CPU cores feed one GPU's ResNet-50 a third of what it trains at (docs/PERFORMANCE.md);
+    the ImageNet ablations take the train preset's decode."""
+    from orchestrator.matrix import load_ablation
+
+    configs = [load_config("imagenet")] + [trial.config for preset in ("imagenet-table2", "imagenet-table3")
+                                           for trial in load_ablation(preset).trials]
+    assert {(c.dataset, c.use_gpu, c.decode) for c in configs} == {("imagenet", True, "device")}
+
+
 def test_unknown_preset_names_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown preset 'nope'; valid: .*smoke"):
         load_config("nope")
