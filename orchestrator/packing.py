@@ -35,7 +35,7 @@ from workloads.engine import (DivergenceError, evaluate, get_recipe, make_checkp
 from workloads.engine.fast_cifar import FastCifarTrainer
 from workloads.engine.packed import PackedTrainers
 
-PACK_FILE = "pack.json"  # in each pack checkpoint: the members that diverged before it
+PACK_FILE = "pack.json"  # in each pack checkpoint: the members that diverged before it, with why
 
 
 def pack_key(config: ExperimentConfig) -> tuple:
@@ -132,7 +132,8 @@ class Member:
                               "recording the checkpoint fallback")
         return epoch
 
-    def diverged(self, error: DivergenceError) -> None:
+    def diverged(self, error: DivergenceError | str) -> None:
+        """Record the divergence on the run (again, on a resume: rerunning reopened the run)."""
         self.log.flush(final=True)
         tags = {tracking.DIVERGED: str(error)}
         tracking.retrying(lambda: tracking.set_tags(self.log.client, self.run_id, tags), "recording the divergence")
@@ -150,12 +151,15 @@ def train_pack_worker(loop_config: dict) -> None:
     members = [Member(spec, data, device, loop_config["tracking_uri"]) for spec in specs]
     epochs = math.ceil(members[0].recipe.total_iterations / len(data.train))
 
-    epoch, gone = 0, []  # names of members that diverged
+    epoch, gone = 0, {}  # members that diverged: name -> the divergence
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             pack_file = Path(folder) / PACK_FILE
-            gone = json.loads(pack_file.read_text())["diverged"] if pack_file.exists() else []
+            gone = json.loads(pack_file.read_text())["diverged"] if pack_file.exists() else {}
+        for m in members:
+            if m.name in gone:
+                m.diverged(gone[m.name])  # deterministic: retraining it would diverge again
         restored = {m.name: m.restore(checkpoint) for m in members if m.name not in gone}
         if len(set(restored.values())) > 1:
             # Only when a member's newest file was unreadable and it fell back alone: the pack
@@ -175,7 +179,7 @@ def train_pack_worker(loop_config: dict) -> None:
         for m, outcome in zip(active, outcomes):
             if isinstance(outcome, DivergenceError):
                 m.diverged(outcome)
-                gone.append(m.name)
+                gone[m.name] = str(outcome)
                 continue
             if isinstance(outcome, Exception):
                 raise outcome

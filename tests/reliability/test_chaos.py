@@ -339,12 +339,15 @@ def test_storage_read_only_mid_run_fails_clearly_and_keeps_the_last_checkpoint(c
 def test_packed_trial_resumes_every_member_from_the_pack_checkpoint(commands, in_tmp):
     from tests.orchestrator.conftest import TINY
 
-    # Two runs in one pack: 512 images = 4 iterations per epoch, 30 epochs.
+    # Three runs in one pack (seeds 0 and 1, and seed 0 with its loss going NaN at iteration 6, in
+    # epoch 2, long before the driver is killed): 512 images = 4 iterations per epoch, 30 epochs.
     storage = in_tmp / "runs"
     args = ["--name", "packchaos", "--axis", "depth=[8]", "--axis", "residual=[true]", "--axis", "seed=[0, 1]",
-            "--pack", "2", "--storage-path", str(storage)]
+            "--axis", "inject_nan=[null, '0:6']", "--pack", "4", "--storage-path", str(storage)]
     args += [a for pair in TINY + ["engine=fast", "workers=1", "recipe.total=120", "recipe.milestones=[90]",
                                    "keep_checkpoints=3"] for a in ("--set", pair)]
+    clean = [f"packchaos-cifar_resnet8-A-inject_nan=None-s{seed}" for seed in (0, 1)]
+    nan = [f"packchaos-cifar_resnet8-A-inject_nan=0:6-s{seed}" for seed in (0, 1)]
     driver = commands("orchestrator.ablate", args, in_tmp, "first")
 
     def pack_checkpoints():
@@ -353,24 +356,34 @@ def test_packed_trial_resumes_every_member_from_the_pack_checkpoint(commands, in
     wait_until(lambda: len(pack_checkpoints()) >= 3 or not driver.alive(), 600, "three pack checkpoints", driver)
     driver.kill()
     assert len(pack_checkpoints()) >= 2, driver.describe()
-    # Tear both members' files of the newest checkpoint Ray Train registered: both fall back to the
-    # previous one, so they go on in lockstep.
+    # Tear the members' files of the newest checkpoint Ray Train registered: both clean runs fall
+    # back to the previous one, so they go on in lockstep; the diverged ones have no file there.
     pack = pack_checkpoints()[0].parent
     snapshot = json.loads((pack / "checkpoint_manager_snapshot.json").read_text())
     newest = snapshot["checkpoint_results"][-1]["checkpoint_dir_name"]
     torn = sorted((pack / newest).glob(f"*/{CHECKPOINT_FILE}"))
-    assert len(torn) == 2
+    assert sorted(path.parent.name for path in torn) == clean
     for path in torn:
         path.write_bytes(path.read_bytes()[:100])
 
     second = commands("orchestrator.ablate", args, in_tmp, "second")
-    assert second.wait(timeout=600) == 0, second.describe()
-    assert "2 trials: 0 finished, 2 to run" in second.stdout()
+    assert second.wait(timeout=600) == 1, second.describe()  # the diverged runs fail the ablation
+    assert "4 trials: 0 finished, 4 to run" in second.stdout()
     client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("resnet-orchestrator").experiment_id
-    for seed in (0, 1):
-        (run,) = client.search_runs([experiment], f"tags.`orchestrator.run_key` = 'packchaos/packchaos-cifar_resnet8-A-s{seed}'")
+
+    def run_of(name):
+        (run,) = client.search_runs([experiment], f"tags.`orchestrator.run_key` = 'packchaos/{name}'")
+        return run
+
+    for name in clean:
+        run = run_of(name)
         assert run.info.status == "FINISHED"
         assert_each_epoch_once(client, run.info.run_id, 30, 4)
         note = run.data.tags[tracking.CHECKPOINT_FALLBACK]  # resumed through the pack, past the torn file
-        assert f"{newest}/packchaos-cifar_resnet8-A-s{seed}/{CHECKPOINT_FILE}" in note, note
+        assert f"{newest}/{name}/{CHECKPOINT_FILE}" in note, note
+    for name in nan:  # still recorded as diverged after the resume, not retrained, not left blank
+        run = run_of(name)
+        assert run.info.status == "FAILED"
+        assert "non-finite training loss nan at iteration 6" in run.data.tags[tracking.DIVERGED]
+        assert [v for _, v in epoch_steps(client, run.info.run_id)] == [1]
