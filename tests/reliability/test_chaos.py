@@ -350,17 +350,25 @@ def test_packed_trial_resumes_every_member_from_the_pack_checkpoint(commands, in
     nan = [f"packchaos-cifar_resnet8-A-inject_nan=0:6-s{seed}" for seed in (0, 1)]
     driver = commands("orchestrator.ablate", args, in_tmp, "first")
 
-    def pack_checkpoints():
-        return sorted(p for p in (storage / "packchaos").glob("packchaos-pack-*/checkpoint_2*") if p.is_dir())
+    def registered():
+        """Ray Train's kept checkpoints of the pack, once it has registered two, the newest after the
+        divergence (registration trails the files on disk by up to a controller poll)."""
+        for snapshot in (storage / "packchaos").glob("packchaos-pack-*/checkpoint_manager_snapshot.json"):
+            try:
+                kept = json.loads(snapshot.read_text())["checkpoint_results"]
+            except (OSError, ValueError):
+                continue  # being rewritten
+            if len(kept) >= 2 and sorted(kept[-1]["metrics"]["members"]) == clean:
+                return snapshot.parent, kept
+        return None
 
-    wait_until(lambda: len(pack_checkpoints()) >= 3 or not driver.alive(), 600, "three pack checkpoints", driver)
+    wait_until(lambda: registered() or not driver.alive(), 600, "two registered pack checkpoints", driver)
     driver.kill()
-    assert len(pack_checkpoints()) >= 2, driver.describe()
+    assert registered(), driver.describe()
     # Tear the members' files of the newest checkpoint Ray Train registered: both clean runs fall
     # back to the previous one, so they go on in lockstep; the diverged ones have no file there.
-    pack = pack_checkpoints()[0].parent
-    snapshot = json.loads((pack / "checkpoint_manager_snapshot.json").read_text())
-    newest = snapshot["checkpoint_results"][-1]["checkpoint_dir_name"]
+    pack, kept = registered()
+    newest = kept[-1]["checkpoint_dir_name"]
     torn = sorted((pack / newest).glob(f"*/{CHECKPOINT_FILE}"))
     assert sorted(path.parent.name for path in torn) == clean
     for path in torn:
