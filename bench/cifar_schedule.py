@@ -19,6 +19,8 @@ fast rate of all 10 nets one at a time; ``--pack N[,M...]`` also trains them N a
 process, each run on its own CUDA stream (``workloads.engine.packed.PackedTrainers``: the kernels
 of different runs overlap), and estimates the matrix's wall time from the packed rates. (Packing
 separate processes was measured slower than one at a time: without MPS their kernels time-slice.)
+It also times one test pass of every net (``--test-images``, the eager ``evaluate`` that each run of
+``ablate --pack`` does every epoch) and adds it, x 165 epochs, to the packed estimates.
 
 ``--real-data PATH`` (the extracted cifar10-jpeg/ folder with train/ and test/) also trains
 ResNet-20 for ``--real-epochs`` (20) epochs with the fast trainer on real CIFAR-10 (the paper's
@@ -59,6 +61,7 @@ from workloads.models import build_model, parse_model_name  # noqa: E402
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "cifar_schedule.json"
 PAPER_ITERATIONS = 64_000
 TABLE6 = [f"cifar_{kind}{d}" for d in (20, 32, 44, 56, 110) for kind in ("resnet", "plain")]
+CIFAR_TRAIN_IMAGES = 50_000  # an epoch of the paper's recipe: 390 steps of 128
 TARGET_R110_S = 600  # ResNet-110's paper schedule on one H200
 TARGET_MATRIX_S = 1800  # the Table 6 matrix on one H200
 REAL_BASELINE = {"test_error": 16.3, "seconds": 70}  # ResNet-20, 20 epochs, one H200
@@ -130,6 +133,18 @@ def packed_rate(group: list[str], images, labels, mean, device, warmup: int, ste
     return done / seconds
 
 
+def eval_seconds(name: str, images, labels, mean, device) -> float:
+    """Seconds of one test pass of ``name`` over ``images``, as each packed run of ``ablate --pack``
+    does every epoch (``workloads.engine.evaluate``, eager, batch 256); the second of two passes."""
+    autocast, on_cuda = setup(device)
+    model = prepare_model(build_model(name, num_classes=10), device, channels_last=on_cuda)
+    loader = ResidentLoader(images, labels, 256, train=False, mean=mean, device=device)
+    evaluate(model, loader, device, autocast)  # warm-up (cuDNN autotuning)
+    started = time.perf_counter()
+    evaluate(model, loader, device, autocast)  # ends with a host sync: the clock is honest
+    return time.perf_counter() - started
+
+
 def real_data_run(args, device) -> dict:
     """ResNet-20 (the first of --models) on real CIFAR-10 JPEGs, fast trainer, test error at the end."""
     autocast, on_cuda = setup(device)
@@ -170,6 +185,8 @@ def parse_args(argv=None):
     p.add_argument("--models", help="nets measured naive vs fast, comma-separated; '' for none "
                                     "(default cifar_resnet20,cifar_resnet56,cifar_resnet110)")
     p.add_argument("--images", type=int, default=50_000, help="synthetic training images (default 50,000)")
+    p.add_argument("--test-images", type=int, default=10_000,
+                   help="with --matrix: synthetic test images of the per-epoch test pass (default 10,000)")
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first (default 20)")
     p.add_argument("--steps", type=int, default=390, help="timed steps (default 390 = one CIFAR epoch)")
     p.add_argument("--fast-compile", action="store_true", help="also measure fast + torch.compile")
@@ -188,7 +205,7 @@ def parse_args(argv=None):
         args.models = "cifar_resnet8,cifar_resnet20" if args.quick else "cifar_resnet20,cifar_resnet56,cifar_resnet110"
     if args.quick:
         args.cpu = True
-        args.images, args.warmup, args.steps = 1024, 2, 4
+        args.images, args.warmup, args.steps, args.test_images = 1024, 2, 4, 512
     try:
         args.pack = [int(n) for n in args.pack.split(",") if n.strip()]
     except ValueError:
@@ -259,6 +276,14 @@ def main(argv=None) -> int:
                 print(f"  packed {len(group)}: {', '.join(group)}: {rate:.1f} rounds/s", flush=True)
             matrix["packed"].append({"n": n, "groups": groups, "rounds_per_s": [round(r, 2) for r in rates],
                                      "seconds_extrapolated": round(total, 1)})
+        # What `ablate --pack` adds per epoch: every run's test pass, one after another.
+        test_images, test_labels = synthetic(args.test_images, (3, 32, 32), 10, seed=1)
+        per_epoch = sum(eval_seconds(n, test_images, test_labels, mean, device) for n in nets)
+        epochs = -(-PAPER_ITERATIONS // (CIFAR_TRAIN_IMAGES // 128))  # the worker's ceil(64000 / 390)
+        matrix["eval"] = {"test_images": args.test_images, "seconds_per_epoch_all_nets": round(per_epoch, 3),
+                          "epochs": epochs, "seconds_extrapolated": round(per_epoch * epochs, 1)}
+        print(f"  test pass of all {len(nets)} nets on {args.test_images:,} images: {per_epoch:.2f} s per epoch, "
+              f"x {epochs} epochs = {fmt_time(per_epoch * epochs)}", flush=True)
 
     real = real_data_run(args, device) if args.real_data else None
 
@@ -285,6 +310,9 @@ def main(argv=None) -> int:
         for packed in matrix["packed"]:
             line += f"; {packed['n']} at a time on streams: {fmt_time(packed['seconds_extrapolated'])}"
         print(line + f" (target <= {TARGET_MATRIX_S // 60} min on an H200; extrapolated, training steps only)")
+        for packed in matrix["packed"]:
+            print(f"  with every run's test pass each epoch (ablate --pack {packed['n']}): "
+                  f"{fmt_time(packed['seconds_extrapolated'] + matrix['eval']['seconds_extrapolated'])}")
     if real:
         print(f"real CIFAR-10, {real['model']}, {real['epochs']} epochs ({real['iterations']} iterations): "
               f"test error {real['test_top1_error']:.2f}% in {real['wall_seconds_train_and_test']:.1f} s "
