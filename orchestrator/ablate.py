@@ -287,8 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         packing.check_packable(configs, ablation.pack)
         if ablation.pack == 1:
             print("\n".join(t.name for t in ablation.trials))
-        for indices in packing.group(configs, ablation.pack) if ablation.pack > 1 else ():
-            print(f"pack of {len(indices)}:\n" + "\n".join(f"  {ablation.trials[i].name}" for i in indices))
+        else:
+            for indices in packing.group(configs, ablation.pack):
+                print(f"pack of {len(indices)}:\n" + "\n".join(f"  {ablation.trials[i].name}" for i in indices))
         return 0
     summary = ablate(ablation, max_concurrent=args.max_concurrent)
     if args.json:

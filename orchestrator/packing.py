@@ -25,14 +25,11 @@ from pathlib import Path
 import ray.train
 import torch
 
-from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import build_run_data
-from orchestrator.worker import (CHECKPOINT_FILE, MetricsLog, build_run_model, epoch_metrics, inject_nan,
-                                 resolved_recipe, restore_latest_good, step_metrics)
-from workloads.engine import (DivergenceError, evaluate, get_recipe, make_checkpoint, prepare_model,
-                              save_checkpoint)
-from workloads.engine.fast_cifar import FastCifarTrainer
+from orchestrator.worker import (CHECKPOINT_FILE, MetricsLog, build_run_model, epoch_metrics, fast_trainer,
+                                 inject_nan, resolved_recipe, restore_latest_good, save_state, step_metrics)
+from workloads.engine import DivergenceError, evaluate, get_recipe, prepare_model
 from workloads.engine.packed import PackedTrainers
 
 PACK_FILE = "pack.json"  # in each pack checkpoint: the members that diverged before it, with why
@@ -106,16 +103,11 @@ class Member:
     def __init__(self, spec: dict, data, device: torch.device, tracking_uri: str):
         self.config = config = ExperimentConfig(**spec["config"])
         self.name, self.run_id = config.name, spec["run_id"]
-        on_gpu = device.type == "cuda"
-        self.autocast = torch.bfloat16 if on_gpu else None
         torch.manual_seed(config.seed)  # as a run alone seeds rank 0 before building its model
         self.recipe = resolved_recipe(config, len(data.train))
         self.model = prepare_model(build_run_model(config, data.in_channels, data.num_classes), device,
-                                   channels_last=on_gpu)
-        self.fast = FastCifarTrainer(self.model, data.train.images, data.train.labels, self.recipe, device=device,
-                                     mean=data.train.mean, seed=config.seed, pad=data.train.pad,
-                                     autocast_dtype=self.autocast, channels_last=on_gpu, compile=config.compile,
-                                     cuda_graph=False if config.inject_nan else None)
+                                   channels_last=device.type == "cuda")
+        self.fast = fast_trainer(config, self.model, data.train, self.recipe, device)
         self.iteration = 0
         self.log = MetricsLog(tracking_uri, self.run_id)
 
@@ -124,19 +116,8 @@ class Member:
         self.iteration, epoch, fallback, restored = restore_latest_good(
             checkpoint, self.model, self.fast.optimizer, self.config.hash(), member=self.name)
         self.fast.bind_lr()
-        for step, timestamp, metrics in restored.get("unlogged", []):
-            self.log.add(metrics, step, timestamp)  # pending when the checkpoint was taken
-        if fallback:
-            tags = {tracking.CHECKPOINT_FALLBACK: fallback}
-            tracking.retrying(lambda: tracking.set_tags(self.log.client, self.run_id, tags),
-                              "recording the checkpoint fallback")
+        self.log.resume(restored, fallback)
         return epoch
-
-    def diverged(self, error: DivergenceError | str) -> None:
-        """Record the divergence on the run (again, on a resume: rerunning reopened the run)."""
-        self.log.flush(final=True)
-        tags = {tracking.DIVERGED: str(error)}
-        tracking.retrying(lambda: tracking.set_tags(self.log.client, self.run_id, tags), "recording the divergence")
 
 
 def train_pack_worker(loop_config: dict) -> None:
@@ -145,7 +126,6 @@ def train_pack_worker(loop_config: dict) -> None:
     specs = loop_config["members"]
     first = ExperimentConfig(**specs[0]["config"])
     device = ray.train.torch.get_device() if first.use_gpu else torch.device("cpu")
-    torch.manual_seed(first.seed)
     recipe = get_recipe(first.recipe, **first.recipe_overrides)
     data = build_run_data(first, recipe.per_worker_batch(1), 0, 1, device)
     members = [Member(spec, data, device, loop_config["tracking_uri"]) for spec in specs]
@@ -159,7 +139,7 @@ def train_pack_worker(loop_config: dict) -> None:
             gone = json.loads(pack_file.read_text())["diverged"] if pack_file.exists() else {}
         for m in members:
             if m.name in gone:
-                m.diverged(gone[m.name])  # deterministic: retraining it would diverge again
+                m.log.diverged(gone[m.name])  # again (the rerun reopened its run); retraining would diverge again
         restored = {m.name: m.restore(checkpoint) for m in members if m.name not in gone}
         if len(set(restored.values())) > 1:
             # Only when a member's newest file was unreadable and it fell back alone: the pack
@@ -178,7 +158,7 @@ def train_pack_worker(loop_config: dict) -> None:
         reports = {}
         for m, outcome in zip(active, outcomes):
             if isinstance(outcome, DivergenceError):
-                m.diverged(outcome)
+                m.log.diverged(outcome)
                 gone[m.name] = str(outcome)
                 continue
             if isinstance(outcome, Exception):
@@ -186,7 +166,7 @@ def train_pack_worker(loop_config: dict) -> None:
             m.iteration = outcome.end_iteration
             for step in m.fast.logged_steps(m.config.log_every):
                 m.log.add(step_metrics(step), step["iteration"])
-            test = evaluate(m.model, data.test, device, m.autocast)
+            test = evaluate(m.model, data.test, device, torch.bfloat16 if device.type == "cuda" else None)
             reports[m.name] = epoch_metrics(outcome, test, epoch, epochs, m.recipe, data.image_size)
             m.log.add(reports[m.name], m.iteration)
             m.log.flush()  # never waits: an unreachable server leaves them pending
@@ -198,10 +178,8 @@ def train_pack_worker(loop_config: dict) -> None:
             continue
         with tempfile.TemporaryDirectory() as folder:
             for m in active:
-                state = make_checkpoint(m.model, m.fast.optimizer, iteration=m.iteration, epoch=epoch,
-                                        config_hash=m.config.hash(), config=m.config.to_dict(),
-                                        metrics=reports[m.name] | {"unlogged": m.log.unlogged()})
-                save_checkpoint(state, os.path.join(folder, m.name, CHECKPOINT_FILE))
+                save_state(os.path.join(folder, m.name, CHECKPOINT_FILE), m.config, m.model, m.fast.optimizer,
+                           m.iteration, epoch, reports[m.name], m.log)
             Path(folder, PACK_FILE).write_text(json.dumps({"diverged": gone}))
             ray.train.report({"members": reports}, checkpoint=ray.train.Checkpoint.from_directory(folder))
     for m in active:

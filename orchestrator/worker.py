@@ -71,6 +71,23 @@ class MetricsLog:
         if step > self.logged_up_to:
             self.pending.append([step, timestamp_ms or tracking.now_ms(), metrics])
 
+    def resume(self, restored: dict, fallback: str | None) -> None:
+        """After a restore from a checkpoint holding ``restored`` metrics: what was pending when it
+        was taken (MLflow was down) is pending again, and a fallback past unreadable newer
+        checkpoints is noted on the run."""
+        for step, timestamp, metrics in restored.get("unlogged", []):
+            self.add(metrics, step, timestamp)
+        if fallback:
+            self.tag({tracking.CHECKPOINT_FALLBACK: fallback}, "recording the checkpoint fallback")
+
+    def diverged(self, error) -> None:
+        """Record a divergence (``DivergenceError`` or its text) on the run, after what is pending."""
+        self.flush(final=True)
+        self.tag({tracking.DIVERGED: str(error)}, "recording the divergence")
+
+    def tag(self, tags: dict, doing: str) -> None:
+        tracking.retrying(lambda: tracking.set_tags(self.client, self.run_id, tags), doing)
+
     def unlogged(self) -> list[list]:
         """What is pending, as a checkpoint can hold it (primitives only)."""
         return [[step, ts, dict(metrics)] for step, ts, metrics in self.pending]
@@ -158,6 +175,26 @@ def inject_nan(model: torch.nn.Module, spec: str, rank: int, start_iteration: in
     model.register_forward_hook(hook)
 
 
+def fast_trainer(config: ExperimentConfig, model: torch.nn.Module, loader, recipe,
+                 device: torch.device) -> FastCifarTrainer:
+    """The ``engine=fast`` trainer of a one-worker run over ``loader``'s resident data: the same
+    batches and schedule as ``train_epoch`` over that loader."""
+    on_gpu = device.type == "cuda"
+    return FastCifarTrainer(model, loader.images, loader.labels, recipe, device=device, mean=loader.mean,
+                            seed=config.seed, pad=loader.pad, autocast_dtype=torch.bfloat16 if on_gpu else None,
+                            channels_last=on_gpu, compile=config.compile,
+                            # inject_nan's hook is Python: a CUDA graph replay would skip it
+                            cuda_graph=False if config.inject_nan else None)
+
+
+def save_state(path: str, config: ExperimentConfig, model, optimizer, iteration: int, epoch: int, metrics: dict,
+               log: MetricsLog) -> None:
+    """Write the run's checkpoint file, with the metrics not yet in MLflow (``unlogged``)."""
+    state = make_checkpoint(model, optimizer, iteration=iteration, epoch=epoch, config_hash=config.hash(),
+                            config=config.to_dict(), metrics=metrics | {"unlogged": log.unlogged()})
+    save_checkpoint(state, path)
+
+
 def epoch_metrics(stats, test: dict, epoch: int, epochs: int, recipe, image_size: int) -> dict:
     """What a run logs (and checkpoints) at the end of epoch ``epoch`` (1-based)."""
     return {"epoch": epoch, "iteration": stats.end_iteration, "epochs": epochs,
@@ -193,11 +230,7 @@ def train_worker(loop_config: dict) -> None:
     autocast = torch.bfloat16 if on_gpu else None
     fast = None
     if config.engine == "fast":  # one worker (validated): same batches and schedule, faster steps
-        fast = FastCifarTrainer(model, train_loader.images, train_loader.labels, recipe, device=device,
-                                mean=train_loader.mean, seed=config.seed, pad=train_loader.pad,
-                                autocast_dtype=autocast, channels_last=on_gpu, compile=config.compile,
-                                # inject_nan's hook is Python: a CUDA graph replay would skip it
-                                cuda_graph=False if config.inject_nan else None)
+        fast = fast_trainer(config, model, train_loader, recipe, device)
     optimizer = fast.optimizer if fast else build_optimizer(model, recipe)
     iteration, epoch, fallback, restored = 0, 0, None, {}
     checkpoint = ray.train.get_checkpoint()
@@ -213,11 +246,8 @@ def train_worker(loop_config: dict) -> None:
         model = DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
 
     log = MetricsLog(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 else None
-    for step, timestamp, metrics in restored.get("unlogged", []) if log else ():
-        log.add(metrics, step, timestamp)  # pending when the checkpoint was taken (MLflow was down)
-    if log and fallback:
-        tags = {tracking.CHECKPOINT_FALLBACK: fallback}
-        tracking.retrying(lambda: tracking.set_tags(log.client, log.run_id, tags), "recording the checkpoint fallback")
+    if log:
+        log.resume(restored, fallback)
     on_step = (lambda m: log.add(step_metrics(m), m["iteration"])) if log else None
     while epoch < epochs:
         try:
@@ -233,9 +263,7 @@ def train_worker(loop_config: dict) -> None:
             # Every rank raised at the same step. End normally, so Ray does not retry a
             # deterministic failure; rank 0 records it on the run, and the driver marks it failed.
             if log:
-                log.flush(final=True)
-                tags = {tracking.DIVERGED: str(error)}
-                tracking.retrying(lambda: tracking.set_tags(log.client, log.run_id, tags), "recording the divergence")
+                log.diverged(error)
             return
         iteration, epoch = stats.end_iteration, epoch + 1
         broadcast_buffers(model)  # evaluate (and checkpoint) rank 0's model on every shard
@@ -247,10 +275,8 @@ def train_worker(loop_config: dict) -> None:
             log.flush()  # never waits: an unreachable server leaves them pending
         if rank == 0 and save:
             with tempfile.TemporaryDirectory() as folder:
-                state = make_checkpoint(model, optimizer, iteration=iteration, epoch=epoch,
-                                        config_hash=config.hash(), config=config.to_dict(),
-                                        metrics=metrics | {"unlogged": log.unlogged()})
-                save_checkpoint(state, os.path.join(folder, CHECKPOINT_FILE))
+                save_state(os.path.join(folder, CHECKPOINT_FILE), config, model, optimizer, iteration, epoch,
+                           metrics, log)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:
             # A barrier: every rank reports as often as rank 0 does.

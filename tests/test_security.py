@@ -214,8 +214,9 @@ cli.init_ray()
 ctx = ray.get_runtime_context()
 from ray._private import worker
 node = worker.global_worker.node
+watcher = ray.get(ray.remote(lambda: os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")).remote())
 print(json.dumps({"gcs": node.gcs_address, "dashboard": ray._private.worker._global_node.address_info.get("webui_url"),
-                  "session_dir": node.get_session_dir_path()}))
+                  "session_dir": node.get_session_dir_path(), "preemption_watcher": watcher}))
 """
 
 
@@ -234,6 +235,8 @@ def test_init_ray_starts_a_private_ray_with_token_auth_and_no_dashboard(tmp_path
         assert line, probe.stderr.read()[-3000:] if probe.poll() is not None else "no output"
         info = json.loads(line)
         assert info["dashboard"] in (None, "")  # include_dashboard=False: nothing to reach over HTTP
+        # Ray's processes (Ray Train's controller among them) start no preemption watcher on one machine.
+        assert info["preemption_watcher"] == "0"
         # Not asserted: the GCS address is the machine's IP, and Ray 2.60 binds gRPC to every
         # interface (docs/ARCHITECTURE.md): the token below is what guards it.
         # A client that presents no token is refused by the cluster's GCS.

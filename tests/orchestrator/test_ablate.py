@@ -71,6 +71,7 @@ def test_smoke_matrix_end_to_end(tiny_ablation):
     client = MlflowClient(uri)
 
     assert summary["failed"] == []
+    assert summary["trials_at_once"] == 2  # 2 CPUs, 0.95 + 0.01 per one-worker trial
     parent = client.get_run(summary["parent_run_id"])
     assert parent.info.status == "FINISHED"
     children = client.search_runs([parent.info.experiment_id],
