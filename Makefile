@@ -27,10 +27,13 @@ data:
 ablate: setup
 	$(PY) -m orchestrator.ablate $(ARGS)
 
-# PostgreSQL for the cluster rehearsal test (started by the test itself, on 127.0.0.1).
+# PostgreSQL for the cluster rehearsal test (started by the test itself, on 127.0.0.1) and
+# Chromium for the comparison report's browser test (Playwright drives this one, downloads none).
 test-services:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 test: setup test-services
 	$(PY) -m pytest $(PYTEST_ARGS)
