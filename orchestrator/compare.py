@@ -4,7 +4,10 @@ Selects training runs from any tracking URI (a sqlite file or an `mlflow server`
 by parent run (an ablation or an ensemble: its child runs) and/or by an MLflow filter string, and
 writes one folder:
 
-  report.html    self-contained: the tables and the figures (base64 PNG)
+  report.html    self-contained: a summary (does training error rise with depth for plain nets and
+                 fall for residual nets, as in the paper; measured minus the paper's numbers), then
+                 the figures (base64 PNG) and the full tables
+  screenshot.png that page as headless Chromium shows it 1280 px wide (where `chromium` is installed)
   runs.*         one row per run: final training error, test top-1/top-5 error
   parity.*       one row per cell (model x shortcut x data set x recipe x test view): the measured
                  test error, mean ± std over seeds, beside the paper's number (Tables 2, 3, 4, 6) and
@@ -45,6 +48,7 @@ from orchestrator import cli, report, tracking
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import load_split
 from orchestrator.parity import PARITY_COLUMNS, parity_table
+from orchestrator.results import degradation_findings
 from orchestrator.worker import build_run_model
 from workloads.analysis.responses import layer_responses, response_layers
 from workloads.data import ResidentLoader, per_pixel_mean
@@ -59,6 +63,8 @@ FIG7_BATCH = 128  # images per forward pass of that analysis
 # Params besides model, shortcut and data set that make two runs the same cell (seeds aside).
 SETTING_PARAMS = ("stride_placement", "train_subset", "test_subset", "recipe")
 REPORT_FILE = "report.html"
+SCREENSHOT = "screenshot.png"  # the page in headless Chromium, where this machine has it
+SCREENSHOT_TAG = "orchestrator.report.screenshot"  # "taken" or "not taken: why"
 
 RUN_COLUMNS = ["name", "dataset", "model", "net", "depth", "shortcut", "seed", "status", "iteration",
                "train_error", "test_top1_error", "test_top5_error", "setting", "git_commit", "run_id"]
@@ -290,45 +296,123 @@ def check_out(out: Path) -> None:
 
 def write_report(folder: Path, title: str, records: list[dict], parity: list[dict], points: list[dict],
                  responses: list[dict], skipped: dict[str, str], notes: list[str]) -> list[str]:
-    """Every file of the report into ``folder``; returns their names."""
+    """Every file of the report into ``folder``; returns their names. The page puts the summary
+    first (depth against training error, the diffs against the paper), the figures and full tables
+    after."""
     files = report.write_rows(records, RUN_COLUMNS, folder, "runs")
     files += report.write_rows(parity, PARITY_COLUMNS, folder, "parity")
     files += report.write_rows(points, CURVE_COLUMNS, folder, "curves")
     curves_png = report.curves_figure(records, points)
     (folder / "curves.png").write_bytes(curves_png)
-    sections = [
-        ("Selection", "<p>" + "<br>".join(map(html.escape, notes)) + "</p>"),
-        ("Paper parity (test error %, mean ± std over seeds)", report.html_table(parity_display(parity), [
-            ("dataset", "data set"), ("model", "model"), ("shortcut", "shortcut"), ("setting", "setting"),
-            ("view", "view"), ("runs", "runs"), ("seeds", "seeds"), ("train", "train err"), ("top1", "top-1 err"),
-            ("paper_top1_error", "paper top-1"), ("diff_top1", "diff"), ("top5", "top-5 err"),
-            ("paper_top5_error", "paper top-5"), ("diff_top5", "diff"), ("paper_table", "paper table")])),
-        ("Training curves (Figs. 1, 4, 6)", report.embedded_png(curves_png, "training curves")),
-    ]
     files.append(folder / "curves.png")
+    summary = [("Degradation (Figs. 1, 4, 6)", degradation_html(records)),
+               ("Against the paper", paper_diffs_html(parity))]
+    details = [("Training curves", report.embedded_png(curves_png, "training curves"))]
     if responses or skipped:
         files += report.write_rows(responses, FIG7_COLUMNS, folder, "fig7")
         fig7_png = report.fig7_figure(records, responses)
         (folder / "fig7.png").write_bytes(fig7_png)
         files.append(folder / "fig7.png")
         missing = "".join(f"<li>{html.escape(why)}</li>" for why in skipped.values())
-        sections.append(("Layer responses (Fig. 7)", report.embedded_png(fig7_png, "Fig. 7")
-                         + (f"<p>Not analysed:</p><ul>{missing}</ul>" if missing else "")))
-    sections.append(("Runs", report.html_table(records, [(c, c) for c in RUN_COLUMNS])))
-    (folder / REPORT_FILE).write_text(report.html_page(title, sections))
+        details.append(("Layer responses (Fig. 7)", report.embedded_png(fig7_png, "Fig. 7")
+                        + (f"<p>Not analysed:</p><ul>{missing}</ul>" if missing else "")))
+    details += [
+        ("Every cell", "<p>Test error %, mean ± std over seeds; diff is measured minus paper.</p>"
+         + wide_table(parity_display(parity), [
+             ("dataset", "data set"), ("model", "model"), ("shortcut", "shortcut"), ("setting", "setting"),
+             ("view", "view"), ("runs", "runs"), ("seeds", "seeds"), ("train", "train err"), ("top1", "top-1 err"),
+             ("paper_top1_error", "paper top-1"), ("diff_top1", "diff"), ("top5", "top-5 err"),
+             ("paper_top5_error", "paper top-5"), ("diff_top5", "diff"), ("paper_table", "paper table")])),
+        ("Runs", "<p>Errors in %; commits and run ids shortened (hover for the whole, or see runs.csv).</p>"
+         + wide_table(runs_display(records), RUN_HEADERS)),
+        ("Selection", "<p>" + "<br>".join(map(html.escape, notes)) + "</p>"),
+    ]
+    unfinished = [f"{r['name']} ({r['status']})" for r in records if r["status"] != "FINISHED"]
+    lead = notes[0] + (f"; not finished, so left out of means and findings: {', '.join(unfinished)}"
+                       if unfinished else "")
+    (folder / REPORT_FILE).write_text(report.html_page(title, html.escape(lead), [
+        ("Summary", summary), ("Details", details)]))
     return sorted([REPORT_FILE] + [p.name for p in files])
 
 
+def wide_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """A page-wide table; a setting that every row shares is said once above it, not in a column
+    (the longest cells, repeated, are what pushed the table past the page)."""
+    settings = {r["setting"] for r in rows}
+    if len(settings) != 1:
+        return report.html_table(rows, columns, "wide")
+    note = f"<p>Setting of every row: <code>{html.escape(settings.pop() or 'none')}</code></p>"
+    return note + report.html_table(rows, [c for c in columns if c[0] != "setting"], "wide")
+
+
+# The paper's finding: with depth, a plain net's training error rises (the degradation problem),
+# a residual net's falls.
+PAPER_TREND = {"plain": "rises", "residual": "falls"}
+
+
+def degradation_html(records: list[dict]) -> str:
+    """How training error moves from the shallowest to the deepest finished net, per net type (and
+    shortcut and seed), each line marked as agreeing with the paper or not."""
+    findings = degradation_findings(records)
+    if not findings:
+        return "<p>No net type has finished runs at two depths: nothing to say about depth.</p>"
+    items = []
+    for line in findings:
+        agrees = f"training error {PAPER_TREND[line.split()[0]]} " in line
+        items.append(f"<li class='{'agree' if agrees else 'disagree'}'>{html.escape(line)}: "
+                     f"{'as in the paper' if agrees else 'unlike the paper'}</li>")
+    return ("<p>The paper: plain nets' training error rises with depth (the degradation problem), "
+            "residual nets' falls.</p><ul class='findings'>" + "".join(items) + "</ul>")
+
+
+def paper_diffs_html(parity: list[dict]) -> str:
+    """The measured cells the paper has a number for, beside it; or why there are none."""
+    rows = [r for r in parity_display(parity) if r["paper_table"] and r["runs"]]
+    if not rows:
+        return (f"<p>None of the {len(parity)} cells has both a finished run and a number in the paper, "
+                "which reports CIFAR-10 (Table 6, residual nets with option A) and ImageNet (Tables 2-5); "
+                "see every cell below.</p>")
+    return ("<p>Test error %, measured (mean ± std over seeds) minus the paper's.</p>" + report.html_table(rows, [
+        ("model", "model"), ("shortcut", "shortcut"), ("view", "view"), ("seeds", "seeds"), ("top1", "top-1 err"),
+        ("paper_top1_error", "paper"), ("diff_top1", "diff"), ("top5", "top-5 err"), ("paper_top5_error", "paper"),
+        ("diff_top5", "diff"), ("paper_table", "table")]))
+
+
 def parity_display(parity: list[dict]) -> list[dict]:
-    """Parity rows with "mean ± std" strings for the HTML table."""
+    """Parity rows as the page shows them: "mean ± std", signed diffs, and how many seeds."""
     def show(mean, std):
         return None if mean is None else f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
     return [{**r, "train": show(r["train_error"], None), "top1": show(r["test_top1_error"], r["test_top1_std"]),
-             "top5": show(r["test_top5_error"], r["test_top5_std"])} for r in parity]
+             "top5": show(r["test_top5_error"], r["test_top5_std"]), "seeds": len(set(r["seeds"])),
+             **{k: None if r[k] is None else f"{r[k]:+.2f}" for k in ("diff_top1", "diff_top5")}} for r in parity]
 
 
-def log_report(client, selection: dict, folder: Path, fig7: bool, counts: dict) -> str:
-    """Log the report folder as artifacts of the selection's "report" run (made once per selection)."""
+RUN_HEADERS = [("name", "name"), ("dataset", "data set"), ("model", "model"), ("net", "net"), ("depth", "depth"),
+               ("shortcut", "shortcut"), ("seed", "seed"), ("status", "status"), ("iteration", "iterations"),
+               ("train_error", "train err"), ("test_top1_error", "top-1 err"), ("test_top5_error", "top-5 err"),
+               ("setting", "setting"), ("git_commit", "commit"), ("run_id", "run id")]
+
+
+def runs_display(records: list[dict]) -> list[dict]:
+    """Run rows as the page shows them: commit and run id cut to 8 characters, whole on hover."""
+    def short(value):
+        return None if value is None else (value[:8], value)
+    return [{**r, "git_commit": short(r["git_commit"]), "run_id": short(r["run_id"])} for r in records]
+
+
+def take_screenshot(folder: Path) -> str:
+    """``folder``'s page as headless Chromium shows it on a laptop, saved as ``SCREENSHOT`` beside it:
+    "taken", or "not taken: why" (no Chromium on this machine, or it failed to render)."""
+    try:
+        (folder / SCREENSHOT).write_bytes(report.screenshot(folder / REPORT_FILE))
+    except (OSError, RuntimeError) as error:  # TimeoutError and FileNotFoundError are OSErrors
+        return f"not taken: {error}"
+    return "taken"
+
+
+def log_report(client, selection: dict, folder: Path, fig7: bool, counts: dict, screenshot: str) -> str:
+    """Log the report folder as artifacts of the selection's "report" run (made once per selection);
+    its tag ``SCREENSHOT_TAG`` says whether this report's screenshot was taken."""
     parent = selection["parent"]
     experiment = selection["experiment"]
     key = {"experiment": experiment.experiment_id, "parent": parent and parent.info.run_id,
@@ -339,6 +423,7 @@ def log_report(client, selection: dict, folder: Path, fig7: bool, counts: dict) 
         tags={KIND: "report", "orchestrator.report.parent": parent.info.run_id if parent else "",
               "orchestrator.report.filter": selection["filter"] or ""})
     run_id = run.info.run_id
+    tracking.set_tags(client, run_id, {SCREENSHOT_TAG: screenshot})
     client.log_artifacts(run_id, str(folder), "report")
     tracking.log_metrics(client, run_id, counts, step=0)
     tracking.finish(client, run_id, ok=True)
@@ -381,10 +466,14 @@ def compare(client, tracking_uri: str, selection: dict, out: Path, *, fig7: bool
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the report is meant to be shared
     try:
-        files = write_report(staging, f"ResNet comparison: {notes[0]}", records, parity, points, responses,
+        label = parent.info.run_name if parent else selection["experiment"].name
+        files = write_report(staging, f"ResNet comparison: {label}", records, parity, points, responses,
                              skipped, notes)
+        screenshot = take_screenshot(staging)
+        echo(f"[compare] screenshot {screenshot}")
+        files = sorted(files + [SCREENSHOT] if screenshot == "taken" else files)
         run_id = log_report(client, selection, staging, fig7, {"runs": len(records), "cells": len(parity),
-                                                               "evaluations": len(evaluations)})
+                                                               "evaluations": len(evaluations)}, screenshot)
         replace_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -394,7 +483,7 @@ def compare(client, tracking_uri: str, selection: dict, out: Path, *, fig7: bool
             "tracking_uri": tracking_uri, "experiment": selection["experiment"].name,
             "parent_run_id": parent.info.run_id if parent else None, "filter": selection["filter"],
             "run_ids": [r["run_id"] for r in records], "evaluation_run_ids": [e["run_id"] for e in evaluations],
-            "parity": parity, "fig7_skipped": skipped}
+            "parity": parity, "fig7_skipped": skipped, "screenshot": screenshot}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """Writing a comparison report: figures (matplotlib, Agg, PNG), one self-contained HTML page with
-the figures embedded as base64, and the data behind every table and figure as CSV and Parquet.
+the figures embedded as base64, the data behind every table and figure as CSV and Parquet, and a
+screenshot of the page in headless Chromium.
 
 Everything here works on plain rows (lists of dicts) built by ``orchestrator.compare``; nothing
 reads MLflow.
@@ -8,9 +9,20 @@ reads MLflow.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
+import fcntl
 import html
 import io
+import json
+import math
+import os
+import re
+import select
+import shutil
+import signal
+import tempfile
+import time
 from pathlib import Path
 
 import matplotlib
@@ -119,30 +131,198 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def html_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    """``columns``: (key, header). Numbers print with two decimals, lists joined with spaces."""
+def html_table(rows: list[dict], columns: list[tuple[str, str]], css_class: str = "") -> str:
+    """``columns``: (key, header). Floats print with two decimals, lists joined with spaces; a
+    ``(shown, full)`` pair shows the first and gives the second on hover (abbreviated ids). Numbers
+    are right-aligned."""
     def cell(value):
+        hover = ""
+        if isinstance(value, tuple):
+            value, full = value
+            hover = f" title='{html.escape(str(full))}'"
+        numeric = isinstance(value, (int, float)) or bool(isinstance(value, str) and NUMBER.fullmatch(value))
         if value is None:
-            return "–"
-        if isinstance(value, float):
-            return f"{value:.2f}"
-        return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+            text = "–"
+        elif isinstance(value, float):
+            text = f"{value:.2f}"
+        else:
+            text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+        return f"<td{' class=num' if numeric else ''}{hover}>{html.escape(text)}</td>"
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(r.get(k)))}</td>" for k, _ in columns) + "</tr>"
-                   for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join("<tr>" + "".join(cell(r.get(k)) for k, _ in columns) + "</tr>" for r in rows)
+    attribute = f" class='{css_class}'" if css_class else ""
+    return f"<table{attribute}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def html_page(title: str, sections: list[tuple[str, str]]) -> str:
-    """One self-contained page: ``sections`` are (heading, inner HTML)."""
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1200px}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
-             "text-align:right}th{background:#eee}img{max-width:100%}")
-    parts = [f"<h2>{html.escape(heading)}</h2>\n{inner}" for heading, inner in sections]
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>\n"
-            + "\n".join(parts) + "\n</body></html>\n")
+# A number as the tables show it: "6.43", "+0.27", "74.41 ± 0.20".
+NUMBER = re.compile(r"[-+]?\d+(\.\d+)?( ± \d+(\.\d+)?)?")
+
+# Read at a laptop's width: wide tables take the page width and wrap their cells at spaces and
+# hyphens; text outside tables (a tracking URI) may break anywhere rather than push the page sideways.
+STYLE = """
+body{font-family:system-ui,sans-serif;color:#222;line-height:1.4;max-width:1200px;margin:1.5em auto;
+  padding:0 1.5em}
+p,li{overflow-wrap:anywhere}
+h1{font-size:1.6em;margin-bottom:.2em}
+h2{border-bottom:2px solid #ccc;padding-bottom:.15em;margin-top:1.6em}
+h3{margin:1.2em 0 .4em}
+nav,.lead{color:#555}
+nav a{margin-right:.9em}
+table{border-collapse:collapse;font-size:13px;margin:.4em 0}
+table.wide{width:100%}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#eee}
+td.num{text-align:right;white-space:nowrap}
+img{max-width:100%;height:auto}
+li.agree::marker{content:"✓ ";color:#1a7f37}
+li.disagree::marker{content:"✗ ";color:#b3261e}
+"""
+
+
+def html_page(title: str, lead: str, parts: list[tuple[str, list[tuple[str, str]]]]) -> str:
+    """One self-contained page: ``parts`` are (heading, [(subheading, inner HTML)]), e.g. a summary
+    then the details; a line of links to every subsection heads the page."""
+    def anchor(text):
+        return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    nav = " ".join(f"<a href='#{anchor(sub)}'>{html.escape(sub)}</a>" for _, subs in parts for sub, _ in subs)
+    body = "\n".join(
+        f"<h2 id='{anchor(heading)}'>{html.escape(heading)}</h2>\n"
+        + "\n".join(f"<h3 id='{anchor(sub)}'>{html.escape(sub)}</h3>\n{inner}" for sub, inner in subs)
+        for heading, subs in parts)
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>\n"
+            f"<h1>{html.escape(title)}</h1>\n<p class='lead'>{lead}</p>\n<nav>{nav}</nav>\n{body}\n</body></html>\n")
 
 
 def embedded_png(png: bytes, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+# Chromium without a network: these keep it from reaching for updates, sync and QUIC, which on a
+# machine with no route out leave it waiting on connections.
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+PAGE_WIDTH = 1280  # CSS pixels: a laptop screen
+PAGE_HEIGHT = 800
+
+
+def screenshot(page: Path, *, width: int = PAGE_WIDTH, height: int = PAGE_HEIGHT, timeout: float = 60.0) -> bytes:
+    """The whole of the HTML file ``page`` as headless Chromium (``chromium`` on PATH) renders it in a
+    ``width`` x ``height`` viewport, as a PNG ``width`` pixels wide. Raises FileNotFoundError without
+    Chromium, TimeoutError or RuntimeError when it does not render the page."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
+    with tempfile.TemporaryDirectory(prefix="report-chromium-") as profile, \
+            _DevTools(chromium, profile, timeout) as browser:
+        target = browser.call("Target.createTarget", url="about:blank")["targetId"]
+        session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        browser.call("Emulation.setDeviceMetricsOverride", session, width=width, height=height,
+                     deviceScaleFactor=1, mobile=False)
+        browser.call("Page.enable", session)
+        browser.call("Page.setLifecycleEventsEnabled", session, enabled=True)
+        navigation = browser.call("Page.navigate", session, url=Path(page).resolve().as_uri())
+        if navigation.get("errorText"):
+            raise RuntimeError(f"Chromium could not open {page}: {navigation['errorText']}")
+        # "load" of this navigation: the page and its images (the figures) are in.
+        browser.wait_for(session, "Page.lifecycleEvent",
+                         lambda e: e["name"] == "load" and e["loaderId"] == navigation["loaderId"])
+        size = browser.call("Page.getLayoutMetrics", session)["cssContentSize"]
+        shot = browser.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
+                            clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+    return base64.b64decode(shot["data"])
+
+
+def _pipe_above_4() -> tuple[int, int]:
+    """``os.pipe()`` with both ends numbered 5 or more, so that moving them onto 3 and 4 cannot
+    overwrite one with the other."""
+    ends = os.pipe()
+    moved = tuple(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 5) for fd in ends)
+    for fd in ends:
+        os.close(fd)
+    return moved
+
+
+class _DevTools:
+    """Chromium's DevTools protocol on a pipe (``--remote-debugging-pipe``): Chromium reads commands
+    on its fd 3 and writes replies and events on its fd 4, each a JSON message ended by NUL. No
+    driver package and no port: the report needs nothing but the browser."""
+
+    def __init__(self, chromium: str, profile: str, timeout: float):
+        commands_in, commands_out = _pipe_above_4()
+        self._replies, replies_out = _pipe_above_4()
+        quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, mode, 0)
+                 for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY))]
+        self._pid = os.posix_spawn(
+            chromium, [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--hide-scrollbars",
+                       "--remote-debugging-pipe"], os.environ,
+            file_actions=quiet + [(os.POSIX_SPAWN_DUP2, commands_in, 3), (os.POSIX_SPAWN_DUP2, replies_out, 4)],
+            setsid=True)  # its own process group, so that a hung browser is ended with its helpers
+        os.close(commands_in)
+        os.close(replies_out)
+        self._status: int | None = None
+        self._commands = os.fdopen(commands_out, "wb")
+        self._deadline = time.monotonic() + timeout
+        self._timeout = timeout
+        self._buffer = b""
+        self._last_id = 0
+        self._events: list[dict] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        with contextlib.suppress(OSError):  # a browser already gone has closed its end
+            self._commands.write(b'{"id": 0, "method": "Browser.close"}\0')
+            self._commands.close()
+        if self._wait(10) is None:
+            os.killpg(self._pid, signal.SIGKILL)
+            self._wait(math.inf)
+        with contextlib.suppress(OSError):
+            self._commands.close()
+        os.close(self._replies)
+
+    def _wait(self, timeout: float) -> int | None:
+        """The browser's exit status once it has exited within ``timeout`` seconds, else None."""
+        deadline = time.monotonic() + timeout
+        while self._status is None and time.monotonic() < deadline:
+            pid, status = os.waitpid(self._pid, os.WNOHANG)
+            if pid:
+                self._status = os.waitstatus_to_exitcode(status)
+            else:
+                time.sleep(0.05)
+        return self._status
+
+    def call(self, method: str, session: str | None = None, **params) -> dict:
+        self._last_id += 1
+        message = {"id": self._last_id, "method": method, "params": params}
+        self._commands.write(json.dumps(message | ({"sessionId": session} if session else {})).encode() + b"\0")
+        self._commands.flush()
+        while True:
+            reply = self._read()
+            if reply.get("id") != self._last_id:
+                self._events.append(reply)
+            elif "error" in reply:
+                raise RuntimeError(f"Chromium refused {method}: {reply['error'].get('message')}")
+            else:
+                return reply["result"]
+
+    def wait_for(self, session: str, method: str, matches) -> None:
+        def seen():
+            return any(e.get("method") == method and e.get("sessionId") == session and matches(e["params"])
+                       for e in self._events)
+        while not seen():
+            self._events.append(self._read())
+
+    def _read(self) -> dict:
+        while b"\0" not in self._buffer:
+            left = self._deadline - time.monotonic()
+            if left <= 0 or not select.select([self._replies], [], [], left)[0]:
+                raise TimeoutError(f"Chromium did not render the page within {self._timeout:.0f} s")
+            chunk = os.read(self._replies, 1 << 20)
+            if not chunk:
+                raise RuntimeError(f"Chromium exited (status {self._wait(10)}) before rendering the page")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)

@@ -1,5 +1,6 @@
 """python -m orchestrator.compare: the parity builder on the paper's cells, and a report over the
-runs of one small real ablation (Ray Tune + MLflow + Fashion-MNIST), checked against MLflow."""
+runs of one small real ablation (Ray Tune + MLflow + Fashion-MNIST), checked against MLflow and
+opened in headless Chromium (Debian's package, driven by Playwright)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,29 @@ import json
 import math
 import re
 import statistics
+import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow.artifacts
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
+from playwright.sync_api import sync_playwright
 
-from orchestrator import cli, compare, parity
+from orchestrator import cli, compare, parity, report
 from orchestrator.ablate import place_trials
 from orchestrator.config import ExperimentConfig
+from orchestrator.results import degradation_findings
 from orchestrator.worker import build_run_model
 from workloads.analysis.responses import layer_responses
 from workloads.engine import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 FIG7_IMAGES = 64
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; make test-services installs it
 
 
 def record(model, seed=0, dataset="cifar10", shortcut=None, top1=None, top5=None, status="FINISHED"):
@@ -184,7 +190,7 @@ def test_html_embeds_both_figures_and_the_report_run_holds_every_file(ablation_r
     page = (out / "report.html").read_text()
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert len(images) == 2 and all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
-    assert "tiny-cifar_resnet14-A-s0" in page and "<table>" in page
+    assert "tiny-cifar_resnet14-A-s0" in page and "<table class='wide'>" in page
     assert sorted(p.name for p in out.iterdir()) == report["files"]
     assert {"curves.png", "fig7.png", "parity.csv", "parity.parquet", "fig7.parquet"} <= set(report["files"])
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".report.")]  # no staging left
@@ -238,3 +244,127 @@ def test_cli_refuses_a_missing_database_in_one_line(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert f"no MLflow database at {missing}" in result.stderr
     assert not missing.parent.exists() and not (tmp_path / "out").exists()
+
+
+# ---- the page in a real browser ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium at a laptop's viewport, on a fresh profile, driven by Playwright."""
+    if not CHROMIUM.is_file():
+        pytest.fail(f"no Chromium at {CHROMIUM}: run `make test-services` (installs Debian's chromium)")
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), headless=True, args=list(report.CHROMIUM_FLAGS),
+            viewport={"width": report.PAGE_WIDTH, "height": report.PAGE_HEIGHT})
+        yield context
+        context.close()
+
+
+def open_page(browser, path: Path):
+    """``(page, problems)``: ``path`` loaded, with every console error, page error and failed request."""
+    page = browser.new_page()
+    problems = []
+    page.on("console", lambda m: problems.append(f"console {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"request {r.url[:80]} {r.failure}"))
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    return page, problems
+
+
+def layout(page) -> dict:
+    """What a reader sees: page and table widths, images' natural sizes, where sections start."""
+    return page.evaluate("""() => {
+        const top = e => e.getBoundingClientRect().top + window.scrollY;
+        const head = text => [...document.querySelectorAll('h2, h3')].find(h => h.textContent === text);
+        return {
+            viewport: document.documentElement.clientWidth, page: document.documentElement.scrollWidth,
+            tables: [...document.querySelectorAll('table')].map(t => t.getBoundingClientRect().right),
+            images: [...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]),
+            firstImage: document.images.length ? top(document.images[0]) : null,
+            summary: top(head('Summary')), details: top(head('Details')),
+            findings: [...document.querySelectorAll('ul.findings li')].map(li => [li.className, li.textContent]),
+        };
+    }""")
+
+
+def column(page, heading: str, header: str) -> list[str]:
+    """The cells under ``header`` in the table after the subsection ``heading``."""
+    return page.evaluate("""([heading, header]) => {
+        const h = [...document.querySelectorAll('h3')].find(h => h.textContent === heading);
+        let table = h.nextElementSibling;
+        while (table.tagName !== 'TABLE') table = table.nextElementSibling;
+        const i = [...table.querySelectorAll('th')].findIndex(th => th.textContent === header);
+        return [...table.querySelectorAll('tbody tr')].map(tr => tr.children[i].textContent);
+    }""", [heading, header])
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_the_report_reads_summary_first_and_fits_a_laptop_screen_in_chromium(ablation_report, browser):
+    out = ablation_report["out"]
+    page, problems = open_page(browser, out / "report.html")
+    seen = layout(page)
+    assert problems == []
+    # Both figures loaded, at the size of the PNG files beside the page.
+    assert [i[:2] for i in seen["images"]] == [["training curves", True], ["Fig. 7", True]]
+    assert [tuple(i[2:]) for i in seen["images"]] == [png_size((out / "curves.png").read_bytes()),
+                                                      png_size((out / "fig7.png").read_bytes())]
+    # Nothing wider than the window: no sideways scrolling, every table inside it.
+    assert seen["page"] <= seen["viewport"] and len(seen["tables"]) == 2
+    assert all(right <= seen["viewport"] for right in seen["tables"])
+    # The summary opens the page, within the first screen, before any figure or full table.
+    assert seen["summary"] < report.PAGE_HEIGHT and seen["summary"] < seen["details"] < seen["firstImage"]
+    # The ablation's depth trends, as `ablate` prints them, each with its verdict (judged in the test below).
+    lines = degradation_findings([compare.run_record(r) for r in ablation_report["selection"]["runs"]])
+    assert len(lines) == 2 and [text.rsplit(": ", 1)[0] for _, text in seen["findings"]] == lines
+    assert column(page, "Every cell", "seeds") == ["1"] * 4  # one seed per cell (it read "0", the seed)
+    page.close()
+
+
+def test_the_report_run_holds_a_screenshot_of_the_whole_page(ablation_report, browser):
+    client, summary = ablation_report["client"], ablation_report["report"]
+    run = client.get_run(summary["report_run_id"])
+    assert summary["screenshot"] == "taken" and run.data.tags[compare.SCREENSHOT_TAG] == "taken"
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=f"report/{compare.SCREENSHOT}",
+                                               dst_path=str(ablation_report["folder"] / "shot"),
+                                               tracking_uri=ablation_report["uri"])
+    shot = Path(path).read_bytes()
+    assert shot == (ablation_report["out"] / compare.SCREENSHOT).read_bytes()
+    # A laptop's width, and as tall as the page Playwright lays out at that width: the whole page.
+    page, _ = open_page(browser, ablation_report["out"] / "report.html")
+    height = page.evaluate("document.documentElement.scrollHeight")
+    page.close()
+    assert png_size(shot) == (report.PAGE_WIDTH, height) and height > 2 * report.PAGE_HEIGHT
+    assert len(shot) > 100_000  # two figures' worth of pixels, not a blank page
+
+
+def test_the_summary_puts_each_paper_cell_beside_its_number_and_judges_depth(tmp_path, browser):
+    """Cells from the paper's tables (CIFAR-10, Table 6) over several seeds, in Chromium: the
+    summary lists the measured ones with seed counts and signed diffs, and marks each depth trend
+    as agreeing with the paper or not."""
+    records = [record("cifar_resnet110", seed, shortcut="A", top1=e) for seed, e in enumerate([6.5, 6.7, 6.9])]
+    records += [record("cifar_resnet20", shortcut="A", top1=8.9), record("cifar_resnet56", shortcut="A", status="FAILED"),
+                record("cifar_plain20", top1=9.0), record("cifar_plain56", top1=12.0)]
+    train = {"cifar_plain20": 5.0, "cifar_plain56": 7.0, "cifar_resnet20": 2.0, "cifar_resnet110": 3.0}
+    for r in records:
+        r.update(train_error=train.get(r["model"]), iteration=64000, git_commit="0" * 40, train_metric="train_error")
+    compare.write_report(tmp_path, "paper cells", records, parity.parity_table(records), [], [], {}, ["6 runs"])
+    page, problems = open_page(browser, tmp_path / "report.html")
+    seen = layout(page)
+    assert problems == [] and seen["page"] <= seen["viewport"]
+    assert all(right <= seen["viewport"] for right in seen["tables"])
+    assert column(page, "Against the paper", "model") == ["cifar_resnet20", "cifar_resnet110"]  # not the failed 56
+    assert column(page, "Against the paper", "seeds") == ["1", "3"]
+    assert column(page, "Against the paper", "top-1 err") == ["8.90", "6.70 ± 0.20"]
+    assert column(page, "Against the paper", "diff")[:2] == ["+0.15", "+0.27"]
+    assert seen["findings"] == [
+        ["agree", "plain nets (seed 0): training error rises with depth, 20 layers 5.0% -> 56 layers 7.0%: "
+                  "as in the paper"],
+        ["disagree", "residual nets (seed 0): training error rises with depth, 20 layers 2.0% -> 110 layers 3.0%: "
+                     "unlike the paper"]]
+    assert "cifar_resnet56 (FAILED)" in page.inner_text("p.lead")
+    page.close()
