@@ -25,25 +25,27 @@ import tempfile
 import time
 from pathlib import Path
 
-import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestrator import cli, packing, tracking
+from orchestrator import cli, packing, resources, storage, tracking
 from orchestrator.config import ExperimentConfig, parse_overrides
 from orchestrator.matrix import Ablation, Trial, list_ablations, load_ablation
 from orchestrator.progress import RunWatcher, epoch_line
+from orchestrator.resources import DEFAULT_WAIT_MINUTES, Demand
 from orchestrator.results import degradation_findings, format_table, results_table, save_table
 from orchestrator.train import run_tags
 from orchestrator.trainer import check_data, fit, record_result
 
 DEFAULT_PRESET = "smoke"
-TRIAL_DRIVER_CPU = 0.01  # a trial's Tune function only waits on its TorchTrainer
-# Trial functions (and so the Ray Train controllers they start) run on the head node, which Ray
-# marks with this resource: a worker node that dies then takes only workers with it, which Ray
-# Train restarts elsewhere, instead of the trial itself and the placement groups it held.
+# Trial functions (and so the Ray Train controllers they start, which Ray attaches to their node)
+# run on the head node, which Ray marks with this resource: a worker node that dies then takes only
+# Train workers with it, which Ray Train restarts elsewhere, instead of the trial itself and the
+# placement groups it held. They hold no CPU: a trial function only waits on its TorchTrainer, and
+# the head of a cluster built as Ray advises (cluster/: `--num-cpus=0`) has none to give. Ray pins
+# its own Train state actor to the head the same way.
 HEAD_NODE = "node:__internal_head__"
-TRIAL_DRIVER = {"CPU": TRIAL_DRIVER_CPU, HEAD_NODE: 0.001}
+TRIAL_DRIVER = {"CPU": 0, HEAD_NODE: 0.001}
 
 
 def build_parser():
@@ -61,6 +63,7 @@ def build_parser():
                    help="train up to N engine=fast runs together in one worker, each on its own CUDA stream "
                         "(default: the preset's pack, else 1); e.g. --pack 10 for Table 6 on one GPU")
     p.add_argument("--dry-run", action="store_true", help="list the trials and exit")
+    cli.add_wait_arg(p)
     cli.add_tracking_args(p)
     return p
 
@@ -82,31 +85,28 @@ def place_trials(ablation: Ablation) -> list[Trial]:
     for trial in ablation.trials:
         config = trial.config
         config = dataclasses.replace(config, tracking_uri=config.resolved_tracking_uri(),
-                                     storage_path=_join(config.storage_path, ablation.name))
+                                     storage_path=storage.joined(config.storage_path, ablation.name))
         placed.append(dataclasses.replace(trial, config=config))
     return placed
 
 
-def _join(storage: str, name: str) -> str:
-    return f"{storage.rstrip('/')}/{name}" if "://" in storage else str(Path(storage).resolve() / name)
-
-
 def run_trial(trial_config: dict) -> None:
     """Tune's function trainable: one trial = one Ray Train run, closed in MLflow at the end."""
-    spec = trial_config["spec"]
+    spec, wait_s = trial_config["spec"], trial_config["wait_s"]
     if "members" in spec:
-        return run_pack(spec)
+        return run_pack(spec, wait_s)
     config = ExperimentConfig(**spec["config"])
     client = tracking.MlflowClient(tracking_uri=config.tracking_uri)
     tracking.reopen(client, spec["run_id"])  # a rerun of a failed trial starts with a clean record
     # No restart_ray: the trial runs inside the ablation's Ray; a failed trial is rerun on resume.
-    result, error = fit(config, spec["run_id"], config.tracking_uri, callbacks=[TuneReportCallback()])
+    result, error = fit(config, spec["run_id"], config.tracking_uri, callbacks=[TuneReportCallback()],
+                        wait_s=wait_s)
     summary = record_result(client, config, spec["run_id"], result, error)
     if summary.status != "FINISHED":
         raise RuntimeError(f"trial {config.name} failed: {summary.error}")
 
 
-def run_pack(spec: dict) -> None:
+def run_pack(spec: dict, wait_s: float) -> None:
     """A packed trial: one Ray Train run training every member (``orchestrator/packing.py``), then
     each member's MLflow run closed from its part of the result."""
     configs = [ExperimentConfig(**member["config"]) for member in spec["members"]]
@@ -115,7 +115,7 @@ def run_pack(spec: dict) -> None:
         tracking.reopen(client, member["run_id"])
     loop = (packing.train_pack_worker, {"members": spec["members"], "tracking_uri": configs[0].tracking_uri})
     result, error = fit(dataclasses.replace(configs[0], name=spec["name"]), None, configs[0].tracking_uri,
-                        callbacks=[TuneReportCallback()], loop=loop)
+                        callbacks=[TuneReportCallback()], loop=loop, wait_s=wait_s)
     failed = []
     for config, member in zip(configs, spec["members"]):
         summary = record_result(client, config, member["run_id"], packing.member_result(result, config.name), error)
@@ -151,70 +151,77 @@ def quiet_tune() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def resource_needs(config: ExperimentConfig) -> dict:
-    needs = {"CPU": TRIAL_DRIVER_CPU + config.workers * config.cpus_per_worker}
-    if config.use_gpu:
-        needs["GPU"] = config.workers * config.gpus_per_worker
-    return needs
+def trials_at_once(demands: list[Demand], requested: int | None, *, private: bool, wait_s: float, echo,
+                   who: str) -> int:
+    """How many trials run at once: ``requested``, else as many as the nodes hold side by side (on an
+    autoscaling cluster, as many as its largest size holds: trials beyond the current nodes wait for
+    their worker groups, and those waiting placement groups are what the autoscaler scales up for).
+
+    Tune itself would start every trial at once, since each asks for only a sliver of the head;
+    their TorchTrainers would then queue for workers. A demand no node holds is refused or waited
+    for first (``resources.ensure``)."""
+    resources.ensure(demands, private=private, wait_s=wait_s, echo=echo, who=who)
+    if requested:
+        return requested
+    nodes = resources.node_capacities()
+    ceiling = None if private else resources.autoscaler_ceiling()
+    if ceiling is not None:
+        nodes = [ceiling]  # its node types' sum: an upper bound, the placement groups do the rest
+    return max(1, min(resources.copies_that_fit(d, nodes) for d in demands))
 
 
-def concurrency(trials: list[Trial], available: dict, requested: int | None) -> int:
-    """How many trials run at once: what the cluster's resources allow (or ``requested``).
-
-    Tune itself would start every trial at once, since each asks for only a sliver of CPU;
-    their TorchTrainers would then queue for workers and time out.
-    """
-    fits = []
-    for trial in trials:
-        needs = resource_needs(trial.config)
-        for resource, amount in needs.items():
-            have = available.get(resource, 0)
-            if amount > have:
-                raise ValueError(f"trial {trial.name} needs {amount:g} {resource} but the Ray cluster "
-                                 f"has {have:g}; lower workers / cpus_per_worker / gpus_per_worker")
-        fits.append(min(int(available[r] // a) for r, a in needs.items() if a > 0))
-    allowed = max(1, min(fits))
-    return min(allowed, requested) if requested else allowed
-
-
-def ablate(ablation: Ablation, *, max_concurrent: int | None = None, echo=print, kind: str = "ablation") -> dict:
+def ablate(ablation: Ablation, *, max_concurrent: int | None = None, wait_s: float = DEFAULT_WAIT_MINUTES * 60,
+           echo=print, kind: str = "ablation") -> dict:
     """Run (or resume) every trial of ``ablation``; returns the summary written by ``--json``.
-    ``kind`` tags the parent run (``orchestrator.kind``), e.g. "ensemble" for ``orchestrator.ensemble``."""
+    ``kind`` tags the parent run (``orchestrator.kind``), e.g. "ensemble" for ``orchestrator.ensemble``.
+    Nothing is written to MLflow before Ray is known to hold a trial (``trials_at_once``)."""
     started = time.time()
+    requested = max_concurrent if max_concurrent is not None else ablation.max_concurrent
+    if requested is not None and requested < 1:
+        raise ValueError(f"max_concurrent must be >= 1 trial at a time, got {requested} (leave it out to fit the cluster)")
     trials = place_trials(ablation)
     packing.check_packable([t.config for t in trials], ablation.pack)
     first = trials[0].config
+    storage.check(first.storage_path, "--storage-path")
     shapes = {t.config.dataset: check_data(t.config)
               for t in {(t.config.dataset, t.config.data_root): t for t in trials}.values()}
+    found = tracking.lookup(first.tracking_uri, first.experiment, [child_key(ablation, t) for t in trials])
+    earlier = {t.name: found[child_key(ablation, t)] for t in trials}  # child runs of an earlier attempt
+    for trial in trials:
+        check_child(earlier[trial.name], ablation, trial)
+    pending = [t for t in trials if earlier[t.name] is None or earlier[t.name].info.status != "FINISHED"]
+    workers_at_once = 0
+    if pending:
+        cli.init_ray()
+        demands = {(d.count, tuple(sorted(d.bundle.items()))): d
+                   for d in (resources.run_demand(t.config, f"trial {t.name}") for t in pending)}
+        workers_at_once = trials_at_once(list(demands.values()), requested, private=cli.private_ray(),
+                                         wait_s=wait_s, echo=echo, who=ablation.name)
     client = tracking.connect(first.tracking_uri)
     experiment_id = tracking.ensure_experiment(client, first.experiment)
     parent, _ = tracking.get_or_create_run(client, experiment_id, ablation.name, run_name=ablation.name,
                                            tags={"orchestrator.kind": kind})
     parent_id = parent.info.run_id
     children = {trial.name: child_run(client, experiment_id, parent_id, ablation, trial) for trial in trials}
-    pending = [t for t in trials if children[t.name].info.status != "FINISHED"]
-    workers_at_once = 0
     echo(f"[{ablation.name}] {len(trials)} trials: {len(trials) - len(pending)} finished, "
          f"{len(pending)} to run | MLflow parent run {parent_id} at {first.tracking_uri}")
     if pending:
         client.update_run(parent_id, status="RUNNING")
-        cli.init_ray()
-        workers_at_once = concurrency(pending, ray.cluster_resources(), max_concurrent or ablation.max_concurrent)
         specs = trial_specs(ablation, trials, children, pending)
         if ablation.pack > 1:
             echo(f"[{ablation.name}] {len(pending)} runs packed into {len(specs)} trial(s) of up to {ablation.pack}")
         echo(f"[{ablation.name}] running {workers_at_once} trial(s) at a time")
         quiet_tune()
-        space = {"spec": tune.grid_search(specs)}
         tuner = tune.Tuner(
             tune.with_resources(run_trial, TRIAL_DRIVER),
-            param_space=space,
+            param_space={"spec": tune.grid_search(specs), "wait_s": wait_s},
             tune_config=tune.TuneConfig(max_concurrent_trials=workers_at_once),
             run_config=tune.RunConfig(name=f"{ablation.name}-tune", storage_path=first.storage_path,
                                       verbose=0, callbacks=[TrialEvents(echo)]),
         )
         watch = {t.name: children[t.name].info.run_id for t in pending}
-        with RunWatcher(first.tracking_uri, watch, lambda label, m, eta: echo(epoch_line(label, m, eta))):
+        with RunWatcher(first.tracking_uri, watch, lambda label, m, eta: echo(epoch_line(label, m, eta))), \
+                resources.PendingWatch(echo, ablation.name):
             tuner.fit()
 
     rows = results_table(client, trials, children, shapes)
@@ -237,25 +244,33 @@ def ablate(ablation: Ablation, *, max_concurrent: int | None = None, echo=print,
             "trials_at_once": workers_at_once, "failed": failed, "trials": rows}
 
 
+def child_key(ablation: Ablation, trial: Trial) -> str:
+    return f"{ablation.name}/{trial.name}"
+
+
+def check_child(run, ablation: Ablation, trial: Trial) -> None:
+    """Refuse a trial whose child run (from an earlier attempt) holds another config."""
+    if run is not None and run.data.tags.get(tracking.CONFIG_HASH) != trial.config.hash():
+        raise ValueError(f"trial {trial.name} of ablation {ablation.name!r} exists with another config "
+                         f"(MLflow run {run.info.run_id}); rerun under another --name")
+
+
 def child_run(client, experiment_id: str, parent_id: str, ablation: Ablation, trial: Trial):
-    """The trial's child run, created once; a rerun with another config under the name is refused."""
+    """The trial's child run, created once (``check_child`` checked an existing one's config)."""
     run, created = tracking.get_or_create_run(
-        client, experiment_id, f"{ablation.name}/{trial.name}", run_name=trial.name,
+        client, experiment_id, child_key(ablation, trial), run_name=trial.name,
         tags=run_tags(trial.config) | {"ablation": ablation.name}, parent_run_id=parent_id)
     if created:
         tracking.log_params(client, run.info.run_id, trial.config.to_dict())
-    elif run.data.tags.get(tracking.CONFIG_HASH) != trial.config.hash():
-        raise ValueError(f"trial {trial.name} of ablation {ablation.name!r} exists with another config "
-                         f"(MLflow run {run.info.run_id}); rerun under another --name")
     return run
 
 
-def results_folder(storage: str, name: str) -> Path:
+def results_folder(storage_path: str, name: str) -> Path:
     """Where the results table goes: the ablation's storage folder, or, for remote storage
     (s3://...), a local temporary folder: the table's lasting copy is the MLflow artifact."""
-    if "://" in storage:
+    if storage.is_remote(storage_path):
         return Path(tempfile.mkdtemp(prefix=f"{name}-results-"))
-    return Path(storage)
+    return Path(storage_path)
 
 
 class TrialEvents(tune.Callback):
@@ -291,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             for indices in packing.group(configs, ablation.pack):
                 print(f"pack of {len(indices)}:\n" + "\n".join(f"  {ablation.trials[i].name}" for i in indices))
         return 0
-    summary = ablate(ablation, max_concurrent=args.max_concurrent)
+    summary = ablate(ablation, max_concurrent=args.max_concurrent,
+                     wait_s=resources.wait_seconds(args.wait_for_resources))
     if args.json:
         cli.write_json(args.json, summary)
     return 1 if summary["failed"] else 0

@@ -16,6 +16,7 @@ USAGE_ERROR = 2
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
     """Run a CLI's ``main``; a user's mistake (ValueError, FileNotFoundError) becomes one line on
     stderr and exit code 2, never a traceback."""
+    from orchestrator.resources import ResourcesUnavailable
     from orchestrator.tracking import TrackingUnavailable
 
     try:
@@ -23,7 +24,7 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
-    except TrackingUnavailable as error:  # not the user's mistake, but not our bug: one line, exit 1
+    except (TrackingUnavailable, ResourcesUnavailable) as error:  # not the user's mistake, not our bug
         print(f"error: {error}; rerun the same command to resume", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
@@ -52,6 +53,18 @@ def add_tracking_args(p: argparse.ArgumentParser) -> None:
                    "or an NFS path on a cluster (default: ./runs)")
     p.add_argument("--json", metavar="PATH", type=Path,
                    help="write a machine-readable summary (run ids, metrics, URIs) to PATH")
+
+
+def add_wait_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait-for-resources", type=float, metavar="MINUTES",
+                   help="on a cluster (RAY_ADDRESS): how long to wait for nodes that can hold the work, asking "
+                        "the autoscaler for them (default 30; 0: fail at once). A private local Ray never "
+                        "grows: work it cannot hold is refused at once")
+
+
+def private_ray() -> bool:
+    """Whether this command runs on its own local Ray (no ``$RAY_ADDRESS``), which can never grow."""
+    return not os.environ.get("RAY_ADDRESS")
 
 
 def write_json(path: Path, payload) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from orchestrator.storage import is_remote
 from workloads.data import list_datasets
 from workloads.engine import config_hash, get_recipe, list_recipes
 from workloads.models import build_model
@@ -27,6 +28,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 SHARDED_DATASETS = ("imagenet",)
 TRAIN_PRESETS = CONFIG_DIR / "train"
 ENGINES = ("loop", "fast")
+MAX_NAME_BYTES = 200
 DECODES = ("cpu", "device")
 
 
@@ -90,13 +92,13 @@ class ExperimentConfig:
         uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if uri:
             return uri
-        if "://" in self.storage_path:
+        if is_remote(self.storage_path):
             raise ValueError(f"storage_path {self.storage_path!r} is remote: give a tracking_uri "
                              "(--tracking-uri or MLFLOW_TRACKING_URI) that every node can reach")
         return f"sqlite:///{Path(self.storage_path).resolve() / 'mlflow.db'}"
 
     def resolved_storage_path(self) -> str:
-        return self.storage_path if "://" in self.storage_path else str(Path(self.storage_path).resolve())
+        return self.storage_path if is_remote(self.storage_path) else str(Path(self.storage_path).resolve())
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
@@ -243,6 +245,15 @@ def validate(config: ExperimentConfig) -> None:
             raise ValueError(f"inject_nan {config.inject_nan!r} must be RANK:ITERATION, e.g. 1:5")
     if not config.name or "/" in config.name or config.name.strip() != config.name:
         raise ValueError(f"name {config.name!r} must be non-empty, without '/' or edge spaces")
+    check_name_length(config.name, "name")
+
+
+def check_name_length(name: str, what: str) -> None:
+    """A name becomes a folder (Ray Train's run, Tune's experiment) and an MLflow run name: keep it
+    well inside a file name's 255 bytes and MLflow's 250-character run names."""
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise ValueError(f"{what} {name[:40]!r}... is {len(name.encode())} bytes long; at most {MAX_NAME_BYTES} "
+                         "(it names the run's folders and its MLflow run)")
 
 
 def _coerce(key: str, value):

@@ -35,10 +35,11 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from orchestrator import cli, tracking
+from orchestrator import cli, resources, storage, tracking
 from orchestrator.ablate import ablate, place_trials
 from orchestrator.config import CONFIG_DIR, SHARDED_DATASETS, ExperimentConfig, parse_overrides, preset_path, read_yaml
 from orchestrator.inference import Member, score_members, score_shards
+from orchestrator.resources import DEFAULT_WAIT_MINUTES, Demand
 from orchestrator.matrix import Ablation, expand
 from orchestrator.data import IMAGENET_MEAN, IMAGENET_SIZE, load_split, sharded_test_split
 from orchestrator.worker import CHECKPOINT_FILE
@@ -82,20 +83,20 @@ def load_ensemble(preset: str, overrides: dict | None = None, name: str | None =
 
 
 def train(ablation: Ablation, view: str, *, evaluate_after: bool = True, max_concurrent: int | None = None,
-          echo=print) -> dict:
+          wait_s: float = DEFAULT_WAIT_MINUTES * 60, echo=print) -> dict:
     """Train (or resume) every member as a child run of one ensemble parent, then evaluate them."""
     first = place_trials(ablation)[0].config
-    client = tracking.connect(first.tracking_uri)
-    taken = tracking.find_run(client, tracking.ensure_experiment(client, first.experiment), ablation.name)
+    taken = tracking.lookup(first.tracking_uri, first.experiment, [ablation.name])[ablation.name]
     if taken is not None and taken.data.tags.get(KIND) != "ensemble":
         raise ValueError(f"name {ablation.name!r} is taken by a {taken.data.tags.get(KIND, 'training')} run "
                          f"({taken.info.run_id}); pick another --name")
-    summary = ablate(ablation, max_concurrent=max_concurrent, echo=echo, kind="ensemble")
+    summary = ablate(ablation, max_concurrent=max_concurrent, wait_s=wait_s, echo=echo, kind="ensemble")
     if evaluate_after and not summary["failed"]:
+        client = tracking.connect(first.tracking_uri)
         runs = parent_members(client, client.get_run(summary["parent_run_id"]))
         summary["evaluation"] = evaluate(client, runs, view=view, use_gpu=first.use_gpu,
                                          storage_path=first.storage_path, parent=summary["parent_run_id"],
-                                         echo=echo)
+                                         wait_s=wait_s, echo=echo)
     return summary
 
 
@@ -281,7 +282,8 @@ def member_tag(name: str) -> str:
 def evaluate(client, runs: list, *, view: str = "center", weights: list[float] | None = None,
              checkpoint: str = "last", data_root: str | None = None, test_subset: int | None = None,
              use_gpu: bool = False, cpus: float = 1.0, shards: int | None = None, batch_size: int = 256,
-             out: Path | None = None, storage_path: str = "runs", parent: str | None = None, echo=print) -> dict:
+             out: Path | None = None, storage_path: str = "runs", parent: str | None = None,
+             wait_s: float = DEFAULT_WAIT_MINUTES * 60, echo=print) -> dict:
     """Score ``runs`` (finished MLflow training runs) on their test split and log the ensemble."""
     check_runs(runs)
     if weights is not None and len(weights) != len(runs):
@@ -298,6 +300,7 @@ def evaluate(client, runs: list, *, view: str = "center", weights: list[float] |
         if shards is not None:
             raise ValueError(f"--shards {shards}: {test_config.dataset} members are scored one task per val "
                              "shard file and member; leave --shards out")
+        storage.check(test_config.data_root, "--data-root")
         test = sharded_test_split(test_config)
         image_size = IMAGENET_SIZE  # every view resizes ImageNet's images of many sizes first
     else:
@@ -310,6 +313,9 @@ def evaluate(client, runs: list, *, view: str = "center", weights: list[float] |
     echo(f"[ensemble] scoring {len(members)} member(s) on {len(test.labels)} {test_config.dataset} test images, "
          f"view {view}, over Ray")
     cli.init_ray()
+    task = {"CPU": cpus, "GPU": 1.0} if use_gpu else {"CPU": cpus}
+    resources.ensure([Demand("an inference task", 1, task)], private=cli.private_ray(), wait_s=wait_s, echo=echo,
+                     who="ensemble")
     if sharded:
         probabilities = score_shards(members, test, view, use_gpu=use_gpu, cpus=cpus)
     else:
@@ -342,7 +348,7 @@ def report(summary: dict, metadata: dict) -> dict:
 
 
 def _output_folder(storage_path: str, name: str) -> Path:
-    if "://" in storage_path:  # remote storage: the file lives on in the MLflow run only
+    if storage.is_remote(storage_path):  # remote storage: the file lives on in the MLflow run only
         return Path(tempfile.mkdtemp(prefix=f"{name}-"))
     return Path(storage_path).resolve() / "ensembles" / name
 
@@ -424,6 +430,7 @@ def build_parser():
     t.add_argument("--max-concurrent", type=int, help="members trained at once (default: what fits)")
     t.add_argument("--no-evaluate", action="store_true", help="train only")
     t.add_argument("--dry-run", action="store_true", help="list the members and exit")
+    cli.add_wait_arg(t)
     cli.add_tracking_args(t)
 
     e = sub.add_parser("evaluate", help="score members chosen in MLflow and report the ensemble")
@@ -434,6 +441,7 @@ def build_parser():
     e.add_argument("--experiment", default=ExperimentConfig.experiment, help="for --parent NAME and --best")
     e.add_argument("--filter", default="", help="an MLflow search filter for --best, e.g. \"tags.dataset = 'cifar10'\"")
     add_scoring_args(e)
+    cli.add_wait_arg(e)
     cli.add_tracking_args(e)
 
     c = sub.add_parser("combine", help="recombine members from stored per-image probabilities")
@@ -494,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
             for trial in ablation.trials:
                 print(trial.name)
             return 0
-        summary = train(ablation, view, evaluate_after=not args.no_evaluate, max_concurrent=args.max_concurrent)
+        summary = train(ablation, view, evaluate_after=not args.no_evaluate, max_concurrent=args.max_concurrent,
+                        wait_s=resources.wait_seconds(args.wait_for_resources))
         failed = bool(summary["failed"])
     elif args.command == "evaluate":
         check_scoring_args(args)
@@ -511,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = evaluate(client, runs, view=args.view, weights=parse_weights(args.weights, len(runs)),
                            checkpoint=args.checkpoint, data_root=args.data_root, test_subset=args.test_subset,
                            use_gpu=args.gpu, cpus=args.cpus, shards=args.shards, batch_size=args.batch_size,
-                           out=args.out, storage_path=storage, parent=args.parent and parent.info.run_id)
+                           out=args.out, storage_path=storage, parent=args.parent and parent.info.run_id,
+                           wait_s=resources.wait_seconds(args.wait_for_resources))
         failed = False
     else:
         client, _ = _client(args)

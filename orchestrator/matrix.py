@@ -25,8 +25,8 @@ import yaml
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.config import (CONFIG_DIR, FIELDS, ExperimentConfig, load_config, make_config,
-                                 merge, preset_path, read_yaml)
+from orchestrator.config import (CONFIG_DIR, FIELDS, ExperimentConfig, check_name_length, load_config,
+                                 make_config, merge, preset_path, read_yaml)
 
 ABLATE_PRESETS = CONFIG_DIR / "ablate"
 MODEL_AXES = ("family", "depth", "residual")
@@ -75,6 +75,7 @@ def expand(spec: dict, overrides: dict, name: str | None = None) -> Ablation:
     name = name or spec.get("name")
     if not name or "/" in str(name):
         raise ValueError(f"ablation name {name!r} must be non-empty and without '/'")
+    check_name_length(str(name), "ablation name")
     base = dict(spec.get("base") or {})
     base_preset = base.pop("preset", None)
     matrix = {k: v if isinstance(v, list) else [v] for k, v in (spec.get("matrix") or {}).items()}
@@ -111,10 +112,17 @@ def expand(spec: dict, overrides: dict, name: str | None = None) -> Ablation:
         trials.setdefault(trial_name, Trial(trial_name, make_config(config_values),
                                             {"model": model, "depth": depth, "residual": residual, **values}))
     pack = spec.get("pack", 1)
-    if not isinstance(pack, int) or isinstance(pack, bool) or pack < 1:
+    if not _count(pack):
         raise ValueError(f"ablation {name!r}: pack must be an integer >= 1, got {pack!r}")
+    if spec.get("max_concurrent") is not None and not _count(spec["max_concurrent"]):
+        raise ValueError(f"ablation {name!r}: max_concurrent must be an integer >= 1 or null (fit the cluster), "
+                         f"got {spec['max_concurrent']!r}")
     return Ablation(name=name, trials=tuple(trials.values()), max_concurrent=spec.get("max_concurrent"),
                     description=str(spec.get("description", "")), pack=pack)
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def trial_label(ablation: str, model: str, values: dict) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator import cli
+from orchestrator import cli, storage
 from workloads.data.shards import IMAGE_FORMATS, ShardEvent, list_shard_datasets, open_source, write_shards
 
 
@@ -56,6 +56,7 @@ def prepare(dataset: str, out: str, *, split: str = "train", data_root: str | No
     """List the split, write (or finish writing) its shards; returns ``write_shards``' summary."""
     if dataset not in list_shard_datasets():
         raise ValueError(f"unknown data set {dataset!r}; valid: {list_shard_datasets()}")
+    storage.check(out, "--out")
     source = open_source(dataset, split, data_root)
     echo(f"[{split}] {dataset}: {len(source)} inputs, {len(source.classes)} classes -> {out}")
     summary = write_shards(source, out, image_format=image_format, shard_size=shard_size,

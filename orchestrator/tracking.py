@@ -27,6 +27,10 @@ CHECKPOINT_FALLBACK = "orchestrator.checkpoint_fallback"  # set by rank 0 when i
 ERROR = "orchestrator.error"  # why the run failed, set when it is closed
 ATTEMPT_TAGS = (DIVERGED, CHECKPOINT_FALLBACK, ERROR)  # what one attempt at a run says about itself
 PARAM_VALUE_LIMIT = 6000  # characters MLflow keeps of one param value
+# The driver module a database tracking URI's dialect imports -> the package that provides it. The
+# project installs psycopg (SQLAlchemy's default for postgresql://); the others are the user's choice.
+DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
+                   "pymysql": "pymysql", "pyodbc": "pyodbc", "pymssql": "pymssql"}
 
 # MLflow's sqlite store runs alembic migrations on first use and logs each one at INFO.
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -57,13 +61,33 @@ def connect(uri: str) -> MlflowClient:
             raise ValueError(f"cannot create the MLflow database folder {folder}: {error.strerror}; "
                              "pick another --storage-path or --tracking-uri") from None
     fail_fast()
-    client = MlflowClient(tracking_uri=uri)
     try:
+        client = MlflowClient(tracking_uri=uri)  # a database URI opens its store (and driver) here
         client.search_experiments(max_results=1)
+    except ModuleNotFoundError as error:
+        package = DRIVER_PACKAGES.get(error.name.split(".")[0], error.name)
+        raise ValueError(f"MLflow tracking URI {uri.split('://')[0]}://... needs the Python package {package!r}, "
+                         f"which is not installed (pip install {package})") from None
     except Exception as error:  # noqa: BLE001 - any transport or store error means unreachable
         reason = str(error).splitlines()[0][:200]
         raise ValueError(f"MLflow tracking URI {uri!r} is unreachable: {reason}") from None
     return client
+
+
+def lookup(uri: str, experiment: str, run_keys: list[str]) -> dict:
+    """Each run key's run in ``experiment`` (None where there is none), read without writing: a sqlite
+    database that does not exist yet holds no run and is not created here. Commands look first, then
+    check that Ray can hold the work, and only then create experiments and runs."""
+    tracking_patience_s()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return dict.fromkeys(run_keys)
+    client = connect(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return dict.fromkeys(run_keys)
+    if found.lifecycle_stage != "active":
+        raise ValueError(f"MLflow experiment {experiment!r} is deleted; restore it or pick another name")
+    return {key: find_run(client, found.experiment_id, key) for key in run_keys}
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:

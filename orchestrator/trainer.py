@@ -20,9 +20,10 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, WorkerGroupError
 from ray.train.torch import TorchTrainer
 
-from orchestrator import tracking
+from orchestrator import storage, tracking
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import data_shape, ray_datasets
+from orchestrator.resources import DEFAULT_WAIT_MINUTES, run_demand, start_timeout_failures
 from orchestrator.worker import CHECKPOINT_FILE, build_run_model, train_worker
 from workloads.engine import load_checkpoint
 
@@ -53,6 +54,7 @@ def check_data(config: ExperimentConfig) -> tuple[int, int, int]:
     Driving a remote cluster ($RAY_ADDRESS), the data may live only on its nodes: then a missing
     path is left for the workers to report, and the shape is the model family's usual one.
     """
+    storage.check(config.data_root, "--data-root")
     try:
         return data_shape(config)
     except FileNotFoundError:
@@ -62,17 +64,17 @@ def check_data(config: ExperimentConfig) -> tuple[int, int, int]:
 
 
 def scaling_config(config: ExperimentConfig) -> ScalingConfig:
-    resources = {"CPU": config.cpus_per_worker}
-    if config.use_gpu:
-        resources["GPU"] = config.gpus_per_worker
-    return ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu,
-                         resources_per_worker=resources)
+    demand = run_demand(config, config.name)  # what ``resources.ensure`` checked the cluster for
+    return ScalingConfig(num_workers=demand.count, use_gpu=config.use_gpu, resources_per_worker=demand.bundle)
 
 
 def build_trainer(config: ExperimentConfig, run_id: str, tracking_uri: str,
-                  callbacks: list | None = None, loop: tuple[Callable, dict] | None = None) -> TorchTrainer:
+                  callbacks: list | None = None, loop: tuple[Callable, dict] | None = None,
+                  wait_s: float = DEFAULT_WAIT_MINUTES * 60) -> TorchTrainer:
     """A trainer whose name and storage are the run's: rerunning it resumes from its checkpoint.
-    ``loop``: another ``(train_loop_per_worker, its config)`` than one run's (a pack's)."""
+    ``loop``: another ``(train_loop_per_worker, its config)`` than one run's (a pack's). A worker group
+    that cannot be placed (its node lost, none coming back) fails the run after about ``wait_s``."""
+    _, start_retries = start_timeout_failures(wait_s)
     train_fn, loop_config = loop or (train_worker, {"config": config.to_dict(), "run_id": run_id,
                                                     "tracking_uri": tracking_uri})
     return TorchTrainer(
@@ -84,7 +86,8 @@ def build_trainer(config: ExperimentConfig, run_id: str, tracking_uri: str,
             name=config.name,
             storage_path=config.resolved_storage_path(),
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=config.max_failures),
+            failure_config=FailureConfig(max_failures=config.max_failures,
+                                         controller_failure_limit=start_retries),
             callbacks=callbacks or [],
             # Ray Train logs every report at INFO; the driver prints its own progress instead.
             logging_config=LoggingConfig(log_level="WARNING"),
@@ -93,8 +96,8 @@ def build_trainer(config: ExperimentConfig, run_id: str, tracking_uri: str,
 
 
 def fit(config: ExperimentConfig, run_id: str | None, tracking_uri: str, callbacks: list | None = None,
-        restart_ray: Callable[[], None] | None = None, echo=print,
-        loop: tuple[Callable, dict] | None = None) -> tuple[ray.train.Result | None, BaseException | None]:
+        restart_ray: Callable[[], None] | None = None, echo=print, loop: tuple[Callable, dict] | None = None,
+        wait_s: float = DEFAULT_WAIT_MINUTES * 60) -> tuple[ray.train.Result | None, BaseException | None]:
     """``(result, error)`` of training the run to the end.
 
     Ray Train retries its workers' failures itself (``max_failures``), but a Ray process of the run
@@ -108,7 +111,7 @@ def fit(config: ExperimentConfig, run_id: str | None, tracking_uri: str, callbac
     attempt = 0
     while True:
         try:
-            return build_trainer(config, run_id, tracking_uri, callbacks, loop).fit(), None
+            return build_trainer(config, run_id, tracking_uri, callbacks, loop, wait_s).fit(), None
         except Exception as failure:  # noqa: BLE001 - recorded in MLflow by the caller
             if restart_ray is None or attempt == config.max_failures or not _a_ray_process_died(failure):
                 return None, failure
@@ -135,7 +138,7 @@ def _a_ray_process_died(error: BaseException) -> bool:
 
 def run_folder(config: ExperimentConfig) -> Path | None:
     """The local folder Ray Train keeps this run's checkpoints in (None for remote storage)."""
-    if "://" in config.storage_path:
+    if storage.is_remote(config.storage_path):
         return None
     return Path(config.resolved_storage_path()) / config.name
 

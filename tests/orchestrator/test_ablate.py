@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.ablate import ablate, concurrency, place_trials, results_folder
+from orchestrator import resources
+from orchestrator.ablate import ablate, place_trials, results_folder, trials_at_once
 from orchestrator.config import parse_overrides
 from orchestrator.matrix import expand, load_ablation
 
@@ -48,11 +49,18 @@ def test_bad_matrices_are_refused_before_any_trial(axes, message):
         load_ablation("smoke", axes=axes)
 
 
-def test_an_impossible_resource_request_is_refused():
-    trials = load_ablation("smoke", parse_overrides(["workers=4"])).trials
-    with pytest.raises(ValueError, match="needs 3.81 CPU but the Ray cluster has 2"):
-        concurrency(trials, {"CPU": 2.0}, None)
-    assert concurrency(load_ablation("smoke").trials, {"CPU": 2.0}, None) == 2  # 0.96 CPU a trial
+def demands(ablation) -> list:
+    return [resources.run_demand(t.config, f"trial {t.name}") for t in ablation.trials]
+
+
+def test_trials_run_as_many_at_once_as_the_machine_holds_and_an_impossible_one_is_refused(ray_local):
+    at_once = dict(private=True, wait_s=0, echo=print, who="t")
+    assert trials_at_once(demands(load_ablation("smoke")), None, **at_once) == 2  # 0.95 CPU a trial, 2 CPUs
+    assert trials_at_once(demands(load_ablation("smoke")), 1, **at_once) == 1
+    wide = load_ablation("smoke", parse_overrides(["workers=4"]))
+    with pytest.raises(ValueError, match=r"trial smoke-cifar_plain8-s0 asks for 4 workers x \{0.95 CPU\} = 3.8 CPU; "
+                                         r"this machine has 2 CPU"):
+        trials_at_once(demands(wide), None, **at_once)
 
 
 def test_cli_refuses_bad_input_in_one_line_before_ray_starts(tmp_path):

@@ -63,6 +63,18 @@ CASES: dict[str, list[tuple[str, list[str], str]]] = {
         ("device-decode-in-memory", ["--set", "decode=device"],
          r"decode 'device' needs a sharded data set \(imagenet\), not the in-memory 'fashion-mnist'"),
         # The imagenet preset decodes on the device; these shards hold pixels.
+        # Demands a private local Ray can never meet (it cannot grow): refused before any MLflow write.
+        ("gpu-without-gpu", ["--gpu", "--iterations", "4"],
+         r"run smoke asks for 2 workers x \{1 CPU, 1 GPU\} = 2 CPU, 2 GPU; this machine has \d+ CPU, 0 GPU "
+         r"\(a private local Ray: it cannot grow\)"),
+        ("more-workers-than-cores", ["--set", "workers=64", "--iterations", "4"],
+         r"run smoke asks for 64 workers x \{1 CPU\} = 64 CPU; this machine has \d+ CPU"),
+        ("gpu-fraction-above-one", ["--gpu", "--set", "gpus_per_worker=1.5"],
+         r"gpus_per_worker must be a fraction in \(0, 1\] or a whole number, got 1.5"),
+        ("negative-wait", ["--wait-for-resources", "-1"], r"--wait-for-resources -1.0: give minutes >= 0"),
+        ("name-too-long", ["--name", "n" * 300], r"name 'n+'\.\.\. is 300 bytes long; at most 200"),
+        ("missing-db-driver", ["--tracking-uri", "mysql://127.0.0.1:1/db"],
+         r"MLflow tracking URI mysql://\.\.\. needs the Python package 'mysqlclient'"),
         ("device-decode-raw-shards", ["-p", "imagenet", "--data-root", "{store}/raw-shards"],
          r"decode 'device' decodes JPEG bytes, but .*raw-shards/train holds 'raw' pixels .*use decode=cpu, or "
          r"prepare the train split again with --format encoded"),
@@ -75,6 +87,11 @@ CASES: dict[str, list[tuple[str, list[str], str]]] = {
         ("unknown-key", ["--set", "colour=red"], r"unknown config key\(s\) colour"),
         ("name-with-slash", ["--name", "a/b"], r"ablation name 'a/b' must be non-empty and without '/'"),
         ("missing-data-root", ["--data-root", "{case}/nowhere", "--axis", "depth=[8]"], r"nowhere"),
+        ("max-concurrent-zero", ["--max-concurrent", "0"], r"max_concurrent must be >= 1 trial at a time, got 0"),
+        ("gpu-trials-without-gpu", ["--set", "use_gpu=true", "--axis", "depth=[8]"],
+         r"trial smoke-cifar_\S+ asks for 1 worker x \{0.95 CPU, 1 GPU\} = 0.95 CPU, 1 GPU; this machine has "
+         r"\d+ CPU, 0 GPU"),
+        ("name-too-long", ["--name", "n" * 300], r"ablation name 'n+'\.\.\. is 300 bytes long; at most 200"),
     ],
     "orchestrator.prepare": [
         ("unknown-dataset", ["--dataset", "nope", "--out", "{case}/shards"], r"unknown data set 'nope'; valid: "),
@@ -107,6 +124,9 @@ CASES: dict[str, list[tuple[str, list[str], str]]] = {
         ("train-no-members", ["train", "-p", "{store}/no-members.yaml"], r"'members' must be a non-empty list"),
         ("train-same-members", ["train", "-p", "{store}/twins.yaml"], r"two members give the same run"),
         ("train-unknown-key", ["train", "--set", "colour=red"], r"unknown config key\(s\) colour"),
+        ("train-max-concurrent-zero", ["train", "--max-concurrent", "0"], r"max_concurrent must be >= 1"),
+        ("train-gpu-without-gpu", ["train", "--set", "use_gpu=true"],
+         r"trial ensemble-smoke-cifar_resnet\S+ asks for 1 worker x \{0.95 CPU, 1 GPU\}.*0 GPU"),
         ("eval-unknown-run", ["evaluate", "--tracking-uri", "{uri}", "--runs", UNKNOWN_ID],
          rf"unknown MLflow run id '{UNKNOWN_ID}'"),
         ("eval-traversal-run-id", ["evaluate", "--tracking-uri", "{uri}", "--runs", "../../etc/passwd"],
@@ -167,7 +187,7 @@ pytestmark = pytest.mark.skipif(not HAVE_FASHION_MNIST, reason="Fashion-MNIST no
 
 
 # A few cases run again as real ``python -m`` processes (one wave of 4: spawns are slow here).
-SUBPROCESS_CASES = {("orchestrator.train", "unknown-dataset"), ("orchestrator.compare", "bad-filter"),
+SUBPROCESS_CASES = {("orchestrator.train", "gpu-without-gpu"), ("orchestrator.compare", "bad-filter"),
                     ("orchestrator.ensemble", "eval-garbage-checkpoint")}
 
 pytestmark = pytest.mark.skipif(not HAVE_FASHION_MNIST, reason="Fashion-MNIST not installed (make data)")
