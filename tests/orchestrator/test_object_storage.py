@@ -1,0 +1,141 @@
+"""Object storage for real: checkpoints, resumes, shards and results through an S3 endpoint (moto's
+server on 127.0.0.1, tests/s3_server.py), reached as any S3 store is, through AWS_ENDPOINT_URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator import ablate, cli, prepare, train
+from orchestrator.config import parse_overrides
+from orchestrator.matrix import load_ablation
+from tests.orchestrator.conftest import TINY
+from tests.orchestrator.test_imagenet import run_config, write_imagenet_tree
+from tests.orchestrator.test_train import kill_session, start_cli, wait_for  # noqa: F401
+from tests.s3_server import S3Server
+
+# One worker, 2 epochs of 8 iterations: killed once the first epoch's checkpoint is registered.
+KILL_ARGS = ["--model", "cifar_resnet8", "--set", "workers=1", "--set", "train_subset=1024", "--set", "test_subset=256",
+             "--iterations", "16", "--set", "keep_checkpoints=2"]
+KILL_EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """The endpoint, with buckets ``runs`` and ``data``; its AWS environment set for this module
+    (the commands' subprocesses and Ray workers inherit it)."""
+    server = S3Server(tmp_path_factory.mktemp("s3") / "moto.log").start()
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    try:
+        server.create_bucket("runs")
+        server.create_bucket("data")
+        yield server
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+def registered(s3, prefix: str) -> list[tuple[str, int]]:
+    """Ray Train's record, in the bucket, of the run's kept checkpoints: ``[(folder, epoch)]``."""
+    try:
+        body = s3.client().get_object(Bucket="runs", Key=f"{prefix}/checkpoint_manager_snapshot.json")["Body"]
+    except s3.client().exceptions.NoSuchKey:
+        return []
+    snapshot = json.loads(body.read())
+    return [(r["checkpoint_dir_name"], int(r["metrics"]["epoch"])) for r in snapshot["checkpoint_results"]]
+
+
+def test_a_run_checkpoints_to_s3_is_killed_and_resumes_from_s3(s3, start_cli, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [*KILL_ARGS, "--name", "s3kill", "--storage-path", "s3://runs/kill", "--tracking-uri", uri]
+    first = start_cli(tmp_path, args)
+    run_id = first.run_id(timeout=120)
+    client = MlflowClient(uri)
+    wait_for(lambda: registered(s3, "kill/s3kill"), 240, first, "a checkpoint registered in s3://runs/kill/s3kill")
+    before = registered(s3, "kill/s3kill")
+    kill_session(first.pid)  # the driver and its private Ray
+    first.process.wait(timeout=30)
+    assert first.process.returncode == -signal.SIGKILL
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+    second = start_cli(tmp_path, [*args, "--json", str(tmp_path / "out.json")])
+    assert second.wait(timeout=300) == 0, second.describe()
+    out = second.output()
+    assert f"[s3kill] resuming MLflow run {run_id}" in out
+    assert re.findall(r"\[s3kill\] epoch (\d+)/2", out)[-1:] == ["2"], out
+    after = registered(s3, "kill/s3kill")
+    assert after[:len(before)] == before and [epoch for _, epoch in after] == list(range(1, KILL_EPOCHS + 1))
+    assert not (tmp_path / "kill").exists()  # nothing went to a local folder instead
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert summary["status"] == "FINISHED" and summary["storage_path"] == "s3://runs/kill"
+    assert summary["checkpoints"]["last"].startswith("runs/kill/s3kill/checkpoint_")
+    epochs = sorted(m.value for m in client.get_metric_history(run_id, "epoch"))
+    assert epochs == list(range(1, KILL_EPOCHS + 1))  # each once, across the kill
+
+
+def test_prepare_writes_shards_to_s3_and_a_run_trains_from_them(ray_local, s3, tmp_path):
+    write_imagenet_tree(tmp_path / "ilsvrc", {"train": 8, "val": 1})
+    for split in ("train", "val"):
+        summary = prepare.prepare("imagenet", "s3://data/imagenet", split=split, data_root=str(tmp_path / "ilsvrc"),
+                                  echo=lambda line: None)
+        assert summary["rows"] == (16 if split == "train" else 2)
+    assert "imagenet/train/manifest.json" in s3.keys("data", "imagenet/")
+    # A CIFAR-style net reads the same 224x224 crops for a fraction of ResNet-18's work.
+    config = run_config(tmp_path, "data_root=s3://data/imagenet", "storage_path=s3://runs/imagenet",
+                        f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "recipe.total=1",
+                        "recipe.milestones=[]", "model=cifar_resnet8", "name=s3-imagenet")
+    result = train.train(config, echo=lambda line: None)
+    assert result.status == "FINISHED", result.error
+    assert result.metrics["epoch"] == 1 and result.metrics["iteration"] == 2  # 16 images, global batch 8
+    assert any(k.endswith("/state.pt") for k in s3.keys("runs", "imagenet/s3-imagenet/"))
+
+
+def test_an_ablation_on_s3_storage_logs_its_results_table_to_mlflow(ray_local, s3, tmp_path):
+    overrides = parse_overrides(TINY) | {"storage_path": "s3://runs/ablations",
+                                         "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    ablation = load_ablation("smoke", overrides, name="s3abl", axes={"depth": "[8]", "residual": "[true]"})
+    summary = ablate.ablate(ablation, echo=lambda line: None)
+    assert summary["failed"] == [] and summary["storage_path"] == "s3://runs/ablations/s3abl"
+    client = MlflowClient(summary["tracking_uri"])
+    assert {a.path for a in client.list_artifacts(summary["parent_run_id"], "results")} == \
+        {"results/results.csv", "results/results.parquet"}
+    assert any(k.endswith("/state.pt") for k in s3.keys("runs", "ablations/s3abl/"))
+
+
+@pytest.mark.parametrize("command,argv", [
+    (train, ["--storage-path", "s3://runs/x", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"]),
+    (ablate, ["--storage-path", "s3://runs/x", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"]),
+    (prepare, ["--dataset", "fashion-mnist", "--out", "s3://data/x"]),
+])
+@pytest.mark.parametrize("fault,message", [
+    ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, r"cannot reach the object store at http://127\.0\.0\.1:9"),
+    ("nobucket", r"bucket 'nobucket' does not exist at http://127\.0\.0\.1:\d+ \(AWS_ENDPOINT_URL\)"),
+])
+def test_a_wrong_endpoint_or_bucket_is_one_line_before_ray_starts(s3, monkeypatch, capsys, tmp_path,
+                                                                  command, argv, fault, message):
+    if isinstance(fault, dict):
+        for key, value in fault.items():
+            monkeypatch.setenv(key, value)
+    else:
+        argv = [a.replace("//runs/", f"//{fault}/").replace("//data/", f"//{fault}/") for a in argv]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    monkeypatch.setattr(cli, "init_ray", lambda: pytest.fail("Ray started before the storage was checked"))
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(command.main, [*argv, "--json", str(tmp_path / "out.json")])
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_.value.code == 2 and len(lines) == 1 and re.search(message, lines[0]), lines
+    assert lines[0].startswith("error: --") and not list(tmp_path.iterdir())
+    print(f"{command.__name__} refused in {time.monotonic() - started:.1f}s")
