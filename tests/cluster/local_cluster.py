@@ -22,6 +22,8 @@ from pathlib import Path
 import psutil
 import requests
 
+from tests.cluster.shipped import Node, for_this_machine
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 START_SERVER = ROOT / "cluster" / "mlflow" / "start-server.sh"
@@ -242,15 +244,16 @@ class MlflowServer:
 # ---- Ray nodes -------------------------------------------------------------------------------
 
 class RayNode:
-    """One `ray start` node with its own temp dir and ports, token auth on, dashboard on 127.0.0.1."""
+    """One `ray start` node with the flags a shipped config gives it (``tests/cluster/shipped.py``,
+    rewritten for this machine), plus what only one machine running several nodes needs: its own
+    temp dir, ports and worker port range, and ``--node-name`` (how the tests tell the nodes apart).
+    Token auth on, as every shipped config turns it on."""
 
-    def __init__(self, base: Path, name: str, token: str, num_cpus: int, resources: dict,
+    def __init__(self, base: Path, name: str, token: str, flags: list[str], head: bool,
                  head_address: str | None = None):
         self.name = name
         self.temp = base / name  # short: Ray's unix socket paths must fit in 107 characters
-        self.head_address = head_address
-        self.num_cpus = num_cpus
-        self.resources = resources
+        self.head, self.head_address, self.flags = head, head_address, list(flags)
         self.gcs_port = free_port()
         self.node_manager_port = free_port()
         self.dashboard_port = free_port()
@@ -265,24 +268,24 @@ class RayNode:
     def address(self) -> str:
         return f"127.0.0.1:{self.gcs_port}"
 
-    def start(self) -> None:
+    def command(self) -> list[str]:
         low, high = free_port_range()
-        cmd = [str(BIN / "ray"), "start", f"--num-cpus={self.num_cpus}",
-               f"--resources={json.dumps(self.resources)}", f"--temp-dir={self.temp}",
+        cmd = [str(BIN / "ray"), "start", *self.flags, f"--node-name={self.name}", f"--temp-dir={self.temp}",
                f"--node-manager-port={self.node_manager_port}", f"--object-manager-port={free_port()}",
                f"--min-worker-port={low}", f"--max-worker-port={high}",
                f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-               f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
-               "--disable-usage-stats"]
-        if self.head_address is None:
+               f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+        if self.head:
             cmd += ["--head", f"--port={self.gcs_port}", f"--ray-client-server-port={free_port()}",
-                    "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                     f"--dashboard-port={self.dashboard_port}"]
         else:
             cmd += [f"--address={self.head_address}"]
+        return cmd
+
+    def start(self) -> None:
         before = {p.pid for p in psutil.process_iter()}
         try:
-            subprocess.run(cmd, env=self.env, check=True, capture_output=True, text=True, timeout=180)
+            subprocess.run(self.command(), env=self.env, check=True, capture_output=True, text=True, timeout=180)
         except subprocess.CalledProcessError as error:
             raise RuntimeError(f"{self.name}: ray start failed:\n{error.stdout[-2000:]}\n{error.stderr[-2000:]}")
         finally:
@@ -349,6 +352,44 @@ class Dashboard:
 
     def actors(self, **filters) -> list[dict]:
         return self._state("actors", **filters)
+
+
+class LocalCluster:
+    """A Ray cluster on 127.0.0.1 shaped as a shipped config starts one: its head with the config's
+    head flags, worker nodes added one by one (as an autoscaler adds them) with its worker flags."""
+
+    def __init__(self, base: Path, token: str, head: Node, worker: Node, label: str):
+        self.base, self.token, self.label, self.worker_shape = base, token, label, worker
+        self.head = RayNode(base, f"{label}h", token, for_this_machine(head), head=True)
+        self.workers: list[RayNode] = []
+        self.dashboard = Dashboard(f"http://127.0.0.1:{self.head.dashboard_port}", token)
+
+    def _alive_id(self, node: RayNode) -> str:
+        def alive():
+            found = [n for n in self.dashboard.nodes() if n.get("node_name") == node.name and n["state"] == "ALIVE"]
+            return found[0]["node_id"] if found else None
+
+        return wait_for(alive, 120, f"Ray node {node.name} alive")
+
+    def start(self) -> "LocalCluster":
+        self.head.start()
+        self.head.node_id = self._alive_id(self.head)
+        return self
+
+    def add_worker(self) -> RayNode:
+        node = RayNode(self.base, f"{self.label}w{len(self.workers) + 1}", self.token,
+                       for_this_machine(self.worker_shape), head=False, head_address=self.head.address)
+        self.workers.append(node)
+        node.start()
+        node.node_id = self._alive_id(node)
+        return node
+
+    def stop(self) -> None:
+        for node in [*self.workers, self.head]:
+            try:
+                node.stop()
+            except Exception as error:  # noqa: BLE001 - stop the rest anyway
+                print(f"cleanup: {node.name}: {error!r}")
 
 
 def remove(path: Path) -> None:

@@ -232,3 +232,41 @@ def test_the_secret_scan_finds_a_planted_secret(tmp_path, name):
 def test_the_secret_scan_accepts_placeholders(text):
     path = Path("example.py") if "secrets." in text else Path("example.yaml")
     assert not scan_text(text, path)
+
+
+# ---- the `ray start` flags the rehearsal reads from these files --------------------------------
+
+from tests.cluster.shipped import MACHINE_FLAGS, every_node, for_this_machine  # noqa: E402
+
+
+def test_every_shipped_node_is_started_with_real_ray_start_flags():
+    from ray.scripts.scripts import start
+
+    options = {opt for param in start.params for opt in param.opts}
+    nodes = every_node()
+    assert {n.source.split()[0] for n in nodes} == {"aws/cluster.yaml", "kuberay/raycluster.yaml",
+                                                    "kuberay/rayjob-ablate.yaml", "kuberay/rayjob-ensemble.yaml"}
+    for node in nodes:
+        unknown = [f for f in node.flags if f.partition("=")[0] not in options]
+        assert not unknown, (node.source, unknown)
+
+
+def test_every_shipped_head_holds_no_cpu_and_the_trials_ask_it_for_none():
+    from orchestrator.ablate import HEAD_NODE, TRIAL_DRIVER
+
+    for node in every_node():
+        if node.head:
+            assert node.flag("--num-cpus") == "0", node.source  # as Ray's docs advise: no work on the head
+    # What a trial driver (and so its Train controller) asks for: a share of the head, no CPU.
+    assert TRIAL_DRIVER == {"CPU": 0, HEAD_NODE: 0.001}
+
+
+def test_the_local_rewrite_changes_only_what_names_the_machine():
+    for node in every_node():
+        local = for_this_machine(node)
+        kept = [f for f in node.flags if f.partition("=")[0] not in MACHINE_FLAGS and f != "--head"]
+        for flag in kept:
+            assert flag in local or (flag == "--dashboard-host=0.0.0.0" and "--dashboard-host=127.0.0.1" in local), \
+                (node.source, flag)
+        added = [f for f in local if f not in kept and f != "--dashboard-host=127.0.0.1"]
+        assert added in ([], ["--num-cpus=2"]), (node.source, added)  # a worker's cores: this machine's
