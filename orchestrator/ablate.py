@@ -208,6 +208,7 @@ def ablate(ablation: Ablation, *, max_concurrent: int | None = None, wait_s: flo
     if pending:
         client.update_run(parent_id, status="RUNNING")
         specs = trial_specs(ablation, trials, children, pending)
+        workers_at_once = min(workers_at_once, len(specs))  # a pack is one trial
         if ablation.pack > 1:
             echo(f"[{ablation.name}] {len(pending)} runs packed into {len(specs)} trial(s) of up to {ablation.pack}")
         echo(f"[{ablation.name}] running {workers_at_once} trial(s) at a time")

@@ -24,7 +24,7 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
-    except (TrackingUnavailable, ResourcesUnavailable) as error:  # not the user's mistake, not our bug
+    except (TrackingUnavailable, ResourcesUnavailable, RayUnavailable) as error:  # not the user's, not our bug
         print(f"error: {error}; rerun the same command to resume", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
@@ -86,6 +86,10 @@ def check_writable(path: Path | None) -> None:
         raise ValueError(f"--json {path}: folder {folder} does not exist or is not writable")
 
 
+class RayUnavailable(RuntimeError):
+    """Ray itself did not come up: not the user's mistake, and nothing was written yet."""
+
+
 def restart_ray() -> None:
     """A fresh private Ray: everything the old one held (actors, placement groups) is gone."""
     import ray
@@ -122,3 +126,8 @@ def init_ray() -> None:
                      logging_level="WARNING", log_to_driver=log_to_driver)
     except ConnectionError as error:
         raise ValueError(f"cannot connect to Ray at RAY_ADDRESS={address!r}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception when its processes time out
+        if "timed out during startup" not in str(error):
+            raise
+        raise RayUnavailable(f"the local Ray did not start in time (a machine this busy delays its "
+                             f"processes): {str(error).splitlines()[0]}") from None
