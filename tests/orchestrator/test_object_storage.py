@@ -13,10 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator import ablate, cli, prepare, train
-from orchestrator.config import parse_overrides
-from orchestrator.matrix import load_ablation
 from tests.orchestrator.conftest import TINY
-from tests.orchestrator.test_imagenet import run_config, write_imagenet_tree
+from tests.orchestrator.test_imagenet import write_imagenet_tree
+from tests.reliability.procs import Command
 from tests.orchestrator.test_train import kill_session, start_cli, wait_for  # noqa: F401
 from tests.s3_server import S3Server
 
@@ -84,28 +83,36 @@ def test_a_run_checkpoints_to_s3_is_killed_and_resumes_from_s3(s3, start_cli, tm
     assert epochs == list(range(1, KILL_EPOCHS + 1))  # each once, across the kill
 
 
-def test_prepare_writes_shards_to_s3_and_a_run_trains_from_them(ray_local, s3, tmp_path):
+def test_prepare_writes_shards_to_s3_and_a_run_trains_from_them(s3, start_cli, tmp_path):
     write_imagenet_tree(tmp_path / "ilsvrc", {"train": 8, "val": 1})
     for split in ("train", "val"):
         summary = prepare.prepare("imagenet", "s3://data/imagenet", split=split, data_root=str(tmp_path / "ilsvrc"),
                                   echo=lambda line: None)
         assert summary["rows"] == (16 if split == "train" else 2)
     assert "imagenet/train/manifest.json" in s3.keys("data", "imagenet/")
-    # A CIFAR-style net reads the same 224x224 crops for a fraction of ResNet-18's work.
-    config = run_config(tmp_path, "data_root=s3://data/imagenet", "storage_path=s3://runs/imagenet",
-                        f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "recipe.total=1",
-                        "recipe.milestones=[]", "model=cifar_resnet8", "name=s3-imagenet")
-    result = train.train(config, echo=lambda line: None)
-    assert result.status == "FINISHED", result.error
-    assert result.metrics["epoch"] == 1 and result.metrics["iteration"] == 2  # 16 images, global batch 8
+    # The imagenet preset on the CPU; a CIFAR-style net reads the same 224x224 crops for a fraction of
+    # ResNet-18's work. As a process of its own: its Ray workers reach the store as the CLI does.
+    run = start_cli(tmp_path, ["-p", "imagenet", "--model", "cifar_resnet8", "--name", "s3-imagenet",
+                               "--data-root", "s3://data/imagenet", "--storage-path", "s3://runs/imagenet",
+                               "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--epochs", "1",
+                               "--set", "use_gpu=false", "--set", "workers=2", "--set", "cpus_per_worker=0.5",
+                               "--set", "recipe.batch_size=8", "--json", str(tmp_path / "out.json")])
+    assert run.wait(timeout=400) == 0, run.describe()
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["status"] == "FINISHED" and result["metrics"]["iteration"] == 2  # 16 images, global batch 8
     assert any(k.endswith("/state.pt") for k in s3.keys("runs", "imagenet/s3-imagenet/"))
 
 
-def test_an_ablation_on_s3_storage_logs_its_results_table_to_mlflow(ray_local, s3, tmp_path):
-    overrides = parse_overrides(TINY) | {"storage_path": "s3://runs/ablations",
-                                         "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    ablation = load_ablation("smoke", overrides, name="s3abl", axes={"depth": "[8]", "residual": "[true]"})
-    summary = ablate.ablate(ablation, echo=lambda line: None)
+def test_an_ablation_on_s3_storage_logs_its_results_table_to_mlflow(s3, tmp_path):
+    command = Command("orchestrator.ablate", ["--name", "s3abl", "--axis", "depth=[8]", "--axis", "residual=[true]",
+                                              "--storage-path", "s3://runs/ablations", "--tracking-uri",
+                                              f"sqlite:///{tmp_path / 'mlflow.db'}", "--json", str(tmp_path / "out.json")]
+                      + [a for pair in TINY for a in ("--set", pair)], tmp_path, "ablate")
+    try:
+        assert command.wait(timeout=400) == 0, command.describe()
+    finally:
+        command.kill()
+    summary = json.loads((tmp_path / "out.json").read_text())
     assert summary["failed"] == [] and summary["storage_path"] == "s3://runs/ablations/s3abl"
     client = MlflowClient(summary["tracking_uri"])
     assert {a.path for a in client.list_artifacts(summary["parent_run_id"], "results")} == \
