@@ -1,23 +1,31 @@
 # Set-up and entry points. Every target is idempotent: the virtual environment is (re)built only
-# when pyproject.toml changes, and the Fashion-MNIST package is installed only when missing.
+# when pyproject.toml or requirements.lock changes, and the Fashion-MNIST package is installed only
+# when missing. pyproject.toml has the supported ranges, requirements.lock the exact versions
+# installed here (pip constraints; rewrite it with `make lock` after changing versions).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup data test-services ablate test chaos clean
+.PHONY: setup data test-services ablate test chaos lock clean
 
 setup: $(STAMP) data
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[dev]'
 	@touch $@
+
+# The installed environment's versions of the project's dependency closure, as the new lock
+# (after `$(PY) -m pip install NAME==VERSION`; the next setup installs through it).
+lock:
+	$(PY) tools/lock.py
 
 data:
 	@test -d $(FASHION_MNIST) || { $(SUDO) apt-get update -qq && \
