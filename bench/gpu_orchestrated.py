@@ -268,7 +268,9 @@ def report_cifar_train(work: Path, bare: dict | None) -> dict:
 
 def report_ablate(work: Path, bare: dict | None) -> dict:
     stamp, runs = timing(work, "ablate"), runs_in(work / "ablate" / "mlflow.db")
-    members = [r for r in runs if "mlflow.parentRunId" in r.run.data.tags and r.epochs]
+    from orchestrator.tracking import PARENT_RUN_ID
+
+    members = [r for r in runs if PARENT_RUN_ID in r.run.data.tags and r.epochs]
     rates = [r.rate_between_epochs() for r in members]
     if not stamp or not members or None in rates:
         return {"status": "not run, or fewer than 2 epochs logged in the slice"}

@@ -4,7 +4,7 @@ Both paths train the same model on the same data with the same recipe, W data-pa
 (default 2) on gloo, each given the same CPU threads. The baseline is ``bench/ddp_loop.py`` under
 ``torchrun --standalone``: the worker's own data, model, optimizer, ``train_epoch`` and
 ``evaluate``, wrapped in ``DistributedDataParallel``, without Ray or MLflow. The Ray path runs
-``orchestrator.train.train(config)`` (a private local Ray, W Ray Train workers, checkpoints, MLflow
+``orchestrator.training.train(config)`` (a private local Ray, W Ray Train workers, checkpoints, MLflow
 on sqlite in a temporary folder) and reads its per-epoch speeds back from the run's MLflow metrics.
 Steady state = every epoch after the first. The baseline runs before and after the Ray run to
 expose drift on a shared machine; the ratio of the best steady epochs is reported too, as it is
@@ -100,7 +100,7 @@ def ray_run(config: ExperimentConfig) -> dict:
     import ray
 
     from orchestrator import cli, tracking
-    from orchestrator.train import train
+    from orchestrator.training import train
 
     started = time.time()
     cli.init_ray()

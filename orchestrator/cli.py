@@ -10,21 +10,22 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from orchestrator.errors import Unavailable
+
+PACKAGE = "resnet-orchestrator"  # the distribution name in pyproject.toml
+
 USAGE_ERROR = 2
 
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
     """Run a CLI's ``main``; a user's mistake (ValueError, FileNotFoundError) becomes one line on
     stderr and exit code 2, never a traceback."""
-    from orchestrator.resources import ResourcesUnavailable
-    from orchestrator.tracking import TrackingUnavailable
-
     try:
         code = main(argv)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
-    except (TrackingUnavailable, ResourcesUnavailable, RayUnavailable) as error:  # not the user's, not our bug
+    except Unavailable as error:  # not the user's, not our bug
         print(f"error: {error}; rerun the same command to resume", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
@@ -42,8 +43,20 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def parser(prog: str, doc: str) -> argparse.ArgumentParser:
-    return ArgumentParser(prog=f"python -m {prog}", description=doc,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog=f"python -m {prog}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    return p
+
+
+def version() -> str:
+    """The installed package's version (``pyproject.toml``), or "unknown" when run from a bare checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed(PACKAGE)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def add_tracking_args(p: argparse.ArgumentParser) -> None:
@@ -53,6 +66,13 @@ def add_tracking_args(p: argparse.ArgumentParser) -> None:
                    "or an NFS path on a cluster (default: ./runs)")
     p.add_argument("--json", metavar="PATH", type=Path,
                    help="write a machine-readable summary (run ids, metrics, URIs) to PATH")
+
+
+def add_length_args(p: argparse.ArgumentParser, runs: str = "the run") -> None:
+    """``--iterations`` / ``--epochs``: train ``runs`` this long, the lr milestones moved along."""
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--iterations", type=int, help=f"train {runs} this many iterations (milestones scale along)")
+    length.add_argument("--epochs", type=int, help=f"train {runs} this many epochs, for epoch-based recipes")
 
 
 def add_wait_arg(p: argparse.ArgumentParser) -> None:
@@ -86,7 +106,7 @@ def check_writable(path: Path | None) -> None:
         raise ValueError(f"--json {path}: folder {folder} does not exist or is not writable")
 
 
-class RayUnavailable(RuntimeError):
+class RayUnavailable(Unavailable):
     """Ray itself did not come up: not the user's mistake, and nothing was written yet."""
 
 

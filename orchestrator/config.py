@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,14 +18,14 @@ import torch
 import yaml
 
 from orchestrator.storage import is_remote
-from workloads.data import list_datasets
+from workloads.data import SHARDED, dataset_spec, list_dataset_specs
 from workloads.engine import config_hash, get_recipe, list_recipes
 from workloads.models import build_model
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Data sets streamed from Parquet shards (python -m orchestrator.prepare) rather than held in memory.
-SHARDED_DATASETS = ("imagenet",)
 TRAIN_PRESETS = CONFIG_DIR / "train"
+ENSEMBLE_PRESETS = CONFIG_DIR / "ensemble"
 ENGINES = ("loop", "fast")
 MAX_NAME_BYTES = 200
 DECODES = ("cpu", "device")
@@ -89,13 +88,9 @@ class ExperimentConfig:
 
     def resolved_tracking_uri(self) -> str:
         """``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else sqlite next to the run storage."""
-        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        if uri:
-            return uri
-        if is_remote(self.storage_path):
-            raise ValueError(f"storage_path {self.storage_path!r} is remote: give a tracking_uri "
-                             "(--tracking-uri or MLFLOW_TRACKING_URI) that every node can reach")
-        return f"sqlite:///{Path(self.storage_path).resolve() / 'mlflow.db'}"
+        from orchestrator.tracking import default_tracking_uri
+
+        return default_tracking_uri(self.tracking_uri, self.storage_path)
 
     def resolved_storage_path(self) -> str:
         return self.storage_path if is_remote(self.storage_path) else str(Path(self.storage_path).resolve())
@@ -199,9 +194,7 @@ def validate(config: ExperimentConfig) -> None:
         options["shortcut"] = config.shortcut
     with torch.device("meta"):  # builds instantly, checks every option combination
         build_model(config.model, **options)
-    datasets = sorted(list_datasets() + list(SHARDED_DATASETS))
-    if config.dataset not in datasets:
-        raise ValueError(f"unknown dataset {config.dataset!r}; valid: {', '.join(datasets)}")
+    spec = dataset_spec(config.dataset)
     if config.recipe not in list_recipes():
         raise ValueError(f"unknown recipe {config.recipe!r}; valid: {', '.join(list_recipes())}")
     recipe = get_recipe(config.recipe, **config.recipe_overrides)
@@ -228,7 +221,7 @@ def validate(config: ExperimentConfig) -> None:
         if config.workers != 1:
             raise ValueError(f"engine 'fast' trains one worker per run (it does not all-reduce), got workers "
                              f"{config.workers}; use workers=1 or engine=loop")
-        if config.dataset in SHARDED_DATASETS:
+        if spec.sharded:
             raise ValueError(f"engine 'fast' needs an in-memory data set, not the sharded {config.dataset!r}; "
                              "use engine=loop")
         if recipe.unit != "iteration":
@@ -236,8 +229,8 @@ def validate(config: ExperimentConfig) -> None:
                              f"{recipe.unit}s")
     if config.decode not in DECODES:
         raise ValueError(f"unknown decode {config.decode!r}; valid: {', '.join(DECODES)}")
-    if config.decode == "device" and config.dataset not in SHARDED_DATASETS:
-        raise ValueError(f"decode 'device' needs a sharded data set ({', '.join(SHARDED_DATASETS)}), not the "
+    if config.decode == "device" and not spec.sharded:
+        raise ValueError(f"decode 'device' needs a sharded data set ({', '.join(list_dataset_specs(SHARDED))}), not the "
                          f"in-memory {config.dataset!r} (augmented on the device already); use decode=cpu")
     if config.inject_nan is not None:
         rank, _, iteration = config.inject_nan.partition(":")
@@ -288,3 +281,17 @@ def scaled_schedule(config: ExperimentConfig, *, iterations: int | None = None,
         raise ValueError(f"--{unit}s must be a positive integer, got {length}")
     milestones = sorted({round(m * length / recipe.total) for m in recipe.milestones} - {0})
     return {**config.recipe_overrides, "total": length, "milestones": [m for m in milestones if m < length]}
+
+
+def common_scaled_schedule(configs: list[ExperimentConfig], *, iterations: int | None = None,
+                           epochs: int | None = None) -> dict:
+    """The one ``recipe_overrides`` that makes every run of a matrix ``iterations`` (or ``epochs``)
+    long (``scaled_schedule``); runs of different recipes cannot share it."""
+    found: dict[str, str] = {}
+    for config in configs:
+        found.setdefault(json.dumps(scaled_schedule(config, iterations=iterations, epochs=epochs), sort_keys=True),
+                         config.name)
+    if len(found) > 1:
+        raise ValueError(f"--iterations/--epochs scale one schedule, but these runs have different recipes: "
+                         f"{', '.join(found.values())}; set recipe.total and recipe.milestones with --set instead")
+    return json.loads(next(iter(found)))

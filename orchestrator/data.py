@@ -20,14 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
-from orchestrator.config import SHARDED_DATASETS, ExperimentConfig
-from workloads.data import ResidentLoader, load_dataset, per_pixel_mean
+from orchestrator.config import ExperimentConfig
+from workloads.data import ResidentLoader, dataset_spec, load_dataset, per_pixel_mean
 
 SUBSET_SEED = 0  # the same training subset for every seed of a run, so seeds compare
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per channel, [0, 1] units
-IMAGENET_SIZE = 224  # training crop and evaluation view, pixels
 EVAL_BATCH = 256  # images per evaluation batch on each worker
-SPLITS = {"train": "train", "test": "val"}  # our split name -> the shard folder's
 
 
 def subset_indices(total: int, limit: int | None) -> torch.Tensor:
@@ -64,7 +61,7 @@ def sharded_test_split(config: ExperimentConfig) -> ShardedSplit:
     the files for the tasks that score them."""
     import pyarrow.parquet as pq
 
-    fs, manifest, paths = _split_files(config, SPLITS["test"])
+    fs, manifest, paths = _split_files(config, dataset_spec(config.dataset).splits["test"])
     labels = [torch.tensor(pq.read_table(p, columns=["label"], filesystem=fs).column("label").to_numpy())
               for p in paths]
     keep = subset_indices(sum(map(len, labels)), config.test_subset)
@@ -89,40 +86,42 @@ class RunData:
 def data_shape(config: ExperimentConfig) -> tuple[int, int, int]:
     """(in_channels, num_classes, image_size), read from the data itself (shards: the manifests),
     so a wrong path or an unprepared folder fails here, in the driver."""
-    if config.dataset in SHARDED_DATASETS:
-        manifests = [_manifest(config, folder) for folder in SPLITS.values()]
+    spec = dataset_spec(config.dataset)
+    if spec.sharded:
+        manifests = [_manifest(config, folder) for folder in spec.splits.values()]
         image_format = manifests[0]["plan"]["image_format"]
         if config.decode == "device" and image_format != "encoded":
-            raise ValueError(f"decode 'device' decodes JPEG bytes, but {config.data_root}/{SPLITS['train']} holds "
+            raise ValueError(f"decode 'device' decodes JPEG bytes, but {config.data_root}/{spec.splits['train']} holds "
                              f"{image_format!r} pixels (prepare --format {image_format}); use decode=cpu, or prepare "
                              "the train split again with --format encoded into another --out")
-        return 3, len(manifests[0]["classes"]), IMAGENET_SIZE
+        return spec.channels, len(manifests[0]["classes"]), spec.image_size
     data = load_split(config, "test")
     return data.in_channels, data.num_classes, data.image_size
 
 
 def ray_datasets(config: ExperimentConfig) -> dict:
     """The Ray Data pipelines a sharded run hands to its TorchTrainer (empty for in-memory data)."""
-    if config.dataset not in SHARDED_DATASETS:
+    spec = dataset_spec(config.dataset)
+    if not spec.sharded:
         return {}
     from orchestrator.shards import read_rows, read_shards
 
-    train = (read_rows(config.data_root, SPLITS["train"]) if config.decode == "device" else
-             read_shards(config.data_root, SPLITS["train"], augment="imagenet-train", mean=IMAGENET_MEAN))
+    train = (read_rows(config.data_root, spec.splits["train"]) if config.decode == "device" else
+             read_shards(config.data_root, spec.splits["train"], augment=spec.train_augment, mean=spec.mean))
     return {"train": train,
-            "test": read_shards(config.data_root, SPLITS["test"], augment="center", mean=IMAGENET_MEAN)}
+            "test": read_shards(config.data_root, spec.splits["test"], augment=spec.eval_view, mean=spec.mean)}
 
 
 def build_run_data(config: ExperimentConfig, per_worker_batch: int, rank: int, world_size: int,
                    device: torch.device) -> RunData:
     """This worker's training and test loaders."""
-    if config.dataset in SHARDED_DATASETS:
-        train_rows = _manifest(config, SPLITS["train"])["rows"]
-        classes = len(_manifest(config, SPLITS["train"])["classes"])
-        return RunData(ShardLoader("train", per_worker_batch, train_rows // world_size, device, drop_last=True,
-                                   decode=config.decode),
+    spec = dataset_spec(config.dataset)
+    if spec.sharded:
+        manifest = _manifest(config, spec.splits["train"])
+        return RunData(ShardLoader("train", per_worker_batch, manifest["rows"] // world_size, device, drop_last=True,
+                                   decode=config.decode, mean=spec.mean),
                        ShardLoader("test", EVAL_BATCH, None, device, drop_last=False),
-                       3, classes, IMAGENET_SIZE)
+                       spec.channels, len(manifest["classes"]), spec.image_size)
     train, test = load_split(config, "train"), load_split(config, "test")
     mean = per_pixel_mean(train.images)
     train_loader = ResidentLoader(train.images, train.labels, per_worker_batch, train=True, mean=mean,
@@ -143,12 +142,13 @@ class ShardLoader:
     ``decode="cpu"``: the pipeline yields finished tensors. ``decode="device"``: it yields JPEG rows
     (``read_rows``), decoded and augmented here on ``device`` (ImageNet training augmentation).
     ``data``: the pipeline to read; None (in a Ray Train worker) is this worker's shard of ``name``.
+    ``mean``: the data set's per-channel mean, for ``decode="device"``.
     """
 
     def __init__(self, name: str, batch_size: int, rows: int | None, device: torch.device, drop_last: bool,
-                 decode: str = "cpu", data=None):
+                 decode: str = "cpu", data=None, mean: tuple[float, ...] | None = None):
         self.name, self.batch_size, self.rows = name, batch_size, rows
-        self.device, self.drop_last, self.decode, self.data = device, drop_last, decode, data
+        self.device, self.drop_last, self.decode, self.data, self.mean = device, drop_last, decode, data, mean
 
     def set_epoch(self, epoch: int) -> None:
         """Nothing to choose: the pipeline reshuffles and re-augments on every pass."""
@@ -165,7 +165,7 @@ class ShardLoader:
 
         shard = self.data if self.data is not None else ray.train.get_dataset_shard(self.name)
         if self.decode == "device":
-            batches = iter_device_train(shard, self.batch_size, mean=IMAGENET_MEAN, device=self.device,
+            batches = iter_device_train(shard, self.batch_size, mean=self.mean, device=self.device,
                                         drop_last=self.drop_last)
         else:
             batches = iter_torch(shard, self.batch_size, device=self.device, drop_last=self.drop_last)

@@ -25,191 +25,14 @@ Examples:
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import re
-import tempfile
 from pathlib import Path
 
-import torch
-from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-
-from orchestrator import cli, resources, storage, tracking
-from orchestrator.ablate import ablate, place_trials
-from orchestrator.config import CONFIG_DIR, SHARDED_DATASETS, ExperimentConfig, parse_overrides, preset_path, read_yaml
-from orchestrator.inference import Member, score_members, score_shards
-from orchestrator.resources import DEFAULT_WAIT_MINUTES, Demand
-from orchestrator.matrix import Ablation, expand
-from orchestrator.data import IMAGENET_MEAN, IMAGENET_SIZE, load_split, sharded_test_split
-from orchestrator.worker import CHECKPOINT_FILE
+from orchestrator import cli, resources
+from orchestrator.config import ENSEMBLE_PRESETS, ExperimentConfig, common_scaled_schedule, list_presets, parse_overrides
 from workloads import ensemble as ensemble_math
-from workloads.data import per_pixel_mean
-from workloads.engine import config_hash, load_checkpoint
 
-ENSEMBLE_PRESETS = CONFIG_DIR / "ensemble"
 DEFAULT_PRESET = "smoke"
-TOP_KEYS = ("name", "description", "base", "members", "view", "max_concurrent")
-KIND = "orchestrator.kind"
-PARQUET_ARTIFACT = "ensemble/probabilities.parquet"
-VALIDATION_NOTE = ("no validation split: greedy selection picks on a seeded random half of the test "
-                   "split ('val') and is reported on the other half ('holdout')")
-
-
-# ---- presets and training ------------------------------------------------------------------------
-
-def list_presets() -> list[str]:
-    return sorted(p.stem for p in ENSEMBLE_PRESETS.glob("*.yaml"))
-
-
-def load_ensemble(preset: str, overrides: dict | None = None, name: str | None = None) -> tuple[Ablation, str]:
-    """An ensemble preset as an ``Ablation`` (one trial per member) and its test-time view."""
-    spec = read_yaml(preset_path(preset, ENSEMBLE_PRESETS))
-    unknown = sorted(set(spec) - set(TOP_KEYS))
-    if unknown:
-        raise ValueError(f"{preset}: unknown ensemble key(s) {', '.join(unknown)}; valid: {', '.join(TOP_KEYS)}")
-    members = spec.get("members")
-    if not isinstance(members, list) or not members:
-        raise ValueError(f"{preset}: 'members' must be a non-empty list of member mappings")
-    # Members are the ablation's `include` cells: no matrix, one trial each.
-    ablation = expand({k: spec.get(k) for k in ("name", "base", "max_concurrent", "description")}
-                      | {"include": members}, overrides or {}, name=name)
-    if len(ablation.trials) != len(members):
-        raise ValueError(f"{preset}: two members give the same run; give them different seeds")
-    view = spec.get("view", "center")
-    if view not in ensemble_math.VIEWS:
-        raise ValueError(f"{preset}: unknown view {view!r}; valid: {', '.join(ensemble_math.VIEWS)}")
-    return ablation, view
-
-
-def train(ablation: Ablation, view: str, *, evaluate_after: bool = True, max_concurrent: int | None = None,
-          wait_s: float = DEFAULT_WAIT_MINUTES * 60, echo=print) -> dict:
-    """Train (or resume) every member as a child run of one ensemble parent, then evaluate them."""
-    first = place_trials(ablation)[0].config
-    taken = tracking.lookup(first.tracking_uri, first.experiment, [ablation.name])[ablation.name]
-    if taken is not None and taken.data.tags.get(KIND) != "ensemble":
-        raise ValueError(f"name {ablation.name!r} is taken by a {taken.data.tags.get(KIND, 'training')} run "
-                         f"({taken.info.run_id}); pick another --name")
-    summary = ablate(ablation, max_concurrent=max_concurrent, wait_s=wait_s, echo=echo, kind="ensemble")
-    if evaluate_after and not summary["failed"]:
-        client = tracking.connect(first.tracking_uri)
-        runs = parent_members(client, client.get_run(summary["parent_run_id"]))
-        summary["evaluation"] = evaluate(client, runs, view=view, use_gpu=first.use_gpu,
-                                         storage_path=first.storage_path, parent=summary["parent_run_id"],
-                                         wait_s=wait_s, echo=echo)
-    return summary
-
-
-# ---- choosing members in MLflow ------------------------------------------------------------------
-
-def get_run(client, run_id: str):
-    try:
-        return client.get_run(run_id)
-    except MlflowException:
-        raise ValueError(f"unknown MLflow run id {run_id!r} at {client.tracking_uri}") from None
-
-
-def find_parent(client, experiment: str, id_or_name: str):
-    """An ensemble parent run by run id, else by name (its run key) in ``experiment``."""
-    if re.fullmatch(r"[0-9a-f]{32}", id_or_name):
-        return get_run(client, id_or_name)
-    found = client.get_experiment_by_name(experiment)
-    run = tracking.find_run(client, found.experiment_id, id_or_name) if found else None
-    if run is None:
-        raise ValueError(f"no ensemble parent run named {id_or_name!r} in experiment {experiment!r}")
-    return run
-
-
-def parent_members(client, parent) -> list:
-    """The training runs under an ensemble (or ablation) parent, sorted by run name."""
-    if parent.data.tags.get(KIND) not in ("ensemble", "ablation"):
-        raise ValueError(f"run {parent.info.run_id} is not an ensemble parent run ({KIND} is "
-                         f"{parent.data.tags.get(KIND)!r})")
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'", max_results=1000)
-    if not children:
-        raise ValueError(f"ensemble parent run {parent.info.run_id} has no member runs")
-    return sorted(children, key=lambda r: r.info.run_name)
-
-
-def best_runs(client, experiment: str, filter_string: str, best: int) -> list:
-    """The ``best`` finished training runs of ``experiment`` matching ``filter_string``, lowest
-    final test top-5 error first (then top-1)."""
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise ValueError(f"unknown MLflow experiment {experiment!r}")
-    query = "attributes.status = 'FINISHED' and metrics.test_top5_error >= 0"
-    try:
-        runs = client.search_runs([found.experiment_id], f"{query} and {filter_string}" if filter_string else query,
-                                  order_by=["metrics.test_top5_error ASC", "metrics.test_top1_error ASC"],
-                                  max_results=best)
-    except MlflowException as error:
-        raise ValueError(f"bad --filter {filter_string!r}: {str(error).splitlines()[0]}") from None
-    if len(runs) < best:
-        raise ValueError(f"--best {best}: only {len(runs)} finished run(s) match in experiment {experiment!r}")
-    return runs
-
-
-def check_runs(runs: list) -> None:
-    """Refuse duplicates, unfinished or failed runs, and members of different data sets."""
-    ids = [r.info.run_id for r in runs]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"a run is listed twice: {', '.join(ids)}")
-    for run in runs:
-        if run.info.status != "FINISHED":
-            raise ValueError(f"run {run_name(run)} ({run.info.run_id}) is {run.info.status}, not FINISHED; "
-                             "only finished training runs can be ensemble members")
-    datasets = {run_name(r): r.data.tags.get("dataset") for r in runs}
-    if len(set(datasets.values())) > 1:
-        raise ValueError(f"members were trained on different data sets: {datasets}")
-
-
-def run_name(run) -> str:
-    return run.data.tags.get(MLFLOW_RUN_NAME) or run.info.run_name or run.info.run_id
-
-
-def download_checkpoint(client, run, label: str, folder: Path) -> dict:
-    """The run's ``checkpoints/<label>/state.pt``, downloaded into ``folder`` and loaded."""
-    artifact = f"checkpoints/{label}/{CHECKPOINT_FILE}"
-    target = folder / run.info.run_id
-    target.mkdir(parents=True)
-    try:
-        local = Path(client.download_artifacts(run.info.run_id, artifact, str(target))).resolve()
-    except (MlflowException, OSError):
-        raise ValueError(f"run {run_name(run)} ({run.info.run_id}) has no checkpoint {artifact}") from None
-    if not local.is_relative_to(target.resolve()):  # an artifact store must not write elsewhere
-        raise ValueError(f"run {run_name(run)}: artifact {artifact} resolved outside {target}")
-    try:
-        return load_checkpoint(local)
-    except ValueError as error:
-        raise ValueError(f"run {run_name(run)} ({run.info.run_id}): checkpoint {artifact} is unusable: "
-                         f"{str(error).splitlines()[0]}") from None
-
-
-def load_members(client, runs: list, label: str, folder: Path, data_root: str | None) -> list[Member]:
-    """Every run's checkpoint as a ``Member``: the model, its config and its training mean."""
-    names = [run_name(r) for r in runs]
-    means: dict = {}
-    members = []
-    for run in runs:
-        state = download_checkpoint(client, run, label, folder)
-        config = ExperimentConfig(**state["config"])
-        if data_root is not None:
-            config = dataclasses.replace(config, data_root=data_root)
-        name = run_name(run) if names.count(run_name(run)) == 1 else f"{run_name(run)}@{run.info.run_id[:8]}"
-        key = (config.dataset, config.data_root, config.train_subset)
-        if key not in means:  # the mean each member was trained with: ImageNet's per-channel one
-            # (orchestrator.data), else its training subset's per-pixel mean image (as for Table 6)
-            means[key] = (torch.tensor(IMAGENET_MEAN) if config.dataset in SHARDED_DATASETS
-                          else per_pixel_mean(load_split(config, "train").images))
-        members.append(Member(name, run.info.run_id, config, state["model"], means[key]))
-    classes = {m.name: m.num_classes for m in members}
-    if len(set(classes.values())) > 1:
-        raise ValueError(f"members have different class counts: {classes}")
-    datasets = {m.name: m.config.dataset for m in members}
-    if len(set(datasets.values())) > 1:
-        raise ValueError(f"members were trained on different data sets: {datasets}")
-    return members
 
 
 def parse_weights(text: str | None, count: int) -> list[float] | None:
@@ -227,207 +50,18 @@ def parse_weights(text: str | None, count: int) -> list[float] | None:
     return weights
 
 
-# ---- scoring and reporting -----------------------------------------------------------------------
-
-def summarize(probabilities: dict, labels: torch.Tensor, validation: torch.Tensor,
-              weights: list[float] | None) -> dict:
-    """Every member's and the ensemble's errors on all images, and on the holdout half the plain
-    average next to the members greedy selection picks on the validation half."""
-    names = list(probabilities)
-    weights = weights or [1.0] * len(names)
-    members = [{"name": n, "weight": w, **ensemble_math.errors(probabilities[n], labels)} for n, w in zip(names, weights)]
-    ensemble = ensemble_math.errors(ensemble_math.combine([probabilities[n] for n in names], weights), labels)
-    holdout = ~validation
-    steps = ensemble_math.greedy_selection({n: p[validation] for n, p in probabilities.items()}, labels[validation])
-    picked = [s["member"] for s in steps]
-    return {
-        "images": len(labels), "members": members, "ensemble": ensemble,
-        "mean_member": {k: sum(m[k] for m in members) / len(members) for k in ("top1_error", "top5_error")},
-        "worst_member": {k: max(m[k] for m in members) for k in ("top1_error", "top5_error")},
-        "greedy": {
-            "validation": VALIDATION_NOTE, "val_images": int(validation.sum()), "holdout_images": int(holdout.sum()),
-            "steps": steps, "members": picked,
-            "holdout_average": ensemble_math.errors(ensemble_math.combine([p[holdout] for p in probabilities.values()], weights),
-                                            labels[holdout]),
-            "holdout_greedy": ensemble_math.errors(ensemble_math.combine([probabilities[n][holdout] for n in picked]),
-                                           labels[holdout]),
-        },
-    }
-
-
-def report_lines(summary: dict) -> list[str]:
-    width = max(24, *(len(m["name"]) for m in summary["members"]))
-    lines = [f"{'member':<{width}}  weight  top-1 err  top-5 err"]
-    for m in summary["members"]:
-        lines.append(f"{m['name']:<{width}}  {m['weight']:6.3g}  {m['top1_error']:8.2f}%  {m['top5_error']:8.2f}%")
-    for label, key in (("mean of members", "mean_member"), ("ENSEMBLE (average)", "ensemble")):
-        lines.append(f"{label:<{width}}  {'':6}  {summary[key]['top1_error']:8.2f}%  {summary[key]['top5_error']:8.2f}%")
-    g = summary["greedy"]
-    lines.append(f"greedy forward selection ({g['validation']}): picked {', '.join(g['members'])}; on the "
-                 f"{g['holdout_images']} holdout images top-1/top-5 {g['holdout_greedy']['top1_error']:.2f}%/"
-                 f"{g['holdout_greedy']['top5_error']:.2f}% vs the plain average's "
-                 f"{g['holdout_average']['top1_error']:.2f}%/{g['holdout_average']['top5_error']:.2f}%")
-    return lines
-
-
-def metric_name(name: str) -> str:
-    return re.sub(r"[^\w\-. /:]", "_", name)  # characters MLflow allows in a metric key
-
-
-def member_tag(name: str) -> str:
-    """The evaluation run's tag holding the run id whose errors ``member.<name>.*`` metrics hold."""
-    return f"member.{metric_name(name)}.run_id"
-
-
-def evaluate(client, runs: list, *, view: str = "center", weights: list[float] | None = None,
-             checkpoint: str = "last", data_root: str | None = None, test_subset: int | None = None,
-             use_gpu: bool = False, cpus: float = 1.0, shards: int | None = None, batch_size: int = 256,
-             out: Path | None = None, storage_path: str = "runs", parent: str | None = None,
-             wait_s: float = DEFAULT_WAIT_MINUTES * 60, echo=print) -> dict:
-    """Score ``runs`` (finished MLflow training runs) on their test split and log the ensemble."""
-    check_runs(runs)
-    if weights is not None and len(weights) != len(runs):
-        raise ValueError(f"--weights gives {len(weights)} weight(s) for {len(runs)} members")
-    with tempfile.TemporaryDirectory(prefix="ensemble-") as folder:
-        members = load_members(client, runs, checkpoint, Path(folder), data_root)
-    subsets = {m.config.test_subset for m in members}
-    if test_subset is None and len(subsets) > 1:
-        raise ValueError(f"members were tested on different test subsets {sorted(subsets, key=str)}; "
-                         "pass --test-subset N to evaluate all on the same images")
-    test_config = dataclasses.replace(members[0].config, test_subset=test_subset or members[0].config.test_subset)
-    sharded = test_config.dataset in SHARDED_DATASETS
-    if sharded:
-        if shards is not None:
-            raise ValueError(f"--shards {shards}: {test_config.dataset} members are scored one task per val "
-                             "shard file and member; leave --shards out")
-        storage.check(test_config.data_root, "--data-root")
-        test = sharded_test_split(test_config)
-        image_size = IMAGENET_SIZE  # every view resizes ImageNet's images of many sizes first
-    else:
-        test = load_split(test_config, "test")
-        image_size = min(test.images.shape[-2:])
-    if test.num_classes != members[0].num_classes:
-        raise ValueError(f"the {test_config.dataset} test split has {test.num_classes} classes, the members "
-                         f"{members[0].num_classes}")
-    ensemble_math.check_view(view, image_size)
-    echo(f"[ensemble] scoring {len(members)} member(s) on {len(test.labels)} {test_config.dataset} test images, "
-         f"view {view}, over Ray")
-    cli.init_ray()
-    task = {"CPU": cpus, "GPU": 1.0} if use_gpu else {"CPU": cpus}
-    resources.ensure([Demand("an inference task", 1, task)], private=cli.private_ray(), wait_s=wait_s, echo=echo,
-                     who="ensemble")
-    if sharded:
-        probabilities = score_shards(members, test, view, use_gpu=use_gpu, cpus=cpus)
-    else:
-        probabilities = score_members(members, test.images, view, use_gpu=use_gpu, cpus=cpus, shards=shards,
-                                      batch_size=batch_size)
-    validation = ensemble_math.holdout_split(len(test.labels))
-    summary = summarize(probabilities, test.labels, validation, weights)
-
-    key = config_hash({"runs": [m.run_id for m in members], "view": view, "weights": weights,
-                                "checkpoint": checkpoint, "test_subset": test_config.test_subset})
-    eval_name = f"ensemble-eval-{key[:10]}"
-    metadata = {"members": [{"name": m.name, "run_id": m.run_id, "model": m.config.model} for m in members],
-                "view": view, "checkpoint": checkpoint, "dataset": test_config.dataset,
-                "test_subset": test_config.test_subset, "weights": weights, "validation": VALIDATION_NOTE}
-    folder = Path(out) if out else _output_folder(storage_path, eval_name)
-    parquet = ensemble_math.write_probabilities(folder / "probabilities.parquet", probabilities, test.labels,
-                                        validation, metadata)
-    run_id = log_evaluation(client, runs[0].info.experiment_id, eval_name, key, summary, metadata, parquet, parent)
-    for line in report_lines(summary):
-        echo(line)
-    echo(f"[ensemble] probabilities {parquet} | MLflow run {run_id}")
-    return report(summary, metadata) | {"parquet": str(parquet), "run_id": run_id, "tracking_uri": client.tracking_uri}
-
-
-def report(summary: dict, metadata: dict) -> dict:
-    """``summary`` with each member's run id and model, and the evaluation's settings."""
-    about = {m["name"]: m for m in metadata["members"]}
-    members = [about[m["name"]] | m for m in summary["members"]]
-    return {**metadata, **summary, "members": members}
-
-
-def _output_folder(storage_path: str, name: str) -> Path:
-    if storage.is_remote(storage_path):  # remote storage: the file lives on in the MLflow run only
-        return Path(tempfile.mkdtemp(prefix=f"{name}-"))
-    return Path(storage_path).resolve() / "ensembles" / name
-
-
-def log_evaluation(client, experiment_id: str, name: str, key: str, summary: dict, metadata: dict,
-                   parquet: Path, parent: str | None) -> str:
-    """The evaluation's MLflow run (one per member set, view and weights: a rerun reuses it)."""
-    tags = {KIND: "ensemble-evaluation", "members": ",".join(m["name"] for m in metadata["members"])[:5000],
-            "dataset": metadata["dataset"], "view": metadata["view"]}
-    if parent:
-        tags["orchestrator.ensemble_parent"] = parent
-    run, _ = tracking.get_or_create_run(client, experiment_id, f"ensemble-eval/{key}", run_name=name, tags=tags)
-    run_id = run.info.run_id
-    # Which training run each member.<name>.* metric measured: compare maps it to the paper's cell.
-    tracking.set_tags(client, run_id, {member_tag(m["name"]): m["run_id"] for m in metadata["members"]})
-    tracking.log_params(client, run_id, {"view": metadata["view"], "checkpoint": metadata["checkpoint"],
-                                         "weights": metadata["weights"], "test_subset": metadata["test_subset"],
-                                         "member_run_ids": ",".join(m["run_id"] for m in metadata["members"])})
-    g = summary["greedy"]
-    metrics = {"members": len(summary["members"]), "images": summary["images"],
-               "ensemble_top1_error": summary["ensemble"]["top1_error"],
-               "ensemble_top5_error": summary["ensemble"]["top5_error"],
-               "mean_member_top1_error": summary["mean_member"]["top1_error"],
-               "mean_member_top5_error": summary["mean_member"]["top5_error"],
-               "holdout_average_top1_error": g["holdout_average"]["top1_error"],
-               "holdout_average_top5_error": g["holdout_average"]["top5_error"],
-               "holdout_greedy_top1_error": g["holdout_greedy"]["top1_error"],
-               "holdout_greedy_top5_error": g["holdout_greedy"]["top5_error"],
-               "greedy_members": len(g["members"])}
-    for m in summary["members"]:
-        metrics |= {f"member.{metric_name(m['name'])}.top1_error": m["top1_error"],
-                    f"member.{metric_name(m['name'])}.top5_error": m["top5_error"]}
-    tracking.log_metrics(client, run_id, metrics, step=0)
-    client.log_artifact(run_id, str(parquet), "ensemble")
-    with tempfile.TemporaryDirectory() as folder:
-        cli.write_json(Path(folder) / "summary.json", report(summary, metadata))
-        client.log_artifact(run_id, str(Path(folder) / "summary.json"), "ensemble")
-    tracking.finish(client, run_id, ok=True)
-    return run_id
-
-
-def combine(client, source: str, members: list[str] | None, weights: list[float] | None, echo=print) -> dict:
-    """Recombine ``members`` (names or run ids; default all) from a stored probability table."""
-    with tempfile.TemporaryDirectory(prefix="ensemble-") as folder:
-        path = Path(source)
-        if not path.is_file():
-            run = get_run(client, source)
-            try:
-                path = Path(client.download_artifacts(run.info.run_id, PARQUET_ARTIFACT, folder))
-            except (MlflowException, OSError):
-                raise ValueError(f"run {source} has no {PARQUET_ARTIFACT}; is it an ensemble evaluation run?") from None
-        probabilities, labels, validation, metadata = ensemble_math.read_probabilities(path)
-    by_id = {m["run_id"]: m["name"] for m in metadata["members"]}
-    names = [by_id.get(m, m) for m in members] if members else list(probabilities)
-    unknown = [m for m in names if m not in probabilities]
-    if unknown or len(set(names)) != len(names):
-        raise ValueError(f"--members {','.join(members or [])}: unknown or repeated {unknown or names}; "
-                         f"valid: {', '.join(probabilities)}")
-    if weights is not None and len(weights) != len(names):
-        raise ValueError(f"--weights gives {len(weights)} weight(s) for {len(names)} members")
-    summary = summarize({n: probabilities[n] for n in names}, labels, validation, weights)
-    for line in report_lines(summary):
-        echo(line)
-    return report(summary, metadata) | {"source": source}
-
-
-# ---- command line --------------------------------------------------------------------------------
-
 def build_parser():
     p = cli.parser("orchestrator.ensemble", __doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a preset's members as one ensemble parent run, then evaluate")
     t.add_argument("-p", "--preset", default=DEFAULT_PRESET,
-                   help=f"an ensemble from configs/ensemble ({', '.join(list_presets())}) or a .yaml path")
+                   help=f"an ensemble from configs/ensemble ({', '.join(list_presets(ENSEMBLE_PRESETS))}) or a .yaml path")
     t.add_argument("--name", help="ensemble name (default: the preset's); rerunning a name resumes it")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every member (repeatable); recipe.FIELD=VALUE too")
     t.add_argument("--data-root", help="where the data set lives (else its environment variable)")
     t.add_argument("--max-concurrent", type=int, help="members trained at once (default: what fits)")
+    cli.add_length_args(t, "every member")
     t.add_argument("--no-evaluate", action="store_true", help="train only")
     t.add_argument("--dry-run", action="store_true", help="list the members and exit")
     cli.add_wait_arg(t)
@@ -483,14 +117,21 @@ def check_scoring_args(args) -> None:
 
 
 def _client(args):
+    from orchestrator import tracking
+
     storage = args.storage_path or ExperimentConfig.storage_path
-    uri = ExperimentConfig(storage_path=storage, tracking_uri=args.tracking_uri).resolved_tracking_uri()
-    return tracking.connect(uri), storage
+    return tracking.connect(tracking.default_tracking_uri(args.tracking_uri, storage)), storage
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.check_writable(args.json)
+    # Ray, Tune and MLflow load only now: --help and a mistyped flag answer at once.
+    from orchestrator import tracking
+    from orchestrator.ensemble_eval import combine, evaluate
+    from orchestrator.ensemble_train import load_ensemble, train
+    from orchestrator.members import best_runs, parent_members
+
     if args.command == "train":
         overrides = parse_overrides(args.overrides)
         for key, flag in (("data_root", args.data_root), ("tracking_uri", args.tracking_uri),
@@ -498,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             if flag is not None:
                 overrides[key] = flag
         ablation, view = load_ensemble(args.preset, overrides, name=args.name)
+        if args.iterations is not None or args.epochs is not None:
+            schedule = common_scaled_schedule([t.config for t in ablation.trials], iterations=args.iterations,
+                                              epochs=args.epochs)
+            ablation, view = load_ensemble(args.preset, overrides | {"recipe_overrides": schedule}, name=args.name)
         if args.dry_run:
             for trial in ablation.trials:
                 print(trial.name)
@@ -509,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         check_scoring_args(args)
         client, storage = _client(args)
         if args.runs:
-            runs = [get_run(client, r.strip()) for r in args.runs.split(",") if r.strip()]
+            runs = [tracking.get_run(client, r.strip()) for r in args.runs.split(",") if r.strip()]
         elif args.parent:
-            parent = find_parent(client, args.experiment, args.parent)
+            parent = tracking.find_parent(client, args.parent, args.experiment)
             runs = parent_members(client, parent)
         else:
             if args.best < 1:

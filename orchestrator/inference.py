@@ -24,7 +24,7 @@ import torch
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import ShardedSplit
-from orchestrator.worker import build_run_model
+from orchestrator.build import build_run_model
 from workloads.data.decode import decode_images
 from workloads.data.shards import resolve_output
 from workloads.ensemble import image_probabilities, view_probabilities

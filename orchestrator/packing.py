@@ -16,20 +16,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import posixpath
 import tempfile
 from pathlib import Path
 
 import ray.train
+import ray.train.torch
 import torch
 
+from orchestrator.build import per_worker_batch
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import build_run_data
-from orchestrator.worker import (CHECKPOINT_FILE, MetricsLog, build_run_model, epoch_metrics, fast_trainer,
-                                 inject_nan, resolved_recipe, restore_latest_good, save_state, step_metrics)
-from workloads.engine import DivergenceError, evaluate, get_recipe, prepare_model
+from orchestrator.lifecycle import RunState
+from workloads.engine import DivergenceError
 from workloads.engine.packed import PackedTrainers
 
 PACK_FILE = "pack.json"  # in each pack checkpoint: the members that diverged before it, with why
@@ -97,39 +97,17 @@ def member_result(result: ray.train.Result | None, name: str) -> MemberResult | 
 
 # --- the worker ------------------------------------------------------------------------------------
 
-class Member:
-    """One run of the pack in the worker: its model, fast trainer and MLflow writer."""
-
-    def __init__(self, spec: dict, data, device: torch.device, tracking_uri: str):
-        self.config = config = ExperimentConfig(**spec["config"])
-        self.name, self.run_id = config.name, spec["run_id"]
-        torch.manual_seed(config.seed)  # as a run alone seeds rank 0 before building its model
-        self.recipe = resolved_recipe(config, len(data.train))
-        self.model = prepare_model(build_run_model(config, data.in_channels, data.num_classes), device,
-                                   channels_last=device.type == "cuda")
-        self.fast = fast_trainer(config, self.model, data.train, self.recipe, device)
-        self.iteration = 0
-        self.log = MetricsLog(tracking_uri, self.run_id)
-
-    def restore(self, checkpoint: ray.train.Checkpoint) -> int:
-        """Restore from the pack's newest readable checkpoint holding this member; returns its epoch."""
-        self.iteration, epoch, fallback, restored = restore_latest_good(
-            checkpoint, self.model, self.fast.optimizer, self.config.hash(), member=self.name)
-        self.fast.bind_lr()
-        self.log.resume(restored, fallback)
-        return epoch
-
-
 def train_pack_worker(loop_config: dict) -> None:
     """Ray Train's ``train_loop_per_worker`` of a pack (one worker): ``loop_config`` holds the
-    members (``{"config", "run_id"}`` each) and the MLflow ``tracking_uri``."""
+    members (``{"config", "run_id"}`` each) and the MLflow ``tracking_uri``. Each member is a
+    ``RunState``, as a run alone; only the steps are taken together (``PackedTrainers``)."""
     specs = loop_config["members"]
     first = ExperimentConfig(**specs[0]["config"])
     device = ray.train.torch.get_device() if first.use_gpu else torch.device("cpu")
-    recipe = get_recipe(first.recipe, **first.recipe_overrides)
-    data = build_run_data(first, recipe.per_worker_batch(1), 0, 1, device)
-    members = [Member(spec, data, device, loop_config["tracking_uri"]) for spec in specs]
-    epochs = math.ceil(members[0].recipe.total_iterations / len(data.train))
+    data = build_run_data(first, per_worker_batch(first, 1), 0, 1, device)
+    runs = [RunState(ExperimentConfig(**spec["config"]), data, device, tracking_uri=loop_config["tracking_uri"],
+                     run_id=spec["run_id"]) for spec in specs]
+    epochs = runs[0].epochs
 
     epoch, gone = 0, {}  # members that diverged: name -> the divergence
     checkpoint = ray.train.get_checkpoint()
@@ -137,50 +115,45 @@ def train_pack_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as folder:
             pack_file = Path(folder) / PACK_FILE
             gone = json.loads(pack_file.read_text())["diverged"] if pack_file.exists() else {}
-        for m in members:
-            if m.name in gone:
-                m.log.diverged(gone[m.name])  # again (the rerun reopened its run); retraining would diverge again
-        restored = {m.name: m.restore(checkpoint) for m in members if m.name not in gone}
+        restored = {}
+        for run in runs:
+            if run.config.name in gone:
+                run.diverged(gone[run.config.name])  # again (the rerun reopened its run); retraining would diverge again
+            else:
+                run.restore(checkpoint, member=run.config.name)
+                restored[run.config.name] = run.epoch
         if len(set(restored.values())) > 1:
             # Only when a member's newest file was unreadable and it fell back alone: the pack
             # steps in lockstep, so it cannot go on from two epochs.
             raise RuntimeError(f"packed runs restored from different epochs {restored}; delete the newer "
                                f"checkpoint folders in {posixpath.dirname(checkpoint.path)} to resume together")
         epoch = max(restored.values(), default=0)
-    for m in members:
-        if m.config.inject_nan is not None:
-            inject_nan(m.model, m.config.inject_nan, 0, start_iteration=m.iteration)
-    active = [m for m in members if m.name not in gone]
-    packed = PackedTrainers([m.fast for m in active]) if active else None
+    for run in runs:
+        run.start()
+    active = [run for run in runs if run.config.name not in gone]
+    packed = PackedTrainers([run.fast for run in active]) if active else None
     while epoch < epochs and active:
-        outcomes = packed.train_epoch_each(epoch, [m.iteration for m in active])
+        outcomes = packed.train_epoch_each(epoch, [run.iteration for run in active])
         epoch += 1
         reports = {}
-        for m, outcome in zip(active, outcomes):
+        for run, outcome in zip(active, outcomes):
             if isinstance(outcome, DivergenceError):
-                m.log.diverged(outcome)
-                gone[m.name] = str(outcome)
+                run.diverged(outcome)
+                gone[run.config.name] = str(outcome)
                 continue
             if isinstance(outcome, Exception):
                 raise outcome
-            m.iteration = outcome.end_iteration
-            for step in m.fast.logged_steps(m.config.log_every):
-                m.log.add(step_metrics(step), step["iteration"])
-            test = evaluate(m.model, data.test, device, torch.bfloat16 if device.type == "cuda" else None)
-            reports[m.name] = epoch_metrics(outcome, test, epoch, epochs, m.recipe, data.image_size)
-            m.log.add(reports[m.name], m.iteration)
-            m.log.flush()  # never waits: an unreachable server leaves them pending
+            reports[run.config.name] = run.end_epoch(outcome)
         if len(reports) < len(active):
-            active = [m for m in active if m.name in reports]
-            packed = PackedTrainers([m.fast for m in active]) if active else None
-        if not (epoch % first.checkpoint_every == 0 or epoch == epochs):
+            active = [run for run in active if run.config.name in reports]
+            packed = PackedTrainers([run.fast for run in active]) if active else None
+        if not runs[0].saves_after(epoch):
             ray.train.report({"members": reports})
             continue
         with tempfile.TemporaryDirectory() as folder:
-            for m in active:
-                save_state(os.path.join(folder, m.name, CHECKPOINT_FILE), m.config, m.model, m.fast.optimizer,
-                           m.iteration, epoch, reports[m.name], m.log)
+            for run in active:
+                run.save(os.path.join(folder, run.config.name))
             Path(folder, PACK_FILE).write_text(json.dumps({"diverged": gone}))
             ray.train.report({"members": reports}, checkpoint=ray.train.Checkpoint.from_directory(folder))
-    for m in active:
-        m.log.flush(final=True)  # after the last checkpoint, as a run alone does
+    for run in active:
+        run.finish()  # after the last checkpoint, as a run alone does

@@ -25,6 +25,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from orchestrator.errors import Unavailable
+
 DEFAULT_WAIT_MINUTES = 30.0
 REPORT_EVERY_S = 30.0  # at most this long between two "waiting" lines
 POLL_S = 2.0  # how often a wait looks at the cluster again
@@ -36,7 +38,7 @@ DEFAULT_START_TIMEOUT_S = 60.0
 _NOT_SCHEDULED_ON = ("memory", "object_store_memory")
 
 
-class ResourcesUnavailable(RuntimeError):
+class ResourcesUnavailable(Unavailable):
     """A cluster did not provide a demand within the command's ``--wait-for-resources``."""
 
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import torch
 
 from orchestrator import tracking
-from orchestrator.worker import build_run_model
+from orchestrator.build import build_run_model
 from workloads.analysis import count_multiply_adds, count_parameters
 from workloads.analysis.paper import paper_result
 from workloads.models import parse_model_name

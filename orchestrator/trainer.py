@@ -24,7 +24,9 @@ from orchestrator import storage, tracking
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import data_shape, ray_datasets
 from orchestrator.resources import DEFAULT_WAIT_MINUTES, run_demand, start_timeout_failures
-from orchestrator.worker import CHECKPOINT_FILE, build_run_model, train_worker
+from orchestrator.build import build_run_model
+from orchestrator.worker import train_worker
+from workloads.data import dataset_spec
 from workloads.engine import load_checkpoint
 
 METRIC_KEYS = ("train_loss", "train_error", "test_loss", "test_top1_error", "test_top5_error",
@@ -52,7 +54,7 @@ def check_data(config: ExperimentConfig) -> tuple[int, int, int]:
     the data's (in_channels, num_classes, image_size).
 
     Driving a remote cluster ($RAY_ADDRESS), the data may live only on its nodes: then a missing
-    path is left for the workers to report, and the shape is the model family's usual one.
+    path is left for the workers to report, and the shape is the one the data set's spec states.
     """
     storage.check(config.data_root, "--data-root")
     try:
@@ -60,7 +62,7 @@ def check_data(config: ExperimentConfig) -> tuple[int, int, int]:
     except FileNotFoundError:
         if not os.environ.get("RAY_ADDRESS"):
             raise
-        return (3, 1000, 224) if config.model.startswith(("resnet", "plain")) else (3, 10, 32)
+        return dataset_spec(config.dataset).shape()
 
 
 def scaling_config(config: ExperimentConfig) -> ScalingConfig:
@@ -159,12 +161,13 @@ def best_checkpoint(result: ray.train.Result):
 def summary_of(client, run, config: ExperimentConfig) -> RunSummary:
     """The summary of a run that already finished, read back from MLflow."""
     run_id = run.info.run_id
-    artifacts = {label: f"runs:/{run_id}/checkpoints/{label}/{CHECKPOINT_FILE}" for label in ("last", "best")}
+    artifacts = {label: tracking.runs_uri(run_id, tracking.checkpoint_artifact(label))
+                 for label in tracking.CHECKPOINT_LABELS}
     return RunSummary(name=config.name, run_id=run_id, status=run.info.status,
                       tracking_uri=config.resolved_tracking_uri(),
                       storage_path=config.resolved_storage_path(),
                       metrics={k: v for k, v in run.data.metrics.items() if k in METRIC_KEYS},
-                      artifacts=artifacts | {"model": f"runs:/{run_id}/model"})
+                      artifacts=artifacts | {"model": tracking.runs_uri(run_id, tracking.MODEL_ARTIFACT)})
 
 
 def record_result(client, config: ExperimentConfig, run_id: str, result: ray.train.Result | None,
@@ -209,10 +212,10 @@ def log_checkpoints(client, run_id: str, config: ExperimentConfig, last, best) -
         if checkpoint is None:
             continue
         with checkpoint.as_directory() as folder:
-            client.log_artifact(run_id, os.path.join(folder, CHECKPOINT_FILE), f"checkpoints/{label}")
-        artifacts[label] = f"runs:/{run_id}/checkpoints/{label}/{CHECKPOINT_FILE}"
+            client.log_artifact(run_id, os.path.join(folder, tracking.CHECKPOINT_FILE), tracking.checkpoint_folder(label))
+        artifacts[label] = tracking.runs_uri(run_id, tracking.checkpoint_artifact(label))
     with last.as_directory() as folder:
-        state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+        state = load_checkpoint(Path(folder) / tracking.CHECKPOINT_FILE)
     model = build_run_model(config, *_model_io(state)).eval()
     model.load_state_dict(state["model"])
     # MLflow 3 saves PyTorch models as torch.export programs (no pickle) traced on this example,
@@ -220,9 +223,9 @@ def log_checkpoints(client, run_id: str, config: ExperimentConfig, last, best) -
     example = torch.zeros(2, *_input_shape(state, config)).numpy()  # batch 2: 1 would pin the batch dim
     with fluent_tracking_uri(config.resolved_tracking_uri()), mlflow.start_run(run_id=run_id):
         # Explicit requirements: inferring them imports and inspects the whole environment (slow).
-        mlflow.pytorch.log_model(model, name="model", input_example=example,
+        mlflow.pytorch.log_model(model, name=tracking.MODEL_ARTIFACT, input_example=example,
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
-    artifacts["model"] = f"runs:/{run_id}/model"
+    artifacts["model"] = tracking.runs_uri(run_id, tracking.MODEL_ARTIFACT)
     return artifacts
 
 
@@ -251,7 +254,7 @@ def _model_io(state: dict) -> tuple[int, int]:
 
 
 def _input_shape(state: dict, config: ExperimentConfig) -> tuple[int, int, int]:
-    size = state["metrics"].get("image_size") or (224 if config.model.startswith(("resnet", "plain")) else 32)
+    size = state["metrics"].get("image_size") or dataset_spec(config.dataset).image_size
     return _model_io(state)[0], size, size
 
 

@@ -2,6 +2,7 @@
 
 import ast
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -45,3 +46,87 @@ def test_importing_every_workloads_module_loads_neither_ray_nor_mlflow():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# The command modules (python -m orchestrator.X): argument parsing and printing only. The work they
+# share lives in modules they import, never in another command module.
+COMMANDS = {"ablate", "compare", "ensemble", "prepare", "train"}
+
+
+def _orchestrator_imports(path: pathlib.Path) -> set[str]:
+    """The ``orchestrator.<module>`` names ``path`` imports (``from orchestrator import x`` included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module == "orchestrator":
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("orchestrator."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("orchestrator."))
+    return found
+
+
+def test_every_command_module_is_a_command():
+    for name in COMMANDS:
+        source = (ROOT / "orchestrator" / f"{name}.py").read_text()
+        assert "def main(" in source and "cli.run(main)" in source, name
+
+
+def test_no_command_module_imports_another():
+    offenders = {name: sorted(_orchestrator_imports(ROOT / "orchestrator" / f"{name}.py") & COMMANDS - {name})
+                 for name in COMMANDS}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_no_orchestrator_module_imports_a_command_module():
+    library = [p for p in (ROOT / "orchestrator").rglob("*.py") if p.stem not in COMMANDS]
+    offenders = {str(p.relative_to(ROOT)): sorted(_orchestrator_imports(p) & COMMANDS) for p in library}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+# Spellings of the MLflow record that only orchestrator/tracking/ may hold (tracking.schema names them):
+# an ``orchestrator.*`` tag key (module names, as in cli.parser("orchestrator.train"), aside), MLflow's
+# own tag keys, artifact paths and tag values.
+MODULES = {p.stem for p in (ROOT / "orchestrator").glob("*.py")}
+SCHEMA_SPELLINGS = ['"checkpoints/', 'f"checkpoints', "state.pt", "runs:/", "mlflow.parentRunId", "mlflow.runName",
+                    '"ensemble-evaluation"', '"probabilities.parquet"']
+
+
+def _schema_spellings(code: str) -> list[str]:
+    keys = [k for k in re.findall(r"[\"']orchestrator\.([\w.]+)[\"']", code) if k not in MODULES]
+    return keys + [s for s in SCHEMA_SPELLINGS if s in code]
+
+
+def test_only_tracking_spells_a_tag_key_or_an_artifact_path():
+    files = [p for p in [*(ROOT / "orchestrator").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
+             if "tracking" not in p.relative_to(ROOT).parts]
+    offenders = {}
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            hits = _schema_spellings(line.split("#")[0])
+            if hits:
+                offenders[f"{path.relative_to(ROOT)}:{number}"] = hits
+    assert not offenders
+
+
+def test_the_schema_scan_sees_a_tag_key_and_an_artifact_path():
+    assert _schema_spellings('tags={"orchestrator.kind": "x"}') == ["kind"]
+    assert {'f"checkpoints', "state.pt"} <= set(_schema_spellings('f"checkpoints/{label}/state.pt"'))
+    assert _schema_spellings('cli.parser("orchestrator.train", __doc__)') == []
+
+
+HEAVY = {"ray", "mlflow", "torchvision"}  # each takes seconds to import; argument parsing needs none
+
+
+def test_help_and_argument_errors_load_neither_ray_nor_mlflow_nor_torchvision():
+    """``--help``, ``--version`` and a mistyped flag answer before the heavy imports (speed itself is
+    bench/tune_overhead.py's: start-up over ``import torch``). --version exits where --help does, in
+    argparse: one command's is enough."""
+    cases = [(name, flag) for name in sorted(COMMANDS) for flag in ("--help", "--no-such-flag")] + [("train", "--version")]
+    for name, flag in cases:
+        out = subprocess.run([sys.executable, "-X", "importtime", "-m", f"orchestrator.{name}", flag], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == (2 if flag == "--no-such-flag" else 0), (name, flag, out.stderr[-500:])
+        loaded = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in out.stderr.splitlines()
+                  if line.startswith("import time:")}
+        assert "orchestrator" in loaded and not loaded & HEAVY, (name, flag, sorted(loaded & HEAVY))

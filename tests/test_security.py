@@ -22,7 +22,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from orchestrator import compare, ensemble
+from orchestrator import comparison, members
 from workloads.engine import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def store(tmp_path):
 def test_ensemble_refuses_a_code_payload_downloaded_from_mlflow(store, tmp_path):
     with pytest.raises(ValueError, match=r"run evil \(.*\): checkpoint checkpoints/last/state.pt is unusable: "
                                          r"refused checkpoint"):
-        ensemble.download_checkpoint(store.client, store.run, "last", tmp_path / "download")
+        members.download_checkpoint(store.client, store.run, "last", tmp_path / "download")
     assert not store.marker.exists()
 
 
@@ -121,7 +121,7 @@ def test_compare_refuses_a_code_payload_downloaded_from_mlflow(store):
     record = {"run_id": store.run.info.run_id, "name": "evil", "status": "FINISHED", "net": "residual",
               "depth": 8, "shortcut": "A", "seed": 0}
     with pytest.raises(CheckpointError, match="refused checkpoint"):
-        compare.fig7_responses(store.client.tracking_uri, [record], images=4, echo=lambda line: None)
+        comparison.fig7_responses(store.client.tracking_uri, [record], images=4, echo=lambda line: None)
     assert not store.marker.exists()
 
 
@@ -162,7 +162,7 @@ def test_ensemble_download_refuses_a_file_outside_its_folder(tmp_path, answer):
     folder = tmp_path / "downloads"
     folder.mkdir()
     with pytest.raises(ValueError, match="resolved outside"):
-        ensemble.download_checkpoint(EscapingClient(answer), fake_run(), "last", folder)
+        members.download_checkpoint(EscapingClient(answer), fake_run(), "last", folder)
 
 
 ESCAPES = ["../../evil.pt", "checkpoints/../../../evil.pt", "%2e%2e%2fevil.pt", "%252e%252e%252fevil.pt",

@@ -25,7 +25,6 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from .data.views import center_view, multi_scale_views, ten_crop_views
 from .metrics import ensemble_probabilities, topk_correct
 
 VIEWS = ("center", "flip", "10crop", "multiscale")
@@ -52,6 +51,9 @@ def small_views(images: torch.Tensor, mean: torch.Tensor, view: str) -> list[tor
 
 def large_views(image: torch.Tensor, mean: torch.Tensor, view: str) -> list[torch.Tensor]:
     """uint8 ``[3,H,W]`` -> groups of same-sized views ``[V,3,h,w]`` (multi-scale gives one per scale)."""
+    # Here, not at the top: the views need torchvision, which `ensemble --help` should not load.
+    from .data.views import center_view, multi_scale_views, ten_crop_views
+
     if view == "10crop":
         return [ten_crop_views(image, mean)]
     if view == "multiscale":

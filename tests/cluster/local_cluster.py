@@ -7,7 +7,6 @@ Every process started here is remembered (with its descendants) and killed in ``
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import random

@@ -252,7 +252,7 @@ def test_every_shipped_node_is_started_with_real_ray_start_flags():
 
 
 def test_every_shipped_head_holds_no_cpu_and_the_trials_ask_it_for_none():
-    from orchestrator.ablate import HEAD_NODE, TRIAL_DRIVER
+    from orchestrator.ablation import HEAD_NODE, TRIAL_DRIVER
 
     for node in every_node():
         if node.head:

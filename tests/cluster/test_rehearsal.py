@@ -27,7 +27,7 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from tests.cluster.conftest import Placements, ray_cli, submit, waiting_logs
-from tests.cluster.local_cluster import ROOT, LocalCluster, wait_for
+from tests.cluster.local_cluster import ROOT, LocalCluster
 from tests.cluster.shipped import head_of, worker_of
 
 NAME = "rehearsal"

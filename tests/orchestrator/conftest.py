@@ -27,7 +27,7 @@ TINY = ["train_subset=512", "test_subset=256", "recipe.total=8", "recipe.milesto
 def tiny_ablation(ray_local, tmp_path_factory):
     """One tiny real ablation (Ray Tune + Ray Train + MLflow on sqlite + Fashion-MNIST), run once per
     test session and shared by the tests that read its runs: ``(ablation, summary, lines)``."""
-    from orchestrator.ablate import ablate
+    from orchestrator.ablation import ablate
     from orchestrator.config import parse_overrides
     from orchestrator.matrix import load_ablation
 

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator import resources
-from orchestrator.ablate import ablate, place_trials, results_folder, trials_at_once
+from orchestrator.ablation import ablate, place_trials, results_folder, trials_at_once
 from orchestrator.config import parse_overrides
 from orchestrator.matrix import expand, load_ablation
 

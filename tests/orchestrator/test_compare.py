@@ -21,11 +21,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import sync_playwright
 
-from orchestrator import cli, compare, parity, report
-from orchestrator.ablate import place_trials
+from orchestrator import cli, compare, comparison, parity, report, tracking
+from orchestrator.ablation import place_trials
 from orchestrator.config import ExperimentConfig
 from orchestrator.results import degradation_findings
-from orchestrator.worker import build_run_model
+from orchestrator.build import build_run_model
 from workloads.analysis.responses import layer_responses
 from workloads.engine import load_checkpoint
 
@@ -72,7 +72,7 @@ def test_parity_table_puts_the_papers_numbers_beside_mean_and_std_over_seeds():
 
 
 def evaluation(run_id, view, members, top1=20.0, top5=4.0):
-    """An ensemble evaluation as ``compare.evaluation_record`` reads it: members are (run id, top-1, top-5)."""
+    """An ensemble evaluation as ``comparison.evaluation_record`` reads it: members are (run id, top-1, top-5)."""
     return {"run_id": run_id, "name": run_id, "dataset": "imagenet", "view": view, "weights": "None",
             "setting": "checkpoint=last eval_test_subset=None", "top1_error": top1, "top5_error": top5,
             "members": [{"run_id": i, "top1_error": e1, "top5_error": e5} for i, e1, e5 in members]}
@@ -120,9 +120,9 @@ def ablation_report(tiny_ablation, tmp_path_factory):
     assert summary["failed"] == []
     uri = place_trials(ablation)[0].config.tracking_uri
     client = MlflowClient(uri)
-    selection = compare.select_runs(client, parent=ablation.name)
+    selection = comparison.select_runs(client, parent=ablation.name)
     lines = []
-    report = compare.compare(client, uri, selection, folder / "report", fig7_images=FIG7_IMAGES,
+    report = comparison.compare(client, uri, selection, folder / "report", fig7_images=FIG7_IMAGES,
                              echo=lines.append)
     runs = client.search_runs([selection["experiment"].experiment_id],
                               f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'")
@@ -174,14 +174,14 @@ def test_fig7_values_come_from_each_runs_checkpoint(ablation_report):
 
     # Recomputed here from the run's checkpoint artifact on the same images: the same numbers.
     run = next(r for r in ablation_report["runs"] if r.info.run_name == "tiny-cifar_resnet14-A-s0")
-    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=compare.CHECKPOINT,
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=tracking.checkpoint_artifact("last"),
                                                dst_path=str(ablation_report["folder"] / "check"),
                                                tracking_uri=ablation_report["uri"])
     state = load_checkpoint(path)
     config = ExperimentConfig(**state["config"])
     model = build_run_model(config, state["model"]["conv1.weight"].shape[1], state["model"]["fc.weight"].shape[0])
     model.load_state_dict(state["model"])
-    values = layer_responses(model, compare.analysis_batches(config, FIG7_IMAGES, None, {}))
+    values = layer_responses(model, comparison.analysis_batches(config, FIG7_IMAGES, None, {}))
     assert by_run[run.info.run_name] == pytest.approx(values)
 
 
@@ -202,7 +202,7 @@ def test_html_embeds_both_figures_and_the_report_run_holds_every_file(ablation_r
     logged = sorted(a.path.removeprefix("report/") for a in client.list_artifacts(run.info.run_id, "report"))
     assert logged == report["files"]
     # A report run is not a training run: comparing the experiment again leaves it out.
-    again = compare.select_runs(client, experiment="resnet-orchestrator")
+    again = comparison.select_runs(client, experiment="resnet-orchestrator")
     assert {r.info.run_id for r in again["runs"]} == set(report["run_ids"])
 
 
@@ -319,7 +319,7 @@ def test_the_report_reads_summary_first_and_fits_a_laptop_screen_in_chromium(abl
     # The summary opens the page, within the first screen, before any figure or full table.
     assert seen["summary"] < report.PAGE_HEIGHT and seen["summary"] < seen["details"] < seen["firstImage"]
     # The ablation's depth trends, as `ablate` prints them, each with its verdict (judged in the test below).
-    lines = degradation_findings([compare.run_record(r) for r in ablation_report["selection"]["runs"]])
+    lines = degradation_findings([comparison.run_record(r) for r in ablation_report["selection"]["runs"]])
     assert len(lines) == 2 and [text.rsplit(": ", 1)[0] for _, text in seen["findings"]] == lines
     assert column(page, "Every cell", "seeds") == ["1"] * 4  # one seed per cell (it read "0", the seed)
     page.close()
@@ -328,12 +328,12 @@ def test_the_report_reads_summary_first_and_fits_a_laptop_screen_in_chromium(abl
 def test_the_report_run_holds_a_screenshot_of_the_whole_page(ablation_report, browser):
     client, summary = ablation_report["client"], ablation_report["report"]
     run = client.get_run(summary["report_run_id"])
-    assert summary["screenshot"] == "taken" and run.data.tags[compare.SCREENSHOT_TAG] == "taken"
-    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=f"report/{compare.SCREENSHOT}",
+    assert summary["screenshot"] == "taken" and run.data.tags[tracking.REPORT_SCREENSHOT] == "taken"
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=f"report/{comparison.SCREENSHOT}",
                                                dst_path=str(ablation_report["folder"] / "shot"),
                                                tracking_uri=ablation_report["uri"])
     shot = Path(path).read_bytes()
-    assert shot == (ablation_report["out"] / compare.SCREENSHOT).read_bytes()
+    assert shot == (ablation_report["out"] / comparison.SCREENSHOT).read_bytes()
     # A laptop's width, and as tall as the page Playwright lays out at that width: the whole page.
     page, _ = open_page(browser, ablation_report["out"] / "report.html")
     height = page.evaluate("document.documentElement.scrollHeight")
@@ -352,7 +352,7 @@ def test_the_summary_puts_each_paper_cell_beside_its_number_and_judges_depth(tmp
     train = {"cifar_plain20": 5.0, "cifar_plain56": 7.0, "cifar_resnet20": 2.0, "cifar_resnet110": 3.0}
     for r in records:
         r.update(train_error=train.get(r["model"]), iteration=64000, git_commit="0" * 40, train_metric="train_error")
-    compare.write_report(tmp_path, "paper cells", records, parity.parity_table(records), [], [], {}, ["6 runs"])
+    comparison.write_report(tmp_path, "paper cells", records, parity.parity_table(records), [], [], {}, ["6 runs"])
     page, problems = open_page(browser, tmp_path / "report.html")
     seen = layout(page)
     assert problems == [] and seen["page"] <= seen["viewport"]

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from orchestrator.config import (FIELDS, ExperimentConfig, RawValue, list_presets, load_config, make_config,
-                                 parse_overrides, preset_path, scaled_schedule)
+                                 common_scaled_schedule, parse_overrides, preset_path, scaled_schedule)
 from orchestrator.train import build_parser, config_from_args
 from workloads.engine import get_recipe
 
@@ -304,3 +304,29 @@ def test_remote_storage_needs_a_tracking_uri(monkeypatch):
     assert config.resolved_storage_path() == "s3://bucket/runs"
     with pytest.raises(ValueError, match="is remote: give a tracking_uri"):
         config.resolved_tracking_uri()
+
+
+def test_ablate_iterations_scale_every_trials_schedule():
+    from orchestrator import ablate
+
+    ablation = ablate.ablation_from_args(ablate.build_parser().parse_args(["-p", "cifar10-table6", "--iterations", "24"]))
+    recipes = {t.name: get_recipe(t.config.recipe, **t.config.recipe_overrides) for t in ablation.trials}
+    assert len(recipes) == 10 and {(r.total, tuple(r.milestones)) for r in recipes.values()} == {(24, (12, 18))}
+
+
+def test_ensemble_epochs_scale_every_members_schedule_and_refuse_the_wrong_unit():
+    from orchestrator import ensemble
+    from orchestrator.ensemble_train import load_ensemble
+
+    ablation, _ = load_ensemble("ilsvrc2015")
+    schedule = common_scaled_schedule([t.config for t in ablation.trials], epochs=9)
+    assert schedule["total"] == 9 and schedule["milestones"] == [3, 6]
+    with pytest.raises(ValueError, match=r"recipe 'imagenet' counts epochs; use --epochs instead"):
+        common_scaled_schedule([t.config for t in ablation.trials], iterations=100)
+    assert ensemble.build_parser().parse_args(["train", "--epochs", "2"]).epochs == 2
+
+
+def test_one_schedule_cannot_scale_runs_of_different_recipes():
+    configs = [load_config("smoke", {"name": "a"}), load_config("smoke", {"name": "b", "recipe_overrides": {"lr": 0.05}})]
+    with pytest.raises(ValueError, match=r"different recipes: a, b; set recipe.total and recipe.milestones"):
+        common_scaled_schedule(configs, iterations=10)

@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator import cli, compare
+from orchestrator import cli, comparison
 from orchestrator.config import parse_overrides
-from orchestrator.ensemble import load_ensemble, main, train
+from orchestrator.ensemble import main
+from orchestrator.ensemble_train import load_ensemble, train
 from workloads.engine import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,7 +225,7 @@ def test_parent_by_name_best_n_and_the_real_cli(trained, tmp_path, capsys):
     out = subprocess.run([sys.executable, "-m", "orchestrator.ensemble", "evaluate", "--parent", "no-such",
                           "--tracking-uri", uri], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-        "error: no ensemble parent run named 'no-such' in experiment 'resnet-orchestrator'"]
+        "error: --parent 'no-such': no MLflow run has this id or name in experiment 'resnet-orchestrator'"]
 
 
 def test_presets_list_the_papers_six_models_and_validate():
@@ -245,7 +246,7 @@ def test_compare_puts_each_evaluation_beside_the_training_runs(trained, tmp_path
     summary, uri, _ = trained
     client = MlflowClient(uri)
     evaluation = client.get_run(summary["evaluation"]["run_id"]).data.metrics
-    report = compare.compare(client, uri, compare.select_runs(client, parent="tiny-ensemble"), tmp_path / "report",
+    report = comparison.compare(client, uri, comparison.select_runs(client, parent="tiny-ensemble"), tmp_path / "report",
                              fig7=False, echo=lambda line: None)
     assert summary["evaluation"]["run_id"] in report["evaluation_run_ids"]
     evaluated = [r for r in report["parity"] if summary["evaluation"]["run_id"] in r["evaluation_run_ids"]]

@@ -19,13 +19,15 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from orchestrator import cli, compare, ensemble, tracking
+from orchestrator import cli, comparison, ensemble, tracking
 from orchestrator.config import ExperimentConfig, load_config, parse_overrides
-from orchestrator.data import IMAGENET_MEAN, ShardLoader, ray_datasets, subset_indices
+from orchestrator.data import ShardLoader, ray_datasets, subset_indices
 from orchestrator.prepare import prepare
-from orchestrator.train import run_tags, train
-from orchestrator.worker import CHECKPOINT_FILE, build_run_model
+from orchestrator.training import train
+from orchestrator.build import build_run_model
+from orchestrator.tracking import CHECKPOINT_FILE
 from workloads import ensemble as ensemble_math
+from workloads.data import IMAGENET_MEAN
 from workloads.data.decode import decode_images
 from workloads.engine import load_checkpoint, make_checkpoint, save_checkpoint
 
@@ -81,7 +83,7 @@ def test_shard_loader_yields_augmented_batches_whose_labels_are_their_rows(ray_l
     arrive undecoded and the loader decodes and augments them on its device (the CPU here)."""
     config = run_config(shards, f"decode={decode}")
     loader = ShardLoader("train", 8, 32, torch.device("cpu"), drop_last=True, decode=config.decode,
-                         data=ray_datasets(config)["train"])
+                         data=ray_datasets(config)["train"], mean=IMAGENET_MEAN)
     batches = list(loader)
     assert len(batches) == len(loader) == 4
     for images, labels in batches:
@@ -115,7 +117,7 @@ def untrained_member(folder, summary) -> str:
         f"storage_path={folder / 'runs'}", "use_gpu=false"]))
     client = tracking.connect(summary.tracking_uri)
     run, _ = tracking.get_or_create_run(client, tracking.ensure_experiment(client, config.experiment), config.name,
-                                        run_name=config.name, tags=run_tags(config))
+                                        run_name=config.name, tags=tracking.training_tags(config))
     tracking.log_params(client, run.info.run_id, config.to_dict())
     torch.manual_seed(1)
     model = build_run_model(config, 3, len(WNIDS))
@@ -198,14 +200,14 @@ def test_imagenet_views_give_one_vector_per_image_and_the_metrics_follow(evaluat
 
 def test_parity_table_maps_views_to_tables_3_and_4_and_the_ensemble_to_table_5(evaluations):
     client = MlflowClient(evaluations["uri"])
-    selection = compare.select_runs(client, experiment="resnet-orchestrator")
-    report = compare.compare(client, evaluations["uri"], selection, evaluations["folder"] / "report", fig7=False,
+    selection = comparison.select_runs(client, experiment="resnet-orchestrator")
+    report = comparison.compare(client, evaluations["uri"], selection, evaluations["folder"] / "report", fig7=False,
                              echo=lambda line: None)
     rows = {(r["model"], r["view"]): r for r in report["parity"]}
     assert set(report["evaluation_run_ids"]) == {evaluations[v]["run_id"] for v in ("10crop", "multiscale")}
     ten_crop = client.get_run(evaluations["10crop"]["run_id"]).data.metrics
     multiscale = client.get_run(evaluations["multiscale"]["run_id"]).data.metrics
-    r34 = ensemble.metric_name("resnet34-init")
+    r34 = tracking.metric_name("resnet34-init")
 
     cell = rows["resnet34", "multiscale"]
     assert (cell["paper_table"], cell["paper_top1_error"], cell["paper_top5_error"]) == ("Table 4", 21.84, 5.71)

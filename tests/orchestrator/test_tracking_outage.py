@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from orchestrator import tracking
-from orchestrator.worker import MetricsLog
+from orchestrator.tracking import MetricsLog
 
 
 def closed_port_uri() -> str:

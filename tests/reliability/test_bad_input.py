@@ -140,7 +140,7 @@ CASES: dict[str, list[tuple[str, list[str], str]]] = {
         ("eval-garbage-checkpoint", ["evaluate", "--tracking-uri", "{uri}", "--runs", "{garbage}"],
          r"checkpoint checkpoints/last/state.pt is unusable"),
         ("eval-unknown-parent", ["evaluate", "--tracking-uri", "{uri}", "--parent", "nope"],
-         r"no ensemble parent run named 'nope'"),
+         r"--parent 'nope': no MLflow run has this id or name in experiment 'resnet-orchestrator'"),
         ("eval-best-zero", ["evaluate", "--tracking-uri", "{uri}", "--best", "0"], r"--best must be >= 1"),
         ("eval-bad-filter", ["evaluate", "--tracking-uri", "{uri}", "--best", "1", "--filter", "tags.x ~ 'y'"],
          r"bad --filter"),

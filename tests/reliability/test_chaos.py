@@ -27,9 +27,10 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
-from orchestrator.train import build_parser, config_from_args, train
+from orchestrator.train import build_parser, config_from_args
+from orchestrator.training import train
 from orchestrator.trainer import run_folder
-from orchestrator.worker import CHECKPOINT_FILE
+from orchestrator.tracking import CHECKPOINT_FILE
 from tests.reliability.procs import (CHAOS_LONG, HAVE_FASHION_MNIST, LONG_REASON, Command, MlflowServer,
                                      train_workers, wait_until)
 from workloads.engine import load_checkpoint

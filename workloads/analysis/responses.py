@@ -16,6 +16,8 @@ from torch import nn
 
 from workloads.models.resnet import BasicBlock, Bottleneck, ResNet
 
+FIG7_IMAGES = 256  # test images per Fig. 7 analysis, by default
+
 
 def response_layers(model: ResNet) -> list[tuple[str, nn.BatchNorm2d]]:
     """``(name, bn)`` of the BatchNorm after each 3x3 conv of every block, in forward order."""

@@ -1,32 +1,73 @@
 """Data layer: sources (Fashion-MNIST idx, CIFAR-10 pickle batches, class-folder trees, ImageNet,
-synthetic), the paper's augmentations and its test-time views. Pure PyTorch/torchvision/numpy/PIL.
+synthetic), the data-set specs, the paper's augmentations and its test-time views. Pure
+PyTorch/torchvision/numpy/PIL.
+
+Names load on first use (PEP 562): a command that only validates a config (the data-set specs)
+does not pay for torchvision, whose import takes longer than torch's own.
 
 See docs/DATA.md for layouts, environment variables and how Fashion-MNIST feeds the CIFAR nets.
 """
 
-from .augment import PCA_EIGVAL, PCA_EIGVEC, ImageNetTrainTransform, lighting_noise, resize_shorter, subtract_mean
-from .cifar import RestrictedUnpickler, load_cifar10, train_val_split
-from .errors import CorruptImageError
-from .fashion_mnist import load_fashion_mnist
-from .folders import ImageFileDataset, ImageFolderSource, decode_image_file, load_image_tree
-from .imagenet import ImageNetSource
-from .registry import InMemoryDataset, list_datasets, load_dataset
-from .resident import ResidentLoader, crop_flip, per_pixel_mean
-from .synthetic import synthetic
-from .views import MULTI_SCALES, center_view, multi_scale_views, ten_crop_views
+import importlib
 
-__all__ = [
-    "CorruptImageError", "ImageFileDataset", "ImageFolderSource", "ImageNetSource",
-    "ImageNetTrainTransform", "InMemoryDataset", "MULTI_SCALES", "PCA_EIGVAL", "PCA_EIGVEC", "ResidentLoader",
-    "RestrictedUnpickler", "center_view", "crop_flip", "decode_image_file", "lighting_noise",
-    "list_datasets", "load_cifar10", "load_dataset", "load_fashion_mnist", "load_image_tree",
-    "multi_scale_views", "per_pixel_mean", "resize_shorter", "subtract_mean", "synthetic",
-    "ten_crop_views", "train_val_split",
-]
-from .decode import center_view_batch, decode_batch, decode_image_bytes, decode_images, imagenet_train_batch
-from .shards import ShardEvent, ShardSource, list_shard_datasets, open_source, resolve_output, shard_files, write_shards
+_EXPORTS = {  # name -> the module of this package that defines it
+    "PCA_EIGVAL": "augment",
+    "PCA_EIGVEC": "augment",
+    "ImageNetTrainTransform": "augment",
+    "lighting_noise": "augment",
+    "resize_shorter": "augment",
+    "subtract_mean": "augment",
+    "RestrictedUnpickler": "cifar",
+    "load_cifar10": "cifar",
+    "train_val_split": "cifar",
+    "CorruptImageError": "errors",
+    "load_fashion_mnist": "fashion_mnist",
+    "ImageFileDataset": "folders",
+    "ImageFolderSource": "folders",
+    "decode_image_file": "folders",
+    "load_image_tree": "folders",
+    "ImageNetSource": "imagenet",
+    "InMemoryDataset": "registry",
+    "list_datasets": "registry",
+    "load_dataset": "registry",
+    "ResidentLoader": "resident",
+    "crop_flip": "resident",
+    "per_pixel_mean": "resident",
+    "IMAGENET_MEAN": "specs",
+    "MEMORY": "specs",
+    "SHARDED": "specs",
+    "DatasetSpec": "specs",
+    "dataset_spec": "specs",
+    "list_dataset_specs": "specs",
+    "synthetic": "synthetic",
+    "MULTI_SCALES": "views",
+    "center_view": "views",
+    "multi_scale_views": "views",
+    "ten_crop_views": "views",
+    "center_view_batch": "decode",
+    "decode_batch": "decode",
+    "decode_image_bytes": "decode",
+    "decode_images": "decode",
+    "imagenet_train_batch": "decode",
+    "ShardEvent": "shards",
+    "ShardSource": "shards",
+    "list_shard_datasets": "shards",
+    "open_source": "shards",
+    "resolve_output": "shards",
+    "shard_files": "shards",
+    "write_shards": "shards",
+}
 
-__all__ += [
-    "ShardEvent", "ShardSource", "center_view_batch", "decode_batch", "decode_image_bytes", "decode_images",
-    "imagenet_train_batch", "list_shard_datasets", "open_source", "resolve_output", "shard_files", "write_shards",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

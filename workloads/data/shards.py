@@ -35,7 +35,6 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .decode import decode_image_bytes
 from .errors import CorruptImageError, root_hint
 from .folders import ImageFolderSource
 from .imagenet import ImageNetSource
@@ -81,6 +80,8 @@ class ShardSource:
         if not self.is_files:
             return self.images[i].tobytes(), list(self.images[i].shape)
         data = self.paths[i].read_bytes()
+        from .decode import decode_image_bytes  # torchvision: loaded when an image is decoded, not for --help
+
         pixels = decode_image_bytes(data, str(self.paths[i]))
         if image_format == "encoded":
             return data, None

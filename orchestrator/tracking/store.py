@@ -1,4 +1,5 @@
-"""MLflow: tracking URIs, experiments, deterministic runs (parent/child), params and metrics.
+"""MLflow's store as the project uses it: tracking URIs, experiments, runs found by key (parent/child),
+params, metrics, and retrying while a tracking server is away.
 
 Runs are found by a ``run_key`` tag rather than created blindly, so rerunning a command reuses
 its MLflow run instead of adding a duplicate. Only the driver creates experiments and runs (MLflow
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -18,14 +20,10 @@ import requests
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-RUN_KEY = "orchestrator.run_key"
-CONFIG_HASH = "orchestrator.config_hash"
-DIVERGED = "orchestrator.diverged"  # set by rank 0 when the loss went NaN/inf: the run failed
-CHECKPOINT_FALLBACK = "orchestrator.checkpoint_fallback"  # set by rank 0 when it skipped unreadable checkpoints
-ERROR = "orchestrator.error"  # why the run failed, set when it is closed
-ATTEMPT_TAGS = (DIVERGED, CHECKPOINT_FALLBACK, ERROR)  # what one attempt at a run says about itself
+from orchestrator.errors import Unavailable
+from orchestrator.tracking.schema import ATTEMPT_TAGS, ERROR, KIND, PARENT_RUN_ID, RETIRED, RUN_KEY, RUN_NAME
+
 PARAM_VALUE_LIMIT = 6000  # characters MLflow keeps of one param value
 # The driver module a database tracking URI's dialect imports -> the package that provides it. The
 # project installs psycopg (SQLAlchemy's default for postgresql://); the others are the user's choice.
@@ -129,18 +127,72 @@ def get_or_create_run(client: MlflowClient, experiment_id: str, run_key: str, *,
     if run is not None:
         return run, False
     # Strings only: the sqlite store takes ints and bools, the REST store (a tracking server) fails.
-    all_tags = {RUN_KEY: run_key, MLFLOW_RUN_NAME: run_name, **{k: str(v) for k, v in (tags or {}).items()}}
+    all_tags = {RUN_KEY: run_key, RUN_NAME: run_name, **{k: str(v) for k, v in (tags or {}).items()}}
     if parent_run_id:
-        all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        all_tags[PARENT_RUN_ID] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
     return run, True
+
+
+def get_run(client: MlflowClient, run_id: str):
+    """The run ``run_id``; one error line naming it when there is none."""
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise ValueError(f"unknown MLflow run id {run_id!r} at {client.tracking_uri}") from None
+
+
+def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list:
+    """Every run matching, across MLflow's result pages, oldest first."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time ASC"])
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_parent(client: MlflowClient, key: str, experiment: str | None = None):
+    """The run ``key`` names, for ``--parent``: a run id, else a run name in ``experiment`` (a name or
+    id; None: any experiment). An ablation's or ensemble's own run is preferred over a trial run
+    of the same name; two candidates left is an error naming both."""
+    if re.fullmatch(r"[0-9a-f]{32}", key):
+        return get_run(client, key)
+    if "'" in key:
+        raise ValueError(f"--parent {key!r}: a run name cannot contain a quote")
+    where = "any experiment"
+    if experiment is None:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    else:
+        found = client.get_experiment_by_name(experiment)
+        ids, where = ([found.experiment_id] if found else [experiment if experiment.isdigit() else "-1"],
+                      f"experiment {experiment!r}")
+    try:
+        runs = search_all(client, ids, f"attributes.run_name = '{key}'") if ids else []
+    except MlflowException:
+        runs = []  # an experiment id that does not exist
+    if len(runs) > 1:
+        runs = [r for r in runs if KIND in r.data.tags] or runs
+    if not runs:
+        raise ValueError(f"--parent {key!r}: no MLflow run has this id or name in {where}")
+    if len(runs) > 1:
+        raise ValueError(f"--parent {key!r}: {len(runs)} runs have this name "
+                         f"({', '.join(r.info.run_id for r in runs)}); pass a run id")
+    return runs[0]
+
+
+def child_runs(client: MlflowClient, parent) -> list:
+    """The runs nested under ``parent``, oldest first."""
+    return search_all(client, [parent.info.experiment_id], f"tags.`{PARENT_RUN_ID}` = '{parent.info.run_id}'")
 
 
 def retire_run(client: MlflowClient, run) -> None:
     """Take ``run`` out of its run key (``--force``): it stays in MLflow, marked as retired."""
     run_id = run.info.run_id
     set_tags(client, run_id, {RUN_KEY: f"{run.data.tags.get(RUN_KEY)}@retired-{run_id}",
-                              "orchestrator.retired": "true"})
+                              RETIRED: "true"})
     if run.info.status == "RUNNING":
         client.set_terminated(run_id, "KILLED")
 
@@ -218,7 +270,7 @@ def tracking_patience_s() -> float:
 _TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED", "REQUEST_LIMIT_EXCEEDED"}
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(Unavailable):
     """The tracking server stayed unreachable for ``tracking_patience_s()`` where the run needed it."""
 
 
@@ -257,7 +309,7 @@ def retrying(call, what: str, patience_s: float | None = None, pause_s: float = 
 
 def git_commit() -> str:
     """The checkout's commit (with ``-dirty`` for local changes), or ``unknown`` outside git."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True, timeout=10).stdout.strip()
