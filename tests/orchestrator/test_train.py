@@ -28,9 +28,11 @@ import torch
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import load_split
-from orchestrator.train import build_parser, config_from_args, train
+from orchestrator.train import build_parser, config_from_args
+from orchestrator.training import train
 from orchestrator.trainer import run_folder
-from orchestrator.worker import CHECKPOINT_FILE, build_run_model
+from orchestrator.build import build_run_model
+from orchestrator.tracking import CHECKPOINT_FILE
 from tests.reliability.procs import CHAOS_LONG, LONG_REASON
 from workloads.data import ResidentLoader, per_pixel_mean
 from workloads.engine import evaluate, load_checkpoint
@@ -566,6 +568,9 @@ def test_worker_sigkill_redoes_at_most_one_epoch(start_cli, tmp_path):
     assert [epoch for _, epoch in kept] == list(range(1, KILL_EPOCHS + 1))
     assert reports == KILL_EPOCHS
     assert "Traceback" not in cli.output()
+    # The restart in the project's words, with where it resumed from.
+    assert re.search(r"\[workerkill\] a worker was lost or failed: Ray Train restarted the run's workers "
+                     r"\(restart 1\), resuming from (epoch \d+'s checkpoint|the start)", cli.output()), cli.output()
 
 
 # --- 3. the driver killed: rerunning the command resumes from the latest checkpoint ------------------
