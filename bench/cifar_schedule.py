@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from results_file import save_results  # noqa: E402
+
 from workloads.data import ResidentLoader, load_dataset, per_pixel_mean, synthetic  # noqa: E402
 from workloads.engine import build_optimizer, evaluate, get_recipe, prepare_model, train_epoch  # noqa: E402
 from workloads.engine.fast_cifar import FastCifarTrainer  # noqa: E402

@@ -45,8 +45,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import workloads/ and orchestrator/
 from results_file import save_results  # noqa: E402
 
-from workloads.data import (ImageNetTrainTransform, ResidentLoader, imagenet_train_batch,  # noqa: E402
-                            open_source, per_pixel_mean, write_shards)
+from workloads.data import (  # noqa: E402
+    ImageNetTrainTransform,
+    ResidentLoader,
+    imagenet_train_batch,
+    open_source,
+    per_pixel_mean,
+    write_shards,
+)
 from workloads.data.device_decode import device_train_batch  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)  # ImageNet channel means, [0,1] units

@@ -49,6 +49,7 @@ import cifar_schedule  # noqa: E402
 import data_pipeline  # noqa: E402
 import gpu_throughput  # noqa: E402
 from results_file import save_results  # noqa: E402
+
 from workloads.analysis.paper import CIFAR10_TABLE6  # noqa: E402
 from workloads.data import load_dataset, per_pixel_mean  # noqa: E402
 from workloads.engine import get_recipe  # noqa: E402

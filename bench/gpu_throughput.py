@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from results_file import save_results  # noqa: E402
+
 from workloads.models import build_model  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "gpu_throughput.json"

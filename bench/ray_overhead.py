@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from results_file import save_results  # noqa: E402
+
 from orchestrator.config import ExperimentConfig, load_config, scaled_schedule  # noqa: E402
 from workloads.engine import get_recipe  # noqa: E402
 

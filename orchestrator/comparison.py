@@ -17,11 +17,11 @@ import mlflow.artifacts
 from mlflow.exceptions import MlflowException
 
 from orchestrator import report, tracking
+from orchestrator.build import build_run_model
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import load_split
 from orchestrator.parity import PARITY_COLUMNS, parity_table
 from orchestrator.results import degradation_findings
-from orchestrator.build import build_run_model
 from workloads.analysis.responses import FIG7_IMAGES, layer_responses, response_layers
 from workloads.data import ResidentLoader, per_pixel_mean
 from workloads.engine import config_hash, load_checkpoint

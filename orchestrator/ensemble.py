@@ -29,7 +29,13 @@ import math
 from pathlib import Path
 
 from orchestrator import cli, resources
-from orchestrator.config import ENSEMBLE_PRESETS, ExperimentConfig, common_scaled_schedule, list_presets, parse_overrides
+from orchestrator.config import (
+    ENSEMBLE_PRESETS,
+    ExperimentConfig,
+    common_scaled_schedule,
+    list_presets,
+    parse_overrides,
+)
 from workloads import ensemble as ensemble_math
 
 DEFAULT_PRESET = "smoke"

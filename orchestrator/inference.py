@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
+from orchestrator.build import build_run_model
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import ShardedSplit
-from orchestrator.build import build_run_model
 from workloads.data.decode import decode_images
 from workloads.data.shards import resolve_output
 from workloads.ensemble import image_probabilities, view_probabilities

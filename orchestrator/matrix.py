@@ -20,13 +20,22 @@ A preset (``configs/ablate/<name>.yaml``) reads::
 from __future__ import annotations
 
 import itertools
-
-import yaml
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.config import (CONFIG_DIR, FIELDS, ExperimentConfig, check_name_length, load_config,
-                                 make_config, merge, preset_path, read_yaml)
+import yaml
+
+from orchestrator.config import (
+    CONFIG_DIR,
+    FIELDS,
+    ExperimentConfig,
+    check_name_length,
+    load_config,
+    make_config,
+    merge,
+    preset_path,
+    read_yaml,
+)
 
 ABLATE_PRESETS = CONFIG_DIR / "ablate"
 MODEL_AXES = ("family", "depth", "residual")

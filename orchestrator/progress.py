@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from orchestrator import tracking
 
@@ -62,7 +62,7 @@ class RunWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="run-watcher", daemon=True)
 
-    def __enter__(self) -> "RunWatcher":
+    def __enter__(self) -> RunWatcher:
         for label, run_id in self.runs.items():
             run = self.client.get_run(run_id)
             self.seen[label] = run.data.metrics.get("epoch")

@@ -228,7 +228,7 @@ class PendingWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pending-watch", daemon=True)
 
-    def __enter__(self) -> "PendingWatch":
+    def __enter__(self) -> PendingWatch:
         self._thread.start()
         return self
 

@@ -21,7 +21,7 @@ pipeline, so unseeded augmentation differs per epoch.
 from __future__ import annotations
 
 import posixpath
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import ray.data

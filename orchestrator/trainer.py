@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import mlflow
 import mlflow.pytorch
@@ -21,10 +21,10 @@ from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
 from ray.train.torch import TorchTrainer
 
 from orchestrator import storage, tracking
+from orchestrator.build import build_run_model
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import data_shape, ray_datasets
 from orchestrator.resources import DEFAULT_WAIT_MINUTES, run_demand, start_timeout_failures
-from orchestrator.build import build_run_model
 from orchestrator.worker import train_worker
 from workloads.data import dataset_spec
 from workloads.engine import load_checkpoint

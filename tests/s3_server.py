@@ -30,7 +30,7 @@ class S3Server:
                     "AWS_DEFAULT_REGION": "us-east-1"}
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> "S3Server":
+    def start(self, timeout: float = 60) -> S3Server:
         with open(self.log, "w") as log:
             self.process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
                                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

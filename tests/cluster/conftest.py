@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.local_cluster import BIN, Fatal, MlflowServer, Postgres, kill_mentioning, postgres_bin, remove, wait_for
+from tests.cluster.local_cluster import (
+    BIN,
+    Fatal,
+    MlflowServer,
+    Postgres,
+    kill_mentioning,
+    postgres_bin,
+    remove,
+    wait_for,
+)
 
 
 @dataclass

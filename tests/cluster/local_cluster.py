@@ -370,7 +370,7 @@ class LocalCluster:
 
         return wait_for(alive, 120, f"Ray node {node.name} alive")
 
-    def start(self) -> "LocalCluster":
+    def start(self) -> LocalCluster:
         self.head.start()
         self.head.node_id = self._alive_id(self.head)
         return self

@@ -19,9 +19,9 @@ from orchestrator import resources
 from orchestrator.ablation import ablate, place_trials, results_folder, trials_at_once
 from orchestrator.config import parse_overrides
 from orchestrator.matrix import expand, load_ablation
+from tests.orchestrator.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
-from tests.orchestrator.conftest import TINY
 
 
 def test_smoke_preset_expands_to_plain_and_residual_at_two_depths():

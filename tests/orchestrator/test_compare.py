@@ -23,9 +23,9 @@ from playwright.sync_api import sync_playwright
 
 from orchestrator import cli, compare, comparison, parity, report, tracking
 from orchestrator.ablation import place_trials
+from orchestrator.build import build_run_model
 from orchestrator.config import ExperimentConfig
 from orchestrator.results import degradation_findings
-from orchestrator.build import build_run_model
 from workloads.analysis.responses import layer_responses
 from workloads.engine import load_checkpoint
 

@@ -9,8 +9,18 @@ import dataclasses
 
 import pytest
 
-from orchestrator.config import (FIELDS, ExperimentConfig, RawValue, list_presets, load_config, make_config,
-                                 common_scaled_schedule, parse_overrides, preset_path, scaled_schedule)
+from orchestrator.config import (
+    FIELDS,
+    ExperimentConfig,
+    RawValue,
+    common_scaled_schedule,
+    list_presets,
+    load_config,
+    make_config,
+    parse_overrides,
+    preset_path,
+    scaled_schedule,
+)
 from orchestrator.train import build_parser, config_from_args
 from workloads.engine import get_recipe
 

@@ -20,12 +20,12 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from orchestrator import cli, comparison, ensemble, tracking
+from orchestrator.build import build_run_model
 from orchestrator.config import ExperimentConfig, load_config, parse_overrides
 from orchestrator.data import ShardLoader, ray_datasets, subset_indices
 from orchestrator.prepare import prepare
-from orchestrator.training import train
-from orchestrator.build import build_run_model
 from orchestrator.tracking import CHECKPOINT_FILE
+from orchestrator.training import train
 from workloads import ensemble as ensemble_math
 from workloads.data import IMAGENET_MEAN
 from workloads.data.decode import decode_images

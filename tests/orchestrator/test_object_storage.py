@@ -15,8 +15,8 @@ from mlflow.tracking import MlflowClient
 from orchestrator import ablate, cli, prepare, train
 from tests.orchestrator.conftest import TINY
 from tests.orchestrator.test_imagenet import write_imagenet_tree
-from tests.reliability.procs import Command
 from tests.orchestrator.test_train import kill_session, start_cli, wait_for  # noqa: F401
+from tests.reliability.procs import Command
 from tests.s3_server import S3Server
 
 # One worker, 2 epochs of 8 iterations: killed once the first epoch's checkpoint is registered.

@@ -17,16 +17,22 @@ import torch
 
 from orchestrator import packing
 from orchestrator.ablation import ablate, place_trials
-from orchestrator.config import parse_overrides
-from orchestrator.matrix import Ablation, expand, load_ablation
-from orchestrator.tracking import MlflowClient
-from orchestrator.data import build_run_data
 from orchestrator.build import build_run_model, resolved_recipe
 from orchestrator.checkpoints import restore_latest_good
-from orchestrator.tracking import CHECKPOINT_FILE
+from orchestrator.config import parse_overrides
+from orchestrator.data import build_run_data
+from orchestrator.matrix import Ablation, expand, load_ablation
+from orchestrator.tracking import CHECKPOINT_FILE, MlflowClient
 from tests.orchestrator.conftest import TINY
-from workloads.engine import (CheckpointError, build_optimizer, evaluate, get_recipe, make_checkpoint, prepare_model,
-                              save_checkpoint)
+from workloads.engine import (
+    CheckpointError,
+    build_optimizer,
+    evaluate,
+    get_recipe,
+    make_checkpoint,
+    prepare_model,
+    save_checkpoint,
+)
 from workloads.engine.fast_cifar import FastCifarTrainer
 from workloads.models import build_model
 

@@ -26,13 +26,13 @@ import pytest
 import torch
 
 from orchestrator import tracking
+from orchestrator.build import build_run_model
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import load_split
-from orchestrator.train import build_parser, config_from_args
-from orchestrator.training import train
-from orchestrator.trainer import run_folder
-from orchestrator.build import build_run_model
 from orchestrator.tracking import CHECKPOINT_FILE
+from orchestrator.train import build_parser, config_from_args
+from orchestrator.trainer import run_folder
+from orchestrator.training import train
 from tests.reliability.procs import CHAOS_LONG, LONG_REASON
 from workloads.data import ResidentLoader, per_pixel_mean
 from workloads.engine import evaluate, load_checkpoint

@@ -20,10 +20,10 @@ import importlib
 import io
 import os
 import re
-import traceback
 import subprocess
 import sys
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

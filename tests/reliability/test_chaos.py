@@ -27,12 +27,19 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
-from orchestrator.train import build_parser, config_from_args
-from orchestrator.training import train
-from orchestrator.trainer import run_folder
 from orchestrator.tracking import CHECKPOINT_FILE
-from tests.reliability.procs import (CHAOS_LONG, HAVE_FASHION_MNIST, LONG_REASON, Command, MlflowServer,
-                                     train_workers, wait_until)
+from orchestrator.train import build_parser, config_from_args
+from orchestrator.trainer import run_folder
+from orchestrator.training import train
+from tests.reliability.procs import (
+    CHAOS_LONG,
+    HAVE_FASHION_MNIST,
+    LONG_REASON,
+    Command,
+    MlflowServer,
+    train_workers,
+    wait_until,
+)
 from workloads.engine import load_checkpoint
 
 pytestmark = pytest.mark.skipif(not HAVE_FASHION_MNIST, reason="Fashion-MNIST not installed (make data)")

@@ -6,8 +6,18 @@ import torch.nn.functional as F
 
 import workloads.data.augment as augment
 from workloads.data import (
-    MULTI_SCALES, PCA_EIGVAL, PCA_EIGVEC, ImageNetTrainTransform, ResidentLoader, center_view, crop_flip, lighting_noise,
-    multi_scale_views, per_pixel_mean, resize_shorter, ten_crop_views,
+    MULTI_SCALES,
+    PCA_EIGVAL,
+    PCA_EIGVEC,
+    ImageNetTrainTransform,
+    ResidentLoader,
+    center_view,
+    crop_flip,
+    lighting_noise,
+    multi_scale_views,
+    per_pixel_mean,
+    resize_shorter,
+    ten_crop_views,
 )
 
 
@@ -148,7 +158,8 @@ def test_train_transform_is_a_crop_of_the_image_or_its_mirror_minus_the_mean():
             source = image.flip(-1) if f else image
             # Candidate offsets: where the crop's corner pixel occurs (random pixels: few), then full check.
             corner = (source[:, :33, :33] == restored[:, 0, 0][:, None, None]).all(0).nonzero().tolist()
-            found += [(t, l, f) for t, l in corner if torch.equal(restored, source[:, t:t + 224, l:l + 224])]
+            found += [(top, left, f) for top, left in corner
+                      if torch.equal(restored, source[:, top:top + 224, left:left + 224])]
         assert found, "output is not a 224 crop of the image or of its mirror"
         flips.append(found[0][2])
     assert len(set(flips)) == 2

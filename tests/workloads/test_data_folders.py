@@ -9,10 +9,22 @@ import torch
 from PIL import Image
 
 from tests.shared_data import shared_data_file
-from tests.workloads.data_fixtures import smooth_rgb, write_cifar10, write_fashion_mnist, write_odd_files, write_png_tree
+from tests.workloads.data_fixtures import (
+    smooth_rgb,
+    write_cifar10,
+    write_fashion_mnist,
+    write_odd_files,
+    write_png_tree,
+)
 from workloads.data import (
-    CorruptImageError, ImageFileDataset, ImageFolderSource, ImageNetSource, decode_image_file, list_datasets,
-    load_dataset, load_image_tree,
+    CorruptImageError,
+    ImageFileDataset,
+    ImageFolderSource,
+    ImageNetSource,
+    decode_image_file,
+    list_datasets,
+    load_dataset,
+    load_image_tree,
 )
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

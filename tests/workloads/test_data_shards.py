@@ -12,10 +12,21 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.workloads.data_fixtures import (smooth_rgb, write_cifar10, write_fashion_mnist, write_odd_files,
-                                           write_png_tree)
-from workloads.data import (decode_batch, decode_image_file, imagenet_train_batch, list_shard_datasets, open_source,
-                            write_shards)
+from tests.workloads.data_fixtures import (
+    smooth_rgb,
+    write_cifar10,
+    write_fashion_mnist,
+    write_odd_files,
+    write_png_tree,
+)
+from workloads.data import (
+    decode_batch,
+    decode_image_file,
+    imagenet_train_batch,
+    list_shard_datasets,
+    open_source,
+    write_shards,
+)
 
 
 def _jpeg_tree(root: Path) -> None:

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workloads.data import ResidentLoader, load_fashion_mnist, per_pixel_mean
 from tests.workloads.engine_fixtures import FixedLogits
+from workloads.data import ResidentLoader, load_fashion_mnist, per_pixel_mean
 from workloads.engine import (
     DivergenceError,
     build_optimizer,

@@ -30,7 +30,6 @@ from .augment import PCA_EIGVAL, PCA_EIGVEC
 from .decode import decode_image_bytes
 from .errors import CorruptImageError
 
-
 JPEG_START = b"\xff\xd8"  # the SOI marker every JPEG file begins with
 
 

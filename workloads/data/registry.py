@@ -40,7 +40,7 @@ class InMemoryDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices: torch.Tensor) -> "InMemoryDataset":
+    def subset(self, indices: torch.Tensor) -> InMemoryDataset:
         """The images at ``indices`` (e.g. one half of ``train_val_split``)."""
         return InMemoryDataset(self.images[indices], self.labels[indices], self.classes)
 
