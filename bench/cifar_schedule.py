@@ -102,18 +102,30 @@ def naive_rate(name: str, images, labels, mean, device, warmup: int, steps: int)
     return stats.iterations / stats.seconds  # train_epoch ends with a host sync: the clock is honest
 
 
-def fast_trainer(name: str, images, labels, mean, device, compile: bool, recipe=None,
-                 graph: bool | None = None) -> FastCifarTrainer:
+def fast_trainer(
+    name: str, images, labels, mean, device, compile: bool, recipe=None, graph: bool | None = None
+) -> FastCifarTrainer:
     autocast, on_cuda = setup(device)
     torch.manual_seed(0)
     recipe = recipe or make_recipe(name)
     model = prepare_model(build_model(name, num_classes=10), device, channels_last=on_cuda)
-    return FastCifarTrainer(model, images, labels, recipe, device=device, mean=mean, autocast_dtype=autocast,
-                            channels_last=on_cuda, compile=compile, cuda_graph=graph)
+    return FastCifarTrainer(
+        model,
+        images,
+        labels,
+        recipe,
+        device=device,
+        mean=mean,
+        autocast_dtype=autocast,
+        channels_last=on_cuda,
+        compile=compile,
+        cuda_graph=graph,
+    )
 
 
-def fast_rate(name: str, images, labels, mean, device, warmup: int, steps: int, compile: bool = False,
-              graph: bool | None = None) -> float:
+def fast_rate(
+    name: str, images, labels, mean, device, warmup: int, steps: int, compile: bool = False, graph: bool | None = None
+) -> float:
     trainer = fast_trainer(name, images, labels, mean, device, compile, graph=graph)
     trainer.train_epoch(0, 0, max_steps=warmup)  # eager steps, graph capture, compile
     epoch, done, seconds = 1, 0, 0.0
@@ -171,36 +183,62 @@ def real_data_run(args, device) -> dict:
     test_loader = ResidentLoader(test.images, test.labels, 1000, train=False, mean=mean, device=device)
     result = evaluate(trainer.model, test_loader, device, autocast, channels_last=on_cuda)
     total = time.perf_counter() - started
-    return {"model": name, "epochs": args.real_epochs, "iterations": iteration, "train_images": len(train),
-            "test_images": len(test), "recipe": recipe.to_dict(), "train_loss_per_epoch": losses,
-            "test_top1_error": round(result["top1_error"], 2), "test_loss": round(result["loss"], 4),
-            "train_seconds": round(train_seconds, 1), "wall_seconds_train_and_test": round(total, 1),
-            "data_load_seconds_not_counted": round(load_seconds, 1), "baseline_h200": REAL_BASELINE}
+    return {
+        "model": name,
+        "epochs": args.real_epochs,
+        "iterations": iteration,
+        "train_images": len(train),
+        "test_images": len(test),
+        "recipe": recipe.to_dict(),
+        "train_loss_per_epoch": losses,
+        "test_top1_error": round(result["top1_error"], 2),
+        "test_loss": round(result["loss"], 4),
+        "train_seconds": round(train_seconds, 1),
+        "wall_seconds_train_and_test": round(total, 1),
+        "data_load_seconds_not_counted": round(load_seconds, 1),
+        "baseline_h200": REAL_BASELINE,
+    }
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python bench/cifar_schedule.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="CPU correctness run: cifar_resnet8/20, 1,024 images, 2 warm-up + 4 timed steps")
-    p.add_argument("--models", help="nets measured naive vs fast, comma-separated; '' for none "
-                                    "(default cifar_resnet20,cifar_resnet56,cifar_resnet110)")
+    p = argparse.ArgumentParser(
+        prog="python bench/cifar_schedule.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CPU correctness run: cifar_resnet8/20, 1,024 images, 2 warm-up + 4 timed steps",
+    )
+    p.add_argument(
+        "--models",
+        help="nets measured naive vs fast, comma-separated; '' for none "
+        "(default cifar_resnet20,cifar_resnet56,cifar_resnet110)",
+    )
     p.add_argument("--images", type=int, default=50_000, help="synthetic training images (default 50,000)")
-    p.add_argument("--test-images", type=int, default=10_000,
-                   help="with --matrix: synthetic test images of the per-epoch test pass (default 10,000)")
+    p.add_argument(
+        "--test-images",
+        type=int,
+        default=10_000,
+        help="with --matrix: synthetic test images of the per-epoch test pass (default 10,000)",
+    )
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first (default 20)")
     p.add_argument("--steps", type=int, default=390, help="timed steps (default 390 = one CIFAR epoch)")
     p.add_argument("--fast-compile", action="store_true", help="also measure fast + torch.compile")
     p.add_argument("--no-naive", action="store_true", help="skip the naive rows")
     p.add_argument("--matrix", action="store_true", help="fast rates of all 10 Table 6 nets, and the matrix estimate")
-    p.add_argument("--pack", default="", help="with --matrix: also train N nets at once on CUDA streams in one "
-                                               "process; a comma-separated list measures several N (e.g. 5,10)")
+    p.add_argument(
+        "--pack",
+        default="",
+        help="with --matrix: also train N nets at once on CUDA streams in one "
+        "process; a comma-separated list measures several N (e.g. 5,10)",
+    )
     p.add_argument("--real-data", type=Path, help="cifar10-jpeg folder: also train ResNet-20 on real CIFAR-10")
     p.add_argument("--real-epochs", type=int, default=20, help="epochs of the real-data run (default 20)")
     p.add_argument("--real-max-per-class", type=int, help="keep only k images per class (for quick checks)")
     p.add_argument("--cpu", action="store_true", help="use the CPU even if CUDA is there")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                   help=f"JSON results (default {DEFAULT_OUTPUT.relative_to(ROOT)})")
+    p.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON results (default {DEFAULT_OUTPUT.relative_to(ROOT)})"
+    )
     args = p.parse_args(argv)
     if args.models is None:
         args.models = "cifar_resnet8,cifar_resnet20" if args.quick else "cifar_resnet20,cifar_resnet56,cifar_resnet110"
@@ -229,15 +267,28 @@ def main(argv=None) -> int:
     images, labels = synthetic(args.images, (3, 32, 32), 10)
     mean = per_pixel_mean(images)
     where = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    print(f"device {where}, torch {torch.__version__}; batch 128, {args.images:,} synthetic images, "
-          f"{args.warmup} warm-up + {args.steps} timed steps per row", flush=True)
+    print(
+        f"device {where}, torch {torch.__version__}; batch 128, {args.images:,} synthetic images, "
+        f"{args.warmup} warm-up + {args.steps} timed steps per row",
+        flush=True,
+    )
     rows = []
 
     def add(name, mode, rate):
-        rows.append({"model": name, "mode": mode, "iterations_per_s": round(rate, 2), "images_per_s": round(rate * 128),
-                     "paper_schedule_seconds_extrapolated": round(PAPER_ITERATIONS / rate, 1)})
-        print(f"  {name:<16} {mode:<13} {rate:8.2f} it/s  {rate * 128:9,.0f} img/s  "
-              f"64k iterations ~ {fmt_time(PAPER_ITERATIONS / rate)}", flush=True)
+        rows.append(
+            {
+                "model": name,
+                "mode": mode,
+                "iterations_per_s": round(rate, 2),
+                "images_per_s": round(rate * 128),
+                "paper_schedule_seconds_extrapolated": round(PAPER_ITERATIONS / rate, 1),
+            }
+        )
+        print(
+            f"  {name:<16} {mode:<13} {rate:8.2f} it/s  {rate * 128:9,.0f} img/s  "
+            f"64k iterations ~ {fmt_time(PAPER_ITERATIONS / rate)}",
+            flush=True,
+        )
 
     for name in [m for m in args.models.split(",") if m]:
         if not args.no_naive:
@@ -245,10 +296,14 @@ def main(argv=None) -> int:
         try:
             add(name, "fast", fast_rate(name, images, labels, mean, device, args.warmup, args.steps))
         except Exception as error:  # noqa: BLE001 - an unattended GPU run keeps going without the graph
-            print(f"  {name} fast: FAILED ({type(error).__name__}: {error}); retrying without the CUDA graph",
-                  flush=True)
-            add(name, "fast-no-graph",
-                fast_rate(name, images, labels, mean, device, args.warmup, args.steps, graph=False))
+            print(
+                f"  {name} fast: FAILED ({type(error).__name__}: {error}); retrying without the CUDA graph", flush=True
+            )
+            add(
+                name,
+                "fast-no-graph",
+                fast_rate(name, images, labels, mean, device, args.warmup, args.steps, graph=False),
+            )
         if args.fast_compile:
             try:
                 add(name, "fast+compile", fast_rate(name, images, labels, mean, device, args.warmup, args.steps, True))
@@ -270,29 +325,46 @@ def main(argv=None) -> int:
         order = sorted(nets, key=lambda n: -PAPER_ITERATIONS / solo[n])
         matrix["packed"] = []
         for n in args.pack:
-            groups = [order[i:i + n] for i in range(0, len(order), n)]
+            groups = [order[i : i + n] for i in range(0, len(order), n)]
             rates = [packed_rate(g, images, labels, mean, device, args.warmup, args.steps) for g in groups]
             total = sum(PAPER_ITERATIONS / r for r in rates)
             for group, rate in zip(groups, rates):
                 print(f"  packed {len(group)}: {', '.join(group)}: {rate:.1f} rounds/s", flush=True)
-            matrix["packed"].append({"n": n, "groups": groups, "rounds_per_s": [round(r, 2) for r in rates],
-                                     "seconds_extrapolated": round(total, 1)})
+            matrix["packed"].append(
+                {
+                    "n": n,
+                    "groups": groups,
+                    "rounds_per_s": [round(r, 2) for r in rates],
+                    "seconds_extrapolated": round(total, 1),
+                }
+            )
         # What `ablate --pack` adds per epoch: every run's test pass, one after another.
         test_images, test_labels = synthetic(args.test_images, (3, 32, 32), 10, seed=1)
         per_epoch = sum(eval_seconds(n, test_images, test_labels, mean, device) for n in nets)
         epochs = -(-PAPER_ITERATIONS // (CIFAR_TRAIN_IMAGES // 128))  # the worker's ceil(64000 / 390)
-        matrix["eval"] = {"test_images": args.test_images, "seconds_per_epoch_all_nets": round(per_epoch, 3),
-                          "epochs": epochs, "seconds_extrapolated": round(per_epoch * epochs, 1)}
-        print(f"  test pass of all {len(nets)} nets on {args.test_images:,} images: {per_epoch:.2f} s per epoch, "
-              f"x {epochs} epochs = {fmt_time(per_epoch * epochs)}", flush=True)
+        matrix["eval"] = {
+            "test_images": args.test_images,
+            "seconds_per_epoch_all_nets": round(per_epoch, 3),
+            "epochs": epochs,
+            "seconds_extrapolated": round(per_epoch * epochs, 1),
+        }
+        print(
+            f"  test pass of all {len(nets)} nets on {args.test_images:,} images: {per_epoch:.2f} s per epoch, "
+            f"x {epochs} epochs = {fmt_time(per_epoch * epochs)}",
+            flush=True,
+        )
 
     real = real_data_run(args, device) if args.real_data else None
 
-    print(f"\n{'model':<16} {'mode':<13} {'it/s':>8} {'img/s':>9} {'64k iterations':>15}   (rates MEASURED, "
-          f"run times EXTRAPOLATED)")
+    print(
+        f"\n{'model':<16} {'mode':<13} {'it/s':>8} {'img/s':>9} {'64k iterations':>15}   (rates MEASURED, "
+        f"run times EXTRAPOLATED)"
+    )
     for r in rows:
-        print(f"{r['model']:<16} {r['mode']:<13} {r['iterations_per_s']:>8.2f} {r['images_per_s']:>9,} "
-              f"{fmt_time(r['paper_schedule_seconds_extrapolated']):>15}")
+        print(
+            f"{r['model']:<16} {r['mode']:<13} {r['iterations_per_s']:>8.2f} {r['images_per_s']:>9,} "
+            f"{fmt_time(r['paper_schedule_seconds_extrapolated']):>15}"
+        )
     speedups = {}
     for name in {r["model"] for r in rows}:
         by_mode = {r["mode"]: r["iterations_per_s"] for r in rows if r["model"] == name}
@@ -300,36 +372,57 @@ def main(argv=None) -> int:
         if "naive" in by_mode and fast:
             speedups[name] = round(fast / by_mode["naive"], 3)
             print(f"fast / naive, {name}: {speedups[name]:.2f}x")
-    r110 = min((r for r in rows if r["model"] == "cifar_resnet110" and r["mode"].startswith("fast")),
-               key=lambda r: r["paper_schedule_seconds_extrapolated"], default=None)
+    r110 = min(
+        (r for r in rows if r["model"] == "cifar_resnet110" and r["mode"].startswith("fast")),
+        key=lambda r: r["paper_schedule_seconds_extrapolated"],
+        default=None,
+    )
     if r110 and device.type == "cuda":
         s = r110["paper_schedule_seconds_extrapolated"]
-        print(f"ResNet-110, paper schedule, {r110['mode']}: {fmt_time(s)} (target <= {TARGET_R110_S // 60} min on "
-              f"an H200: {'met' if s <= TARGET_R110_S else 'NOT met'})")
+        print(
+            f"ResNet-110, paper schedule, {r110['mode']}: {fmt_time(s)} (target <= {TARGET_R110_S // 60} min on "
+            f"an H200: {'met' if s <= TARGET_R110_S else 'NOT met'})"
+        )
     if matrix:
         line = f"Table 6 matrix ({len(matrix['nets'])} nets), one at a time: {fmt_time(matrix['sequential_seconds_extrapolated'])}"
         for packed in matrix["packed"]:
             line += f"; {packed['n']} at a time on streams: {fmt_time(packed['seconds_extrapolated'])}"
         print(line + f" (target <= {TARGET_MATRIX_S // 60} min on an H200; extrapolated, training steps only)")
         for packed in matrix["packed"]:
-            print(f"  with every run's test pass each epoch (ablate --pack {packed['n']}): "
-                  f"{fmt_time(packed['seconds_extrapolated'] + matrix['eval']['seconds_extrapolated'])}")
+            print(
+                f"  with every run's test pass each epoch (ablate --pack {packed['n']}): "
+                f"{fmt_time(packed['seconds_extrapolated'] + matrix['eval']['seconds_extrapolated'])}"
+            )
     if real:
-        print(f"real CIFAR-10, {real['model']}, {real['epochs']} epochs ({real['iterations']} iterations): "
-              f"test error {real['test_top1_error']:.2f}% in {real['wall_seconds_train_and_test']:.1f} s "
-              f"(train {real['train_seconds']:.1f} s; data load {real['data_load_seconds_not_counted']:.1f} s not "
-              f"counted); baseline on an H200: {REAL_BASELINE['test_error']}% in {REAL_BASELINE['seconds']} s")
+        print(
+            f"real CIFAR-10, {real['model']}, {real['epochs']} epochs ({real['iterations']} iterations): "
+            f"test error {real['test_top1_error']:.2f}% in {real['wall_seconds_train_and_test']:.1f} s "
+            f"(train {real['train_seconds']:.1f} s; data load {real['data_load_seconds_not_counted']:.1f} s not "
+            f"counted); baseline on an H200: {REAL_BASELINE['test_error']}% in {REAL_BASELINE['seconds']} s"
+        )
     print(f"load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; {os.cpu_count()} CPUs")
 
     results = {
-        "machine": {"device": where, "cpus": os.cpu_count(), "load_average_1min": [load_before, os.getloadavg()[0]],
-                    "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__},
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                     if k != "output"},
-        "measured": "iterations_per_s over the timed steps", "extrapolated": "seconds = 64000 / iterations_per_s",
-        "rows": rows, "fast_over_naive": speedups, "matrix": matrix, "real_data": real,
-        "targets": {"resnet110_paper_schedule_seconds": TARGET_R110_S, "table6_matrix_seconds": TARGET_MATRIX_S,
-                    "real_data_baseline_h200": REAL_BASELINE},
+        "machine": {
+            "device": where,
+            "cpus": os.cpu_count(),
+            "load_average_1min": [load_before, os.getloadavg()[0]],
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "output"},
+        "measured": "iterations_per_s over the timed steps",
+        "extrapolated": "seconds = 64000 / iterations_per_s",
+        "rows": rows,
+        "fast_over_naive": speedups,
+        "matrix": matrix,
+        "real_data": real,
+        "targets": {
+            "resnet110_paper_schedule_seconds": TARGET_R110_S,
+            "table6_matrix_seconds": TARGET_MATRIX_S,
+            "real_data_baseline_h200": REAL_BASELINE,
+        },
     }
     save_results(args.output, results)
     return 0

@@ -70,8 +70,9 @@ def write_jpegs(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> f
     yy, xx = np.mgrid[0:h, 0:w]
     total = 0
     for i in range(n):
-        base = rng.uniform(30, 220, 3) + np.stack([xx * rng.uniform(-0.3, 0.3), yy * rng.uniform(-0.3, 0.3),
-                                                   (xx + yy) * rng.uniform(-0.2, 0.2)], -1)
+        base = rng.uniform(30, 220, 3) + np.stack(
+            [xx * rng.uniform(-0.3, 0.3), yy * rng.uniform(-0.3, 0.3), (xx + yy) * rng.uniform(-0.2, 0.2)], -1
+        )
         pixels = np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
         path = folder / f"class{i % CLASSES}" / f"{i:05d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,8 +94,13 @@ def shard_batches(shard_folder: Path, batch: int) -> list[dict]:
     """The shards' rows as decode-ready column dicts of ``batch`` rows, read once up front: the rows
     below measure decode + augment, as a data worker runs it over a shard in memory."""
     table = pa.concat_tables([pq.read_table(p) for p in sorted(shard_folder.glob("part-*.parquet"))]).combine_chunks()
-    return [{name: np.array(part.column(name).to_pylist(), dtype=None if name == "label" else object)
-             for name in ("key", "image", "label")} for part in table.to_batches(max_chunksize=batch)]
+    return [
+        {
+            name: np.array(part.column(name).to_pylist(), dtype=None if name == "label" else object)
+            for name in ("key", "image", "label")
+        }
+        for part in table.to_batches(max_chunksize=batch)
+    ]
 
 
 def ours_in_process(shard_folder: Path, batch: int, passes: int) -> float:
@@ -115,11 +121,13 @@ def ours_on_device(shard_folder: Path, batch: int, passes: int, device: str) -> 
 
 
 def torchvision_loader(image_root: Path, batch: int, workers: int, passes: int) -> float:
-    transform = torchvision.transforms.Compose([torchvision.transforms.PILToTensor(),
-                                                ImageNetTrainTransform(torch.from_numpy(MEAN))])
+    transform = torchvision.transforms.Compose(
+        [torchvision.transforms.PILToTensor(), ImageNetTrainTransform(torch.from_numpy(MEAN))]
+    )
     dataset = torchvision.datasets.ImageFolder(str(image_root), transform=transform)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0
+    )
     return timed_passes(lambda: sum(len(y) for _, y in loader), passes)
 
 
@@ -128,8 +136,14 @@ def ours_ray_data(out: Path, batch: int, workers: int, passes: int) -> float:
 
     from orchestrator.shards import iter_torch, read_shards
 
-    ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
-             logging_level="ERROR", log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=workers,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         dataset = read_shards(str(out), "train", augment="imagenet-train", mean=MEAN, batch_size=batch)
@@ -159,19 +173,35 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=200, help="synthetic JPEGs to generate (default 200)")
     p.add_argument("--size", default="500x375", help="JPEG width x height in pixels (default 500x375)")
     p.add_argument("--batch", type=int, default=32, help="images per batch in every pipeline (default 32)")
-    p.add_argument("--workers", type=int, default=os.cpu_count(),
-                   help="CPU workers for Ray Data and the DataLoader (default: all cores)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count(),
+        help="CPU workers for Ray Data and the DataLoader (default: all cores)",
+    )
     p.add_argument("--passes", type=int, default=2, help="timed passes after the warm-up (default 2)")
     p.add_argument("--cifar-images", type=int, default=10000, help="images in the ResidentLoader set (default 10000)")
     p.add_argument("--no-ray", action="store_true", help="skip the Ray Data row (no Ray start-up)")
-    p.add_argument("--device-decode", choices=("none", "cpu", "cuda"), default="cuda" if torch.cuda.is_available()
-                   else "none", help="the on-device decode row's device (default: cuda if there is one, else none)")
+    p.add_argument(
+        "--device-decode",
+        choices=("none", "cpu", "cuda"),
+        default="cuda" if torch.cuda.is_available() else "none",
+        help="the on-device decode row's device (default: cuda if there is one, else none)",
+    )
     p.add_argument("--device-batch", type=int, default=256, help="batch of the on-device decode row (default 256)")
-    p.add_argument("--train-rate", type=float, default=6633.0,
-                   help="img/s one GPU trains ResNet-50 at, for the feed target (default 6,633: torchvision, "
-                        "torch.compile, H200, DESIGN.md)")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "data_pipeline.json",
-                   help="JSON results file (default bench/results/data_pipeline.json)")
+    p.add_argument(
+        "--train-rate",
+        type=float,
+        default=6633.0,
+        help="img/s one GPU trains ResNet-50 at, for the feed target (default 6,633: torchvision, "
+        "torch.compile, H200, DESIGN.md)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results" / "data_pipeline.json",
+        help="JSON results file (default bench/results/data_pipeline.json)",
+    )
     args = p.parse_args(argv)
     try:
         args.size = tuple(int(v) for v in args.size.lower().split("x"))
@@ -194,12 +224,17 @@ def main(argv=None) -> None:
         # Several shards per worker, so Ray Data has blocks to spread over W CPUs.
         shard_size = math.ceil(args.images / (4 * args.workers))
         write_shards(open_source("folder", "train", tmp / "jpegs"), str(tmp / "shards"), shard_size=shard_size)
-        print(f"{args.images} JPEGs {args.size[0]}x{args.size[1]}, {kb:.0f} KB each on average; "
-              f"{args.passes} timed passes after a warm-up; batch {args.batch}", flush=True)
+        print(
+            f"{args.images} JPEGs {args.size[0]}x{args.size[1]}, {kb:.0f} KB each on average; "
+            f"{args.passes} timed passes after a warm-up; batch {args.batch}",
+            flush=True,
+        )
         ours_1 = ours_in_process(tmp / "shards" / "train", args.batch, args.passes)
         theirs_1 = torchvision_loader(tmp / "jpegs", args.batch, 0, args.passes)
-        rows += [("ImageNet train: shards + imagenet_train_batch, 1 process", ours_1, 1),
-                 ("ImageNet train: ImageFolder + DataLoader(num_workers=0)", theirs_1, 1)]
+        rows += [
+            ("ImageNet train: shards + imagenet_train_batch, 1 process", ours_1, 1),
+            ("ImageNet train: ImageFolder + DataLoader(num_workers=0)", theirs_1, 1),
+        ]
         theirs_w = torchvision_loader(tmp / "jpegs", args.batch, args.workers, args.passes)
         if not args.no_ray:
             ours_w = ours_ray_data(tmp / "shards", args.batch, args.workers, args.passes)
@@ -207,8 +242,13 @@ def main(argv=None) -> None:
         rows.append((f"ImageNet train: ImageFolder + DataLoader(num_workers={args.workers})", theirs_w, args.workers))
         if args.device_decode != "none":
             on_device = ours_on_device(tmp / "shards" / "train", args.device_batch, args.passes, args.device_decode)
-            rows.append((f"ImageNet train: shards + device_train_batch on {args.device_decode}, batch "
-                         f"{args.device_batch}", on_device, None))
+            rows.append(
+                (
+                    f"ImageNet train: shards + device_train_batch on {args.device_decode}, batch {args.device_batch}",
+                    on_device,
+                    None,
+                )
+            )
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         rate = resident_cifar(device, args.cifar_images, 128, args.passes)
         cores = 1 if device == "cpu" else None  # a GPU's rate has no per-core figure
@@ -227,20 +267,45 @@ def main(argv=None) -> None:
         print(f"ours / torchvision ImageFolder, {label}: {ratio:.2f}x")
     feed = None
     if args.device_decode != "none":
-        feed = {"device": args.device_decode, "images_per_s": round(on_device, 1), "train_rate": args.train_rate,
-                "ratio": round(on_device / args.train_rate, 3), "target_ratio": 1.2}
-        print(f"device decode feeds {on_device:,.0f} img/s = {feed['ratio']:.2f}x the ResNet-50 training rate "
-              f"{args.train_rate:,.0f} img/s (target >= 1.2x: {'met' if feed['ratio'] >= 1.2 else 'NOT met'})")
+        feed = {
+            "device": args.device_decode,
+            "images_per_s": round(on_device, 1),
+            "train_rate": args.train_rate,
+            "ratio": round(on_device / args.train_rate, 3),
+            "target_ratio": 1.2,
+        }
+        print(
+            f"device decode feeds {on_device:,.0f} img/s = {feed['ratio']:.2f}x the ResNet-50 training rate "
+            f"{args.train_rate:,.0f} img/s (target >= 1.2x: {'met' if feed['ratio'] >= 1.2 else 'NOT met'})"
+        )
 
     results = {
-        "machine": {"cpus": os.cpu_count(), "load_average_1min": [load_before[0], os.getloadavg()[0]],
-                    "platform": platform.platform(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-                    "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-        "settings": {"images": args.images, "size": list(args.size), "jpeg_kb_mean": round(kb, 1),
-                     "batch": args.batch, "workers": args.workers, "passes": args.passes,
-                     "cifar_images": args.cifar_images, "device_batch": args.device_batch},
-        "rows": [{"pipeline": name, "images_per_s": round(rate, 1),
-                  "images_per_s_per_core": round(rate / cores, 1) if cores else None} for name, rate, cores in rows],
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_1min": [load_before[0], os.getloadavg()[0]],
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        },
+        "settings": {
+            "images": args.images,
+            "size": list(args.size),
+            "jpeg_kb_mean": round(kb, 1),
+            "batch": args.batch,
+            "workers": args.workers,
+            "passes": args.passes,
+            "cifar_images": args.cifar_images,
+            "device_batch": args.device_batch,
+        },
+        "rows": [
+            {
+                "pipeline": name,
+                "images_per_s": round(rate, 1),
+                "images_per_s_per_core": round(rate / cores, 1) if cores else None,
+            }
+            for name, rate, cores in rows
+        ],
         "ratios_ours_over_torchvision": {k: round(v, 3) for k, v in ratios.items()},
         "device_decode_feed": feed,
     }

@@ -40,8 +40,9 @@ def main(config_json: str, output_json: str) -> None:
         run.end_epoch(stats)
         speeds.append(stats.images_per_second)
     if rank == 0:
-        Path(output_json).write_text(json.dumps({"images_per_second": speeds, "world_size": world_size,
-                                                 "threads": torch.get_num_threads()}))
+        Path(output_json).write_text(
+            json.dumps({"images_per_second": speeds, "world_size": world_size, "threads": torch.get_num_threads()})
+        )
     dist.destroy_process_group()
 
 

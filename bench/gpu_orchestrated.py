@@ -67,6 +67,7 @@ def device_for(quick: bool) -> torch.device:
 
 # --- bare-cifar --------------------------------------------------------------------------------
 
+
 def bare_cifar(args) -> None:
     device = device_for(args.quick)
     started = time.perf_counter()
@@ -79,27 +80,52 @@ def bare_cifar(args) -> None:
     # Quick: a few CPU steps. GPU: 2 epochs of ResNet-20 after 20 warm-up steps (graph capture in the
     # warm-up), and the nets packed as bench/gpu_checks.sh's cifar_matrix measures them.
     warmup, steps, pack_warmup, pack_steps = (2, 4, 2, 3) if args.quick else (20, 2 * steps_per_epoch, 10, 200)
-    print(f"{len(train):,} training and {len(test):,} test images from {args.data} ({load_seconds:.1f} s), "
-          f"device {device}", flush=True)
+    print(
+        f"{len(train):,} training and {len(test):,} test images from {args.data} ({load_seconds:.1f} s), "
+        f"device {device}",
+        flush=True,
+    )
     rate = cifar_schedule.fast_rate("cifar_resnet20", train.images, train.labels, mean, device, warmup, steps)
     test_pass = cifar_schedule.eval_seconds("cifar_resnet20", test.images, test.labels, mean, device)
-    print(f"ResNet-20 fast: {rate:.1f} it/s ({warmup} warm-up + {steps} timed steps); one test pass "
-          f"{test_pass:.3f} s", flush=True)
+    print(
+        f"ResNet-20 fast: {rate:.1f} it/s ({warmup} warm-up + {steps} timed steps); one test pass {test_pass:.3f} s",
+        flush=True,
+    )
     packed = cifar_schedule.packed_rate(nets, train.images, train.labels, mean, device, pack_warmup, pack_steps)
     test_passes = {name: cifar_schedule.eval_seconds(name, test.images, test.labels, mean, device) for name in nets}
-    print(f"{len(nets)} nets packed: {packed:.2f} rounds/s ({pack_warmup} warm-up + {pack_steps} timed rounds); "
-          f"their test passes {sum(test_passes.values()):.3f} s in all", flush=True)
-    save_results(args.output, {
-        "machine": machine(device), "data": str(args.data), "train_images": len(train), "test_images": len(test),
-        "steps_per_epoch": steps_per_epoch, "data_load_seconds": round(load_seconds, 1),
-        "resnet20": {"iterations_per_s": rate, "warmup_steps": warmup, "timed_steps": steps,
-                     "test_pass_seconds": test_pass},
-        "packed": {"nets": nets, "rounds_per_s": packed, "warmup_rounds": pack_warmup, "timed_rounds": pack_steps,
-                   "test_pass_seconds": test_passes},
-    })
+    print(
+        f"{len(nets)} nets packed: {packed:.2f} rounds/s ({pack_warmup} warm-up + {pack_steps} timed rounds); "
+        f"their test passes {sum(test_passes.values()):.3f} s in all",
+        flush=True,
+    )
+    save_results(
+        args.output,
+        {
+            "machine": machine(device),
+            "data": str(args.data),
+            "train_images": len(train),
+            "test_images": len(test),
+            "steps_per_epoch": steps_per_epoch,
+            "data_load_seconds": round(load_seconds, 1),
+            "resnet20": {
+                "iterations_per_s": rate,
+                "warmup_steps": warmup,
+                "timed_steps": steps,
+                "test_pass_seconds": test_pass,
+            },
+            "packed": {
+                "nets": nets,
+                "rounds_per_s": packed,
+                "warmup_rounds": pack_warmup,
+                "timed_rounds": pack_steps,
+                "test_pass_seconds": test_passes,
+            },
+        },
+    )
 
 
 # --- imagenet-tree and fashion-tree --------------------------------------------------------------
+
 
 def _jpeg_chunk(job: tuple) -> None:
     """Write one chunk of ``data_pipeline.write_jpegs`` images, then move them into the split's class
@@ -119,14 +145,19 @@ def imagenet_tree(args) -> None:
     jobs = []
     for split, count in (("train", args.train), ("val", args.val)):
         (args.out / split).mkdir(parents=True, exist_ok=True)
-        jobs += [(args.out / split, len(jobs) + i, min(per_chunk, count - start), args.size)
-                 for i, start in enumerate(range(0, count, per_chunk))]
+        jobs += [
+            (args.out / split, len(jobs) + i, min(per_chunk, count - start), args.size)
+            for i, start in enumerate(range(0, count, per_chunk))
+        ]
     with multiprocessing.Pool(os.cpu_count()) as pool:
         pool.map(_jpeg_chunk, jobs)
     files = list(args.out.glob("*/*/*.JPEG"))
     kb = sum(f.stat().st_size for f in files) / len(files) / 1e3
-    print(f"{len(files)} JPEGs of {args.size[0]}x{args.size[1]} ({kb:.0f} KB on average) in "
-          f"{args.out}/{{train,val}}/<class>/ in {time.perf_counter() - started:.1f} s", flush=True)
+    print(
+        f"{len(files)} JPEGs of {args.size[0]}x{args.size[1]} ({kb:.0f} KB on average) in "
+        f"{args.out}/{{train,val}}/<class>/ in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
 
 
 def fashion_tree(args) -> None:
@@ -143,6 +174,7 @@ def fashion_tree(args) -> None:
 
 # --- synthetic-rate ----------------------------------------------------------------------------
 
+
 def synthetic_rate(args) -> None:
     device = device_for(args.quick)
     if device.type == "cuda":
@@ -150,28 +182,44 @@ def synthetic_rate(args) -> None:
     torch.manual_seed(0)
     started = time.perf_counter()
     classes = data_pipeline.CLASSES  # as many as imagenet-tree's folders: the same net as the orchestrated run
-    bench = gpu_throughput.Bench(build_model(args.model, num_classes=classes), args.batch, 224, classes, device,
-                                 compiled=args.mode == "compile")
+    bench = gpu_throughput.Bench(
+        build_model(args.model, num_classes=classes), args.batch, 224, classes, device, compiled=args.mode == "compile"
+    )
     for _ in range(args.warmup):
         bench.step()
     bench.sync()
     setup = time.perf_counter() - started
     rounds = [bench.run(args.steps) for _ in range(args.rounds)]
-    print(f"{args.model} {args.mode}, synthetic tensors on {device}, batch {args.batch}: {max(rounds):,.1f} img/s "
-          f"(best of {args.rounds} x {args.steps} steps; setup and warm-up {setup:.1f} s)", flush=True)
+    print(
+        f"{args.model} {args.mode}, synthetic tensors on {device}, batch {args.batch}: {max(rounds):,.1f} img/s "
+        f"(best of {args.rounds} x {args.steps} steps; setup and warm-up {setup:.1f} s)",
+        flush=True,
+    )
     results = json.loads(args.output.read_text()) if args.output.exists() else {"machine": machine(device)}
-    results[args.mode] = {"model": args.model, "images_per_s": max(rounds), "rounds_images_per_s": rounds,
-                          "batch": args.batch, "classes": classes, "warmup_steps": args.warmup,
-                          "setup_seconds": round(setup, 1)}
+    results[args.mode] = {
+        "model": args.model,
+        "images_per_s": max(rounds),
+        "rounds_images_per_s": rounds,
+        "batch": args.batch,
+        "classes": classes,
+        "warmup_steps": args.warmup,
+        "setup_seconds": round(setup, 1),
+    }
     save_results(args.output, results)
 
 
 # --- report ------------------------------------------------------------------------------------
 
+
 def machine(device: torch.device) -> dict:
-    return {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "cpus": os.cpu_count(),
-            "load_average_1min": os.getloadavg()[0], "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__}
+    return {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "cpus": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
 
 
 def read_json(path: Path) -> dict | None:
@@ -184,8 +232,11 @@ class Run:
     def __init__(self, client, run):
         self.run = run
         params = run.data.params
-        overrides = {k.removeprefix("recipe_overrides."): yaml.safe_load(v) for k, v in params.items()
-                     if k.startswith("recipe_overrides.")}
+        overrides = {
+            k.removeprefix("recipe_overrides."): yaml.safe_load(v)
+            for k, v in params.items()
+            if k.startswith("recipe_overrides.")
+        }
         # An ablation's parent run has no recipe: it trains nothing.
         self.batch = get_recipe(params["recipe"], **overrides).batch_size if "recipe" in params else None
         self.name = run.info.run_name
@@ -253,17 +304,29 @@ def report_cifar_train(work: Path, bare: dict | None) -> dict:
     run = runs[0]
     start = run.first_step_started()
     span = run.last_epoch_logged() - start
-    out = {"status": run.run.info.status, "exit": stamp["exit"], "iterations": run.iterations,
-           "epochs": len(run.epochs), "paper_iterations": PAPER_ITERATIONS,
-           "startup_seconds": start - stamp["start"], "train_seconds": span,
-           "finish_seconds": stamp["end"] - run.last_epoch_logged(), "wall_seconds": stamp["end"] - stamp["start"],
-           "train_seconds_for_64k_extrapolated": span * PAPER_ITERATIONS / run.iterations,
-           "test_top1_error": run.metrics.get("test_top1_error"), "table6_top1_error": CIFAR10_TABLE6[20]}
+    out = {
+        "status": run.run.info.status,
+        "exit": stamp["exit"],
+        "iterations": run.iterations,
+        "epochs": len(run.epochs),
+        "paper_iterations": PAPER_ITERATIONS,
+        "startup_seconds": start - stamp["start"],
+        "train_seconds": span,
+        "finish_seconds": stamp["end"] - run.last_epoch_logged(),
+        "wall_seconds": stamp["end"] - stamp["start"],
+        "train_seconds_for_64k_extrapolated": span * PAPER_ITERATIONS / run.iterations,
+        "test_top1_error": run.metrics.get("test_top1_error"),
+        "table6_top1_error": CIFAR10_TABLE6[20],
+    }
     if bare:
         bare_seconds = run.iterations / bare["resnet20"]["iterations_per_s"]  # the same iterations, bare
         evals = len(run.epochs) * bare["resnet20"]["test_pass_seconds"]
-        out |= {"bare_train_seconds": bare_seconds, "bare_with_test_passes_seconds": bare_seconds + evals,
-                "ratio_over_bare": span / bare_seconds, "ratio_over_bare_with_test_passes": span / (bare_seconds + evals)}
+        out |= {
+            "bare_train_seconds": bare_seconds,
+            "bare_with_test_passes_seconds": bare_seconds + evals,
+            "ratio_over_bare": span / bare_seconds,
+            "ratio_over_bare_with_test_passes": span / (bare_seconds + evals),
+        }
     return out
 
 
@@ -277,19 +340,27 @@ def report_ablate(work: Path, bare: dict | None) -> dict:
         return {"status": "not run, or fewer than 2 epochs logged in the slice"}
     rate = statistics.median(rates)
     start = min(r.first_step_started() for r in members)
-    out = {"members": len(members), "exit": stamp["exit"], "slice_seconds": stamp["slice_s"],
-           "epochs_logged": min(len(r.epochs) for r in members),
-           "rounds_per_s": rate, "rounds_per_s_per_member": {r.name: v for r, v in zip(members, rates)},
-           "startup_seconds": start - stamp["start"],
-           "matrix_minutes_extrapolated": (start - stamp["start"] + PAPER_ITERATIONS / rate) / 60}
+    out = {
+        "members": len(members),
+        "exit": stamp["exit"],
+        "slice_seconds": stamp["slice_s"],
+        "epochs_logged": min(len(r.epochs) for r in members),
+        "rounds_per_s": rate,
+        "rounds_per_s_per_member": {r.name: v for r, v in zip(members, rates)},
+        "startup_seconds": start - stamp["start"],
+        "matrix_minutes_extrapolated": (start - stamp["start"] + PAPER_ITERATIONS / rate) / 60,
+    }
     if bare:
         packed = bare["packed"]
         # One epoch of the bare pack with every net's test pass after it, as each member does.
         epoch_seconds = bare["steps_per_epoch"] / packed["rounds_per_s"] + sum(packed["test_pass_seconds"].values())
-        out |= {"bare_rounds_per_s": packed["rounds_per_s"], "bare_nets": packed["nets"],
-                "bare_with_test_passes_rounds_per_s": bare["steps_per_epoch"] / epoch_seconds,
-                "ratio_over_bare": rate / packed["rounds_per_s"],
-                "ratio_over_bare_with_test_passes": rate * epoch_seconds / bare["steps_per_epoch"]}
+        out |= {
+            "bare_rounds_per_s": packed["rounds_per_s"],
+            "bare_nets": packed["nets"],
+            "bare_with_test_passes_rounds_per_s": bare["steps_per_epoch"] / epoch_seconds,
+            "ratio_over_bare": rate / packed["rounds_per_s"],
+            "ratio_over_bare_with_test_passes": rate * epoch_seconds / bare["steps_per_epoch"],
+        }
     return out
 
 
@@ -299,10 +370,17 @@ def report_imagenet(work: Path, synthetic: dict | None) -> dict:
     steady = run.in_epoch_images_per_s() if run else None
     if not stamp or steady is None:
         return {"status": "not run, or no two logged steps in one epoch after the first"}
-    out = {"model": run.run.data.params["model"], "status": run.run.info.status, "exit": stamp["exit"],
-           "epochs": len(run.epochs), "batch": run.batch, "in_epoch_images_per_s": steady,
-           "epoch_images_per_s": run.speeds,
-           "startup_seconds": run.first_step_started() - stamp["start"], "wall_seconds": stamp["end"] - stamp["start"]}
+    out = {
+        "model": run.run.data.params["model"],
+        "status": run.run.info.status,
+        "exit": stamp["exit"],
+        "epochs": len(run.epochs),
+        "batch": run.batch,
+        "in_epoch_images_per_s": steady,
+        "epoch_images_per_s": run.speeds,
+        "startup_seconds": run.first_step_started() - stamp["start"],
+        "wall_seconds": stamp["end"] - stamp["start"],
+    }
     for mode in ("eager", "compile"):
         if synthetic and synthetic.get(mode, {}).get("model") == out["model"]:
             out[f"synthetic_{mode}_images_per_s"] = synthetic[mode]["images_per_s"]
@@ -316,9 +394,11 @@ def fmt(value, spec: str = ".1f", unit: str = "") -> str:
 
 def verdicts(results: dict) -> dict:
     """Each goal: "met", "NOT met", or "not measured"."""
-    measured = {"cifar_train_over_bare": (results["cifar_train"].get("ratio_over_bare"), True),
-                "table6_matrix_minutes": (results["ablate"].get("matrix_minutes_extrapolated"), True),
-                "imagenet_over_compiled": (results["imagenet"].get("ratio_over_compile"), False)}
+    measured = {
+        "cifar_train_over_bare": (results["cifar_train"].get("ratio_over_bare"), True),
+        "table6_matrix_minutes": (results["ablate"].get("matrix_minutes_extrapolated"), True),
+        "imagenet_over_compiled": (results["imagenet"].get("ratio_over_compile"), False),
+    }
     out = {}
     for key, (value, at_most) in measured.items():
         met = None if value is None else (value <= GOALS[key] if at_most else value >= GOALS[key])
@@ -331,42 +411,110 @@ def print_table(results: dict) -> None:
 
     def pair(label, part, measured, baseline, baseline_key, ratio_key, spec, unit, goal=""):
         """A row: what ``part[measured]`` is, its baseline ``part[baseline_key]`` and their ratio."""
-        return (label, fmt(part.get(measured), spec, unit) if measured else "",
-                f"{baseline}{fmt(part.get(baseline_key), spec, unit)}", fmt(part.get(ratio_key), ".3f"), goal)
+        return (
+            label,
+            fmt(part.get(measured), spec, unit) if measured else "",
+            f"{baseline}{fmt(part.get(baseline_key), spec, unit)}",
+            fmt(part.get(ratio_key), ".3f"),
+            goal,
+        )
 
     rows = [("what", "measured", "baseline, same call", "ratio", "goal")]
     if "train_seconds" in c:
         rows += [
-            pair(f"ResNet-20, orchestrator.train, {c['iterations']:,} iterations: training span", c, "train_seconds",
-                 "bare fast trainer ", "bare_train_seconds", "ratio_over_bare", ".1f", " s",
-                 f"<= {GOALS['cifar_train_over_bare']}: {v['cifar_train_over_bare']}"),
-            pair("  the same, baseline with a test pass an epoch", c, None, "", "bare_with_test_passes_seconds",
-                 "ratio_over_bare_with_test_passes", ".1f", " s"),
-            ("  start-up (launch to first step) / finish (last epoch to exit)",
-             f"{fmt(c['startup_seconds'], unit=' s')} / {fmt(c['finish_seconds'], unit=' s')}", "", "", "reported apart"),
-            ("  test top-1 error (lossy JPEG copy)", fmt(c["test_top1_error"], ".2f", "%"),
-             f"Table 6: {c['table6_top1_error']}%", "", "recorded"),
+            pair(
+                f"ResNet-20, orchestrator.train, {c['iterations']:,} iterations: training span",
+                c,
+                "train_seconds",
+                "bare fast trainer ",
+                "bare_train_seconds",
+                "ratio_over_bare",
+                ".1f",
+                " s",
+                f"<= {GOALS['cifar_train_over_bare']}: {v['cifar_train_over_bare']}",
+            ),
+            pair(
+                "  the same, baseline with a test pass an epoch",
+                c,
+                None,
+                "",
+                "bare_with_test_passes_seconds",
+                "ratio_over_bare_with_test_passes",
+                ".1f",
+                " s",
+            ),
+            (
+                "  start-up (launch to first step) / finish (last epoch to exit)",
+                f"{fmt(c['startup_seconds'], unit=' s')} / {fmt(c['finish_seconds'], unit=' s')}",
+                "",
+                "",
+                "reported apart",
+            ),
+            (
+                "  test top-1 error (lossy JPEG copy)",
+                fmt(c["test_top1_error"], ".2f", "%"),
+                f"Table 6: {c['table6_top1_error']}%",
+                "",
+                "recorded",
+            ),
         ]
     else:
         rows.append(("ResNet-20 through orchestrator.train", c["status"], "", "", ""))
     if "rounds_per_s" in a:
         rows += [
-            pair(f"ablate cifar10-table6, {a['members']} packed, eval + checkpoints + MLflow", a, "rounds_per_s",
-                 "PackedTrainers ", "bare_rounds_per_s", "ratio_over_bare", ".2f", " rounds/s"),
-            pair("  baseline with every net's test pass an epoch", a, None, "", "bare_with_test_passes_rounds_per_s",
-                 "ratio_over_bare_with_test_passes", ".2f", " rounds/s"),
-            ("  whole matrix, extrapolated (start-up + 64k rounds)", fmt(a["matrix_minutes_extrapolated"], ".1f", " min"),
-             "", "", f"<= {GOALS['table6_matrix_minutes']:.0f} min: {v['table6_matrix_minutes']}"),
+            pair(
+                f"ablate cifar10-table6, {a['members']} packed, eval + checkpoints + MLflow",
+                a,
+                "rounds_per_s",
+                "PackedTrainers ",
+                "bare_rounds_per_s",
+                "ratio_over_bare",
+                ".2f",
+                " rounds/s",
+            ),
+            pair(
+                "  baseline with every net's test pass an epoch",
+                a,
+                None,
+                "",
+                "bare_with_test_passes_rounds_per_s",
+                "ratio_over_bare_with_test_passes",
+                ".2f",
+                " rounds/s",
+            ),
+            (
+                "  whole matrix, extrapolated (start-up + 64k rounds)",
+                fmt(a["matrix_minutes_extrapolated"], ".1f", " min"),
+                "",
+                "",
+                f"<= {GOALS['table6_matrix_minutes']:.0f} min: {v['table6_matrix_minutes']}",
+            ),
         ]
     else:
         rows.append(("ablate cifar10-table6", a["status"], "", "", ""))
     if "in_epoch_images_per_s" in r:
         rows += [
-            pair(f"{r['model']}, orchestrator.train, decode=device, steady", r, "in_epoch_images_per_s",
-                 "compiled, synthetic ", "synthetic_compile_images_per_s", "ratio_over_compile", ",.0f", " img/s",
-                 f">= {GOALS['imagenet_over_compiled']}: {v['imagenet_over_compiled']}"),
-            pair("  the same against the eager step", r, None, "eager, synthetic ", "synthetic_eager_images_per_s",
-                 "ratio_over_eager", ",.0f", " img/s"),
+            pair(
+                f"{r['model']}, orchestrator.train, decode=device, steady",
+                r,
+                "in_epoch_images_per_s",
+                "compiled, synthetic ",
+                "synthetic_compile_images_per_s",
+                "ratio_over_compile",
+                ",.0f",
+                " img/s",
+                f">= {GOALS['imagenet_over_compiled']}: {v['imagenet_over_compiled']}",
+            ),
+            pair(
+                "  the same against the eager step",
+                r,
+                None,
+                "eager, synthetic ",
+                "synthetic_eager_images_per_s",
+                "ratio_over_eager",
+                ",.0f",
+                " img/s",
+            ),
         ]
     else:
         rows.append(("ImageNet net through orchestrator.train", r["status"], "", "", ""))
@@ -381,10 +529,15 @@ def report(args) -> None:
 
     bare = read_json(args.out / "bare_cifar.json")
     results = {
-        "machine": machine(device_for(args.quick)) | {
-            "ray": ray.__version__, "mlflow": mlflow.__version__, "commit": args.commit,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-        "quick": args.quick, "goals": GOALS,
+        "machine": machine(device_for(args.quick))
+        | {
+            "ray": ray.__version__,
+            "mlflow": mlflow.__version__,
+            "commit": args.commit,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "quick": args.quick,
+        "goals": GOALS,
         "cifar_train": report_cifar_train(args.work, bare),
         "ablate": report_ablate(args.work, bare),
         "imagenet": report_imagenet(args.work, read_json(args.out / "imagenet_synthetic.json")),
@@ -402,14 +555,18 @@ def report(args) -> None:
 
 # --- command line ------------------------------------------------------------------------------
 
+
 def size(text: str) -> tuple[int, int]:
     width, height = (int(v) for v in text.lower().split("x"))
     return width, height
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python bench/gpu_orchestrated.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python bench/gpu_orchestrated.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("bare-cifar", help="the CIFAR parts' bare-engine baselines")
     s.add_argument("--data", type=Path, required=True, help="a cifar10-jpeg folder holding train/ and test/")
@@ -435,7 +592,9 @@ def parse_args(argv=None):
     s.add_argument("--quick", action="store_true", help="on the CPU even if there is a GPU")
     s = sub.add_parser("report", help="the table of every part, results.json and the MLflow databases")
     s.add_argument("--work", type=Path, required=True, help="the script's work folder (storage of each CLI)")
-    s.add_argument("--out", type=Path, required=True, help="$OUT: bare_cifar.json, imagenet_synthetic.json are read here")
+    s.add_argument(
+        "--out", type=Path, required=True, help="$OUT: bare_cifar.json, imagenet_synthetic.json are read here"
+    )
     s.add_argument("--commit", default="?")
     s.add_argument("--quick", action="store_true")
     return p.parse_args(argv)
@@ -443,8 +602,13 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    {"bare-cifar": bare_cifar, "imagenet-tree": imagenet_tree, "fashion-tree": fashion_tree,
-     "synthetic-rate": synthetic_rate, "report": report}[args.command](args)
+    {
+        "bare-cifar": bare_cifar,
+        "imagenet-tree": imagenet_tree,
+        "fashion-tree": fashion_tree,
+        "synthetic-rate": synthetic_rate,
+        "report": report,
+    }[args.command](args)
     return 0
 
 

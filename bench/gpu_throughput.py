@@ -49,10 +49,17 @@ IMAGENET = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 CIFAR = ("cifar_resnet20", "cifar_resnet56", "cifar_resnet110")
 # DESIGN.md "Measured anchors": torchvision / paper-style CIFAR nets on one H200, torch 2.11,
 # bf16 autocast, channels_last, synthetic data, SGD; batch 256 (CIFAR 128). img/s.
-ANCHORS = {("resnet18", "eager"): 13212, ("resnet34", "eager"): 8960, ("resnet50", "eager"): 4708,
-           ("resnet50", "compile"): 6633, ("resnet101", "eager"): 3112, ("resnet152", "eager"): 2235,
-           ("cifar_resnet20", "eager"): 13000, ("cifar_resnet56", "eager"): 5400,
-           ("cifar_resnet110", "eager"): 2600}
+ANCHORS = {
+    ("resnet18", "eager"): 13212,
+    ("resnet34", "eager"): 8960,
+    ("resnet50", "eager"): 4708,
+    ("resnet50", "compile"): 6633,
+    ("resnet101", "eager"): 3112,
+    ("resnet152", "eager"): 2235,
+    ("cifar_resnet20", "eager"): 13000,
+    ("cifar_resnet56", "eager"): 5400,
+    ("cifar_resnet110", "eager"): 2600,
+}
 
 
 class _RefBlock(nn.Module):
@@ -68,7 +75,7 @@ class _RefBlock(nn.Module):
 
     def forward(self, x):
         out = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
-        short = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+        short = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
         if self.extra:
             short = F.pad(short, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
         return F.relu(out + short)
@@ -100,15 +107,36 @@ def pairs(models: list[str]) -> list[tuple[str, str, callable, str, callable]]:
     out = []
     for name in models:
         if name in IMAGENET:
-            out.append((name, "ours v1.5", lambda n=name: build_model(n, shortcut="B", stride_placement="torchvision"),
-                        "torchvision", lambda n=name: getattr(torchvision.models, n)()))
+            out.append(
+                (
+                    name,
+                    "ours v1.5",
+                    lambda n=name: build_model(n, shortcut="B", stride_placement="torchvision"),
+                    "torchvision",
+                    lambda n=name: getattr(torchvision.models, n)(),
+                )
+            )
         elif name == "resnet50-v1":
-            out.append((name, "ours v1 (paper)", lambda: build_model("resnet50", shortcut="B", stride_placement="paper"),
-                        "ours v1.5", lambda: build_model("resnet50", shortcut="B", stride_placement="torchvision")))
+            out.append(
+                (
+                    name,
+                    "ours v1 (paper)",
+                    lambda: build_model("resnet50", shortcut="B", stride_placement="paper"),
+                    "ours v1.5",
+                    lambda: build_model("resnet50", shortcut="B", stride_placement="torchvision"),
+                )
+            )
         elif name.startswith("cifar_resnet"):
             depth = int(name.removeprefix("cifar_resnet"))
-            out.append((name, "ours (option A)", lambda n=name: build_model(n),
-                        "reference option A (torchvision: n/a)", lambda d=depth: ReferenceCifarResNet(d)))
+            out.append(
+                (
+                    name,
+                    "ours (option A)",
+                    lambda n=name: build_model(n),
+                    "reference option A (torchvision: n/a)",
+                    lambda d=depth: ReferenceCifarResNet(d),
+                )
+            )
         else:
             raise SystemExit(f"unknown model {name!r}; valid: {', '.join(IMAGENET + ('resnet50-v1',) + CIFAR)}")
     return out
@@ -117,8 +145,7 @@ def pairs(models: list[str]) -> list[tuple[str, str, callable, str, callable]]:
 class Bench:
     """One model ready to step: model, optimizer, a synthetic device batch and the step function."""
 
-    def __init__(self, model: nn.Module, batch: int, size: int, classes: int, device: torch.device,
-                 compiled: bool):
+    def __init__(self, model: nn.Module, batch: int, size: int, classes: int, device: torch.device, compiled: bool):
         on_cuda = device.type == "cuda"
         fmt = torch.channels_last if on_cuda else torch.contiguous_format
         self.model = model.to(device, memory_format=fmt)
@@ -159,8 +186,10 @@ def measure_pair(pair, mode: str, args, device) -> dict:
     classes = 10 if cifar else 1000
     torch.manual_seed(0)
     started = time.perf_counter()
-    benches = [Bench(ours_build(), batch, size, classes, device, mode == "compile"),
-               Bench(ref_build(), batch, size, classes, device, mode == "compile")]
+    benches = [
+        Bench(ours_build(), batch, size, classes, device, mode == "compile"),
+        Bench(ref_build(), batch, size, classes, device, mode == "compile"),
+    ]
     for bench in benches:  # warm-up: compilation, cuDNN autotuning, allocator
         for _ in range(args.warmup):
             bench.step()
@@ -175,25 +204,41 @@ def measure_pair(pair, mode: str, args, device) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     anchor = ANCHORS.get((name, mode)) if device.type == "cuda" and not args.quick else None
-    return {"model": name, "mode": mode, "batch": batch, "image_size": size,
-            "ours": ours_label, "reference": ref_label,
-            "ours_images_per_s": round(ours, 1), "reference_images_per_s": round(ref, 1),
-            "ratio_ours_over_reference": round(ours / ref, 4),
-            "rounds_images_per_s": {"ours": [round(r, 1) for r in rates[0]], "reference": [round(r, 1) for r in rates[1]]},
-            "setup_seconds": round(setup, 1),
-            "anchor_h200_images_per_s": anchor}
+    return {
+        "model": name,
+        "mode": mode,
+        "batch": batch,
+        "image_size": size,
+        "ours": ours_label,
+        "reference": ref_label,
+        "ours_images_per_s": round(ours, 1),
+        "reference_images_per_s": round(ref, 1),
+        "ratio_ours_over_reference": round(ours / ref, 4),
+        "rounds_images_per_s": {"ours": [round(r, 1) for r in rates[0]], "reference": [round(r, 1) for r in rates[1]]},
+        "setup_seconds": round(setup, 1),
+        "anchor_h200_images_per_s": anchor,
+    }
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python bench/gpu_throughput.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="tiny CPU-sized check: resnet18 at 64x64 and cifar_resnet20, batch 8, eager, 3 steps")
-    p.add_argument("--models", default=",".join(IMAGENET + ("resnet50-v1",) + CIFAR),
-                   help="comma-separated: resnet18..152, resnet50-v1 (paper v1 vs v1.5), cifar_resnet20/56/110")
-    p.add_argument("--compile", default="resnet50",
-                   help="models also measured under torch.compile (comma-separated; 'none' for none; "
-                        "default resnet50)")
+    p = argparse.ArgumentParser(
+        prog="python bench/gpu_throughput.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny CPU-sized check: resnet18 at 64x64 and cifar_resnet20, batch 8, eager, 3 steps",
+    )
+    p.add_argument(
+        "--models",
+        default=",".join(IMAGENET + ("resnet50-v1",) + CIFAR),
+        help="comma-separated: resnet18..152, resnet50-v1 (paper v1 vs v1.5), cifar_resnet20/56/110",
+    )
+    p.add_argument(
+        "--compile",
+        default="resnet50",
+        help="models also measured under torch.compile (comma-separated; 'none' for none; default resnet50)",
+    )
     p.add_argument("--batch", type=int, default=256, help="ImageNet-net batch (default 256)")
     p.add_argument("--cifar-batch", type=int, default=128, help="CIFAR-net batch (default 128)")
     p.add_argument("--size", type=int, default=224, help="ImageNet-net image size (default 224)")
@@ -201,8 +246,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=30, help="timed steps per round (default 30)")
     p.add_argument("--rounds", type=int, default=2, help="alternating timed rounds; best kept (default 2)")
     p.add_argument("--cpu", action="store_true", help="use the CPU even if CUDA is there")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                   help=f"JSON results (default {DEFAULT_OUTPUT.relative_to(ROOT)})")
+    p.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON results (default {DEFAULT_OUTPUT.relative_to(ROOT)})"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.models, args.compile = "resnet18,cifar_resnet20", "none"
@@ -223,30 +269,45 @@ def main(argv=None) -> int:
     models = [m for m in args.models.split(",") if m]
     compiled = set() if args.compile == "none" else {m for m in args.compile.split(",") if m}
     load_before = os.getloadavg()[0]
-    print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
-          f"{'bf16 autocast + channels_last' if device.type == 'cuda' else 'fp32'}; batch {args.batch} "
-          f"(CIFAR {args.cifar_batch}), {args.warmup} warm-up + {args.rounds}x{args.steps} timed steps", flush=True)
+    print(
+        f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
+        f"{'bf16 autocast + channels_last' if device.type == 'cuda' else 'fp32'}; batch {args.batch} "
+        f"(CIFAR {args.cifar_batch}), {args.warmup} warm-up + {args.rounds}x{args.steps} timed steps",
+        flush=True,
+    )
     rows = []
     for pair in pairs(models):
         for mode in ["eager"] + (["compile"] if pair[0] in compiled else []):
             row = measure_pair(pair, mode, args, device)
             rows.append(row)
-            print(f"  {row['model']:<16} {mode:<8} {row['ours']}: {row['ours_images_per_s']:,.0f} img/s, "
-                  f"{row['reference']}: {row['reference_images_per_s']:,.0f} img/s "
-                  f"(ratio {row['ratio_ours_over_reference']:.3f}, setup {row['setup_seconds']} s)", flush=True)
+            print(
+                f"  {row['model']:<16} {mode:<8} {row['ours']}: {row['ours_images_per_s']:,.0f} img/s, "
+                f"{row['reference']}: {row['reference_images_per_s']:,.0f} img/s "
+                f"(ratio {row['ratio_ours_over_reference']:.3f}, setup {row['setup_seconds']} s)",
+                flush=True,
+            )
 
     print(f"\n{'model':<16} {'mode':<8} {'ours':>9} {'reference':>10} {'ours/ref':>8} {'anchor':>8}  reference is")
     for r in rows:
         anchor = f"{r['anchor_h200_images_per_s']:,}" if r["anchor_h200_images_per_s"] else "-"
-        print(f"{r['model']:<16} {r['mode']:<8} {r['ours_images_per_s']:>9,.0f} {r['reference_images_per_s']:>10,.0f} "
-              f"{r['ratio_ours_over_reference']:>8.3f} {anchor:>8}  {r['reference']}")
-    print("anchor: DESIGN.md, torchvision (CIFAR: paper-style option-A nets) on one H200, torch 2.11, img/s"
-          + ("" if device.type == "cuda" and not args.quick else " (not comparable with this device)"))
+        print(
+            f"{r['model']:<16} {r['mode']:<8} {r['ours_images_per_s']:>9,.0f} {r['reference_images_per_s']:>10,.0f} "
+            f"{r['ratio_ours_over_reference']:>8.3f} {anchor:>8}  {r['reference']}"
+        )
+    print(
+        "anchor: DESIGN.md, torchvision (CIFAR: paper-style option-A nets) on one H200, torch 2.11, img/s"
+        + ("" if device.type == "cuda" and not args.quick else " (not comparable with this device)")
+    )
     results = {
-        "machine": {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                    "cpus": os.cpu_count(), "load_average_1min": [load_before, os.getloadavg()[0]],
-                    "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "torchvision": torchvision.__version__},
+        "machine": {
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "cpus": os.cpu_count(),
+            "load_average_1min": [load_before, os.getloadavg()[0]],
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+        },
         "settings": {k: v for k, v in vars(args).items() if k != "output"},
         "rows": rows,
     }

@@ -47,20 +47,34 @@ TARGET_RATIO = 1.05
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python bench/ray_overhead.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python bench/ray_overhead.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="cifar_resnet20", help="model name (default: cifar_resnet20)")
     p.add_argument("--dataset", default="fashion-mnist", help="data set (default: fashion-mnist)")
     p.add_argument("--data-root", help="where the data set lives (else its default)")
     p.add_argument("--train-subset", type=int, default=2048, help="training images (default: 2048)")
     p.add_argument("--test-subset", type=int, default=500, help="test images evaluated per epoch (default: 500)")
-    p.add_argument("--epochs", type=int, default=8,
-                   help="epochs per path; the first is warm-up, the rest are steady state (default: 8)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=8,
+        help="epochs per path; the first is warm-up, the rest are steady state (default: 8)",
+    )
     p.add_argument("--workers", type=int, default=2, help="data-parallel workers in both paths (default: 2)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads per worker = cpus_per_worker of the Ray run (default: cores / workers)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per worker = cpus_per_worker of the Ray run (default: cores / workers)",
+    )
     p.add_argument("--gpu", action="store_true", help="one GPU per worker in both paths (nccl)")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON results (default: {DEFAULT_OUTPUT.relative_to(ROOT)})")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help=f"JSON results (default: {DEFAULT_OUTPUT.relative_to(ROOT)})",
+    )
     args = p.parse_args(argv)
     if args.epochs < 2:
         p.error("--epochs must be >= 2 (the first epoch is warm-up)")
@@ -77,11 +91,21 @@ def make_config(args, storage: Path) -> ExperimentConfig:
     batches = args.train_subset // batch
     if batches < 1:
         raise SystemExit(f"--train-subset {args.train_subset} is less than one batch of {batch}")
-    values = {"name": "ray-overhead", "model": args.model, "dataset": args.dataset, "data_root": args.data_root,
-              "train_subset": args.train_subset, "test_subset": args.test_subset, "recipe": "smoke",
-              "workers": args.workers, "cpus_per_worker": float(args.threads), "use_gpu": args.gpu,
-              "storage_path": str(storage), "tracking_uri": f"sqlite:///{storage / 'mlflow.db'}",
-              "experiment": "bench-ray-overhead"}
+    values = {
+        "name": "ray-overhead",
+        "model": args.model,
+        "dataset": args.dataset,
+        "data_root": args.data_root,
+        "train_subset": args.train_subset,
+        "test_subset": args.test_subset,
+        "recipe": "smoke",
+        "workers": args.workers,
+        "cpus_per_worker": float(args.threads),
+        "use_gpu": args.gpu,
+        "storage_path": str(storage),
+        "tracking_uri": f"sqlite:///{storage / 'mlflow.db'}",
+        "experiment": "bench-ray-overhead",
+    }
     config = load_config("smoke", values)
     return dataclasses.replace(config, recipe_overrides=scaled_schedule(config, iterations=batches * args.epochs))
 
@@ -90,8 +114,16 @@ def ddp_loop(config: ExperimentConfig, threads: int, folder: Path) -> list[float
     """images/s of each epoch of the worker's loop under torchrun DDP (no Ray, no MLflow)."""
     config_json, output_json = folder / "ddp-config.json", folder / "ddp-speeds.json"
     config_json.write_text(json.dumps(config.to_dict()))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={config.workers}",
-               str(ROOT / "bench" / "ddp_loop.py"), str(config_json), str(output_json)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={config.workers}",
+        str(ROOT / "bench" / "ddp_loop.py"),
+        str(config_json),
+        str(output_json),
+    ]
     subprocess.run(command, check=True, env=os.environ | {"OMP_NUM_THREADS": str(threads)})
     return json.loads(output_json.read_text())["images_per_second"]
 
@@ -114,16 +146,21 @@ def ray_run(config: ExperimentConfig) -> dict:
     client = tracking.MlflowClient(tracking_uri=config.resolved_tracking_uri())
     speeds = sorted(client.get_metric_history(summary.run_id, "images_per_second"), key=lambda m: m.step)
     epochs = sorted(client.get_metric_history(summary.run_id, "epoch"), key=lambda m: m.step)
-    images_per_epoch = config.train_subset // get_recipe(config.recipe).batch_size * get_recipe(config.recipe).batch_size
+    images_per_epoch = (
+        config.train_subset // get_recipe(config.recipe).batch_size * get_recipe(config.recipe).batch_size
+    )
     first_epoch_logged = epochs[0].timestamp / 1000
     first_epoch_seconds = images_per_epoch / speeds[0].value
-    return {"images_per_second": [m.value for m in speeds], "run_id": summary.run_id,
-            "ray_init_seconds": ray_ready - started,
-            # From train() to the first training step: MLflow run, worker group, data, model.
-            "run_start_seconds": first_epoch_logged - first_epoch_seconds - ray_ready,
-            # From the last epoch to train()'s return: checkpoint and model upload to MLflow.
-            "finish_seconds": ended - epochs[-1].timestamp / 1000,
-            "wall_seconds": ended - started}
+    return {
+        "images_per_second": [m.value for m in speeds],
+        "run_id": summary.run_id,
+        "ray_init_seconds": ray_ready - started,
+        # From train() to the first training step: MLflow run, worker group, data, model.
+        "run_start_seconds": first_epoch_logged - first_epoch_seconds - ray_ready,
+        # From the last epoch to train()'s return: checkpoint and model upload to MLflow.
+        "finish_seconds": ended - epochs[-1].timestamp / 1000,
+        "wall_seconds": ended - started,
+    }
 
 
 def steady(speeds: list[float]) -> float:
@@ -142,9 +179,12 @@ def main(argv=None) -> int:
         try:
             config = make_config(args, folder / "runs")
             batch = get_recipe(config.recipe).batch_size
-            print(f"{config.model} on {args.train_subset} {config.dataset} images, batch {batch}, "
-                  f"{args.workers} worker(s) x {args.threads} thread(s), {args.epochs} epochs per path, "
-                  f"{'GPU' if args.gpu else 'CPU'}", flush=True)
+            print(
+                f"{config.model} on {args.train_subset} {config.dataset} images, batch {batch}, "
+                f"{args.workers} worker(s) x {args.threads} thread(s), {args.epochs} epochs per path, "
+                f"{'GPU' if args.gpu else 'CPU'}",
+                flush=True,
+            )
             print("torchrun DDP (before)...", flush=True)
             ddp_before = ddp_loop(config, args.threads, folder)
             print(f"orchestrator.train, {args.workers} worker(s)...", flush=True)
@@ -163,33 +203,52 @@ def main(argv=None) -> int:
     import ray as ray_module
 
     result = {
-        "model": config.model, "dataset": config.dataset, "train_subset": args.train_subset, "batch": batch,
-        "epochs": args.epochs, "workers": args.workers, "threads_per_worker": args.threads,
+        "model": config.model,
+        "dataset": config.dataset,
+        "train_subset": args.train_subset,
+        "batch": batch,
+        "epochs": args.epochs,
+        "workers": args.workers,
+        "threads_per_worker": args.threads,
         "device": "cuda" if args.gpu else "cpu",
         "ddp_images_per_second": {"before": ddp_before, "after": ddp_after},
         "ray_images_per_second": ray["images_per_second"],
-        "ddp_step_ms": ddp_ms, "ray_step_ms": ray_ms, "step_time_ratio": ratio,
+        "ddp_step_ms": ddp_ms,
+        "ray_step_ms": ray_ms,
+        "step_time_ratio": ratio,
         "best_epoch_step_time_ratio": best_ratio,
-        "target_ratio": TARGET_RATIO, "meets_target": ratio <= TARGET_RATIO,
-        "ray_init_seconds": ray["ray_init_seconds"], "run_start_seconds": ray["run_start_seconds"],
-        "finish_seconds": ray["finish_seconds"], "ray_wall_seconds": ray["wall_seconds"],
-        "machine": {"cpus": os.cpu_count(), "load_average_1m": os.getloadavg()[0], "python": platform.python_version(),
-                    "torch": torch.__version__, "ray": ray_module.__version__,
-                    "gpu": torch.cuda.get_device_name() if args.gpu else None},
+        "target_ratio": TARGET_RATIO,
+        "meets_target": ratio <= TARGET_RATIO,
+        "ray_init_seconds": ray["ray_init_seconds"],
+        "run_start_seconds": ray["run_start_seconds"],
+        "finish_seconds": ray["finish_seconds"],
+        "ray_wall_seconds": ray["wall_seconds"],
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_1m": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "ray": ray_module.__version__,
+            "gpu": torch.cuda.get_device_name() if args.gpu else None,
+        },
     }
 
-    rows = [("torchrun DDP, steady state", f"{ddp_ips:,.0f} img/s", f"{ddp_ms:.1f} ms/step"),
-            ("  before / after Ray", f"{steady(ddp_before):,.0f} / {steady(ddp_after):,.0f} img/s", ""),
-            ("orchestrator.train, steady state", f"{ray_ips:,.0f} img/s", f"{ray_ms:.1f} ms/step"),
-            ("step-time ratio (ray / ddp)", f"{ratio:.3f}", f"target <= {TARGET_RATIO} "
-                                                            f"({'met' if ratio <= TARGET_RATIO else 'NOT met'})"),
-            ("  best steady epoch of each", f"{best_ratio:.3f}", "robust to other load"),
-            ("start-up: ray.init", f"{ray['ray_init_seconds']:.1f} s", ""),
-            ("start-up: train() to first step", f"{ray['run_start_seconds']:.1f} s", "run, workers, data, model"),
-            ("finish: last epoch to return", f"{ray['finish_seconds']:.1f} s", "checkpoint + model to MLflow"),
-            ("Ray path wall time", f"{ray['wall_seconds']:.1f} s", ""),
-            ("load average (1 min) at the end", f"{result['machine']['load_average_1m']:.1f}",
-             f"{os.cpu_count()} cores")]
+    rows = [
+        ("torchrun DDP, steady state", f"{ddp_ips:,.0f} img/s", f"{ddp_ms:.1f} ms/step"),
+        ("  before / after Ray", f"{steady(ddp_before):,.0f} / {steady(ddp_after):,.0f} img/s", ""),
+        ("orchestrator.train, steady state", f"{ray_ips:,.0f} img/s", f"{ray_ms:.1f} ms/step"),
+        (
+            "step-time ratio (ray / ddp)",
+            f"{ratio:.3f}",
+            f"target <= {TARGET_RATIO} ({'met' if ratio <= TARGET_RATIO else 'NOT met'})",
+        ),
+        ("  best steady epoch of each", f"{best_ratio:.3f}", "robust to other load"),
+        ("start-up: ray.init", f"{ray['ray_init_seconds']:.1f} s", ""),
+        ("start-up: train() to first step", f"{ray['run_start_seconds']:.1f} s", "run, workers, data, model"),
+        ("finish: last epoch to return", f"{ray['finish_seconds']:.1f} s", "checkpoint + model to MLflow"),
+        ("Ray path wall time", f"{ray['wall_seconds']:.1f} s", ""),
+        ("load average (1 min) at the end", f"{result['machine']['load_average_1m']:.1f}", f"{os.cpu_count()} cores"),
+    ]
     width = max(len(r[0]) for r in rows)
     print()
     for name, value, note in rows:

@@ -73,8 +73,11 @@ def startup_times(runs: int) -> dict:
     out = {}
     for label, values in times.items():
         median = statistics.median(values)
-        out[label] = {"median_seconds": round(median, 2), "runs": [round(t, 2) for t in values],
-                      "over_import_torch": round(median / baseline, 2)}
+        out[label] = {
+            "median_seconds": round(median, 2),
+            "runs": [round(t, 2) for t in values],
+            "over_import_torch": round(median / baseline, 2),
+        }
         print(f"  {label}: {median:.2f} s ({median / baseline:.2f}x import torch)", flush=True)
     return out
 
@@ -111,10 +114,17 @@ def run_ablation(folder: Path, tiny: bool, iterations: int, log_every: int) -> d
         begin = epochs[0].timestamp / 1000 - train[0]  # first step of the trial
         end = epochs[-1].timestamp / 1000  # its last epoch's metrics reached MLflow
         spans.append((begin, end))
-        trials.append({"trial": row["trial"], "run_id": row["run_id"], "epochs": len(train),
-                       "train_seconds": round(sum(train), 2), "active_span_seconds": round(end - begin, 2),
-                       "images_per_second": [round(m.value, 1) for m in speeds],
-                       "step_ms": round(1000 * sum(train) / (len(train) * images_per_epoch // BATCH), 1)})
+        trials.append(
+            {
+                "trial": row["trial"],
+                "run_id": row["run_id"],
+                "epochs": len(train),
+                "train_seconds": round(sum(train), 2),
+                "active_span_seconds": round(end - begin, 2),
+                "images_per_second": [round(m.value, 1) for m in speeds],
+                "step_ms": round(1000 * sum(train) / (len(train) * images_per_epoch // BATCH), 1),
+            }
+        )
     union, last_end = 0.0, None
     for begin, end in sorted(spans):
         if last_end is None or begin > last_end:
@@ -128,14 +138,22 @@ def run_ablation(folder: Path, tiny: bool, iterations: int, log_every: int) -> d
     u = union / train_sum
     break_even = (wall - union) / (TARGET_RATIO - u) if u < TARGET_RATIO else None
     at_once = summary["trials_at_once"]
-    return {"preset": "smoke (tiny overrides)" if tiny else "smoke", "iterations_per_trial": config.recipe_overrides["total"],
-            "trials": trials, "trials_at_once": at_once, "wall_seconds": round(wall, 1),
-            "sum_train_seconds": round(train_sum, 1), "ratio_wall_over_sum_train": round(wall / train_sum, 3),
-            "ratio_wall_over_packed_train": round(wall / (train_sum / at_once), 3),
-            "sum_active_span_seconds": round(sum(e - b for b, e in spans), 1),
-            "training_union_seconds": round(union, 1), "non_training_seconds": round(wall - union, 1),
-            "break_even_sum_train_seconds": round(break_even, 1) if break_even else None,
-            "tracking_uri": summary["tracking_uri"], "steps_per_epoch": config.train_subset // BATCH}
+    return {
+        "preset": "smoke (tiny overrides)" if tiny else "smoke",
+        "iterations_per_trial": config.recipe_overrides["total"],
+        "trials": trials,
+        "trials_at_once": at_once,
+        "wall_seconds": round(wall, 1),
+        "sum_train_seconds": round(train_sum, 1),
+        "ratio_wall_over_sum_train": round(wall / train_sum, 3),
+        "ratio_wall_over_packed_train": round(wall / (train_sum / at_once), 3),
+        "sum_active_span_seconds": round(sum(e - b for b, e in spans), 1),
+        "training_union_seconds": round(union, 1),
+        "non_training_seconds": round(wall - union, 1),
+        "break_even_sum_train_seconds": round(break_even, 1) if break_even else None,
+        "tracking_uri": summary["tracking_uri"],
+        "steps_per_epoch": config.train_subset // BATCH,
+    }
 
 
 def logging_cost(tracking_uri: str, repeats: int = 20) -> dict:
@@ -146,32 +164,56 @@ def logging_cost(tracking_uri: str, repeats: int = 20) -> dict:
     experiment = tracking.ensure_experiment(client, "bench-logging-cost")
     run_id = client.create_run(experiment).info.run_id
     log_steps = GPU_ANCHOR["steps_per_epoch"] // GPU_ANCHOR["log_every"]
-    names = ["epoch", "iteration", "epochs", "total_iterations", "train_loss", "train_error", "test_loss",
-             "test_top1_error", "test_top5_error", "images_per_second", "image_size"]
+    names = [
+        "epoch",
+        "iteration",
+        "epochs",
+        "total_iterations",
+        "train_loss",
+        "train_error",
+        "test_loss",
+        "test_top1_error",
+        "test_top5_error",
+        "images_per_second",
+        "image_size",
+    ]
     times = []
     for epoch in range(repeats):
         step0 = epoch * GPU_ANCHOR["steps_per_epoch"]
-        batch = [tracking.Metric(k, 0.5, tracking.now_ms(), step0 + (s + 1) * GPU_ANCHOR["log_every"])
-                 for s in range(log_steps) for k in ("train_loss_step", "train_error_step", "lr")]
+        batch = [
+            tracking.Metric(k, 0.5, tracking.now_ms(), step0 + (s + 1) * GPU_ANCHOR["log_every"])
+            for s in range(log_steps)
+            for k in ("train_loss_step", "train_error_step", "lr")
+        ]
         batch += [tracking.Metric(k, 1.0, tracking.now_ms(), step0 + GPU_ANCHOR["steps_per_epoch"]) for k in names]
         start = time.perf_counter()
         client.log_batch(run_id, metrics=batch)
         times.append(time.perf_counter() - start)
     client.set_terminated(run_id)
-    return {"metrics_per_batch": len(batch), "median_seconds": statistics.median(times),
-            "max_seconds": max(times), "repeats": repeats}
+    return {
+        "metrics_per_batch": len(batch),
+        "median_seconds": statistics.median(times),
+        "max_seconds": max(times),
+        "repeats": repeats,
+    }
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python bench/tune_overhead.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny", action="store_true", help="4 tiny trials (the tests' overrides) instead of the smoke ablation")
-    p.add_argument("--iterations", type=int, default=8, help="with --tiny: recipe.total per trial (default 8 = 2 epochs)")
+    p = argparse.ArgumentParser(
+        prog="python bench/tune_overhead.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--tiny", action="store_true", help="4 tiny trials (the tests' overrides) instead of the smoke ablation"
+    )
+    p.add_argument(
+        "--iterations", type=int, default=8, help="with --tiny: recipe.total per trial (default 8 = 2 epochs)"
+    )
     p.add_argument("--log-every", type=int, default=2, help="steps between step-metric logs (default 2, as TINY)")
     p.add_argument("--startup-runs", type=int, default=3, help="runs of each start-up command (default 3)")
     p.add_argument("--skip-ablation", action="store_true", help="only start-up and logging cost")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                   help=f"JSON results (default {DEFAULT_OUTPUT.relative_to(ROOT)})")
+    p.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON results (default {DEFAULT_OUTPUT.relative_to(ROOT)})"
+    )
     args = p.parse_args(argv)
     if args.iterations < 2 or args.startup_runs < 1 or args.log_every < 1:
         p.error("--iterations must be >= 2, --startup-runs and --log-every >= 1")
@@ -192,8 +234,15 @@ def main(argv=None) -> int:
         os.chdir(folder)  # MLflow puts a sqlite experiment's artifacts under ./mlruns of its creator
         try:
             if not args.skip_ablation:
-                print("ablation: smoke preset" + (f", tiny overrides, 4 trials of {args.iterations} iterations"
-                                                  if args.tiny else ", as python -m orchestrator.ablate runs it"), flush=True)
+                print(
+                    "ablation: smoke preset"
+                    + (
+                        f", tiny overrides, 4 trials of {args.iterations} iterations"
+                        if args.tiny
+                        else ", as python -m orchestrator.ablate runs it"
+                    ),
+                    flush=True,
+                )
                 ablation = run_ablation(folder, args.tiny, args.iterations, args.log_every)
                 uri = ablation["tracking_uri"]
             else:
@@ -215,37 +264,77 @@ def main(argv=None) -> int:
         cost["cpu_trial_step_ms"] = cpu_step_ms
         cost["fraction_of_cpu_step_time_amortised"] = log_ms / ablation["steps_per_epoch"] / cpu_step_ms
         ratio = ablation["ratio_wall_over_sum_train"]
-        rows += [("ablation wall time (4 trials)", f"{ablation['wall_seconds']:.1f} s", ""),
-                 ("sum of trials' training time", f"{ablation['sum_train_seconds']:.1f} s", "from MLflow epoch metrics"),
-                 ("ratio wall / sum of training", f"{ratio:.2f}x",
-                  f"target <= {TARGET_RATIO} ({'met' if ratio <= TARGET_RATIO else 'NOT met'})"),
-                 (f"ratio wall / (sum / {ablation['trials_at_once']} at once)",
-                  f"{ablation['ratio_wall_over_packed_train']:.2f}x", "against a perfectly packed schedule"),
-                 ("sum of trials' active spans", f"{ablation['sum_active_span_seconds']:.1f} s", "incl. eval, checkpoints"),
-                 ("wall time with >= 1 trial training", f"{ablation['training_union_seconds']:.1f} s", ""),
-                 ("wall time with none training", f"{ablation['non_training_seconds']:.1f} s",
-                  "Ray/Tune/worker start-up, MLflow, teardown"),
-                 ("sum of training that meets the target", f"{ablation['break_even_sum_train_seconds'] or float('nan'):.0f} s",
-                  "estimate: same fixed overhead, longer trials")]
+        rows += [
+            ("ablation wall time (4 trials)", f"{ablation['wall_seconds']:.1f} s", ""),
+            ("sum of trials' training time", f"{ablation['sum_train_seconds']:.1f} s", "from MLflow epoch metrics"),
+            (
+                "ratio wall / sum of training",
+                f"{ratio:.2f}x",
+                f"target <= {TARGET_RATIO} ({'met' if ratio <= TARGET_RATIO else 'NOT met'})",
+            ),
+            (
+                f"ratio wall / (sum / {ablation['trials_at_once']} at once)",
+                f"{ablation['ratio_wall_over_packed_train']:.2f}x",
+                "against a perfectly packed schedule",
+            ),
+            ("sum of trials' active spans", f"{ablation['sum_active_span_seconds']:.1f} s", "incl. eval, checkpoints"),
+            ("wall time with >= 1 trial training", f"{ablation['training_union_seconds']:.1f} s", ""),
+            (
+                "wall time with none training",
+                f"{ablation['non_training_seconds']:.1f} s",
+                "Ray/Tune/worker start-up, MLflow, teardown",
+            ),
+            (
+                "sum of training that meets the target",
+                f"{ablation['break_even_sum_train_seconds'] or float('nan'):.0f} s",
+                "estimate: same fixed overhead, longer trials",
+            ),
+        ]
         for t in ablation["trials"]:
-            rows.append((f"  {t['trial']}", f"{t['train_seconds']:.1f} s", f"span {t['active_span_seconds']:.1f} s, "
-                                                                          f"{t['step_ms']:.0f} ms/step"))
+            rows.append(
+                (
+                    f"  {t['trial']}",
+                    f"{t['train_seconds']:.1f} s",
+                    f"span {t['active_span_seconds']:.1f} s, {t['step_ms']:.0f} ms/step",
+                )
+            )
     for label, value in startup.items():
         ratio = value["over_import_torch"]
-        rows.append((f"start-up: {label}", f"{value['median_seconds']:.2f} s",
-                     "" if "baseline" in label else
-                     f"{ratio:.2f}x import torch; goal <= {STARTUP_GOAL} ({'met' if ratio <= STARTUP_GOAL else 'NOT met'})"))
+        rows.append(
+            (
+                f"start-up: {label}",
+                f"{value['median_seconds']:.2f} s",
+                ""
+                if "baseline" in label
+                else f"{ratio:.2f}x import torch; goal <= {STARTUP_GOAL} ({'met' if ratio <= STARTUP_GOAL else 'NOT met'})",
+            )
+        )
     frac = cost["fraction_of_gpu_step_time_amortised"]
-    rows += [(f"MLflow log_batch, {cost['metrics_per_batch']} metrics", f"{log_ms:.1f} ms", "median, sqlite"),
-             ("  / GPU step time (anchor), per step", f"{100 * frac:.3f} %",
-              f"{GPU_ANCHOR['steps_per_epoch']} steps of {gpu_step_ms:.1f} ms; target < 1% "
-              f"({'met' if frac < TARGET_LOG_FRACTION else 'NOT met'})"),
-             ("  one log_batch / one GPU step", f"{cost['one_log_batch_over_one_gpu_step']:.2f}x", "paid once per epoch")]
+    rows += [
+        (f"MLflow log_batch, {cost['metrics_per_batch']} metrics", f"{log_ms:.1f} ms", "median, sqlite"),
+        (
+            "  / GPU step time (anchor), per step",
+            f"{100 * frac:.3f} %",
+            f"{GPU_ANCHOR['steps_per_epoch']} steps of {gpu_step_ms:.1f} ms; target < 1% "
+            f"({'met' if frac < TARGET_LOG_FRACTION else 'NOT met'})",
+        ),
+        ("  one log_batch / one GPU step", f"{cost['one_log_batch_over_one_gpu_step']:.2f}x", "paid once per epoch"),
+    ]
     if ablation:
-        rows.append(("  / CPU trial step time, per step", f"{100 * cost['fraction_of_cpu_step_time_amortised']:.3f} %",
-                     f"{ablation['steps_per_epoch']} steps of {cost['cpu_trial_step_ms']:.0f} ms"))
-    rows.append(("load average (1 min) before / after", f"{load_before:.1f} / {os.getloadavg()[0]:.1f}",
-                 f"{os.cpu_count()} cores"))
+        rows.append(
+            (
+                "  / CPU trial step time, per step",
+                f"{100 * cost['fraction_of_cpu_step_time_amortised']:.3f} %",
+                f"{ablation['steps_per_epoch']} steps of {cost['cpu_trial_step_ms']:.0f} ms",
+            )
+        )
+    rows.append(
+        (
+            "load average (1 min) before / after",
+            f"{load_before:.1f} / {os.getloadavg()[0]:.1f}",
+            f"{os.cpu_count()} cores",
+        )
+    )
     width = max(len(r[0]) for r in rows)
     print()
     for name, value, note in rows:
@@ -254,12 +343,24 @@ def main(argv=None) -> int:
     import mlflow
     import ray
 
-    result = {"ablation": ablation, "startup": startup, "logging": cost,
-              "targets": {"ratio_wall_over_sum_train": TARGET_RATIO, "log_fraction_of_step": TARGET_LOG_FRACTION,
-                          "startup_over_import_torch": STARTUP_GOAL},
-              "machine": {"cpus": os.cpu_count(), "load_average_1min": [load_before, os.getloadavg()[0]],
-                          "python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
-                          "mlflow": mlflow.__version__}}
+    result = {
+        "ablation": ablation,
+        "startup": startup,
+        "logging": cost,
+        "targets": {
+            "ratio_wall_over_sum_train": TARGET_RATIO,
+            "log_fraction_of_step": TARGET_LOG_FRACTION,
+            "startup_over_import_torch": STARTUP_GOAL,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_1min": [load_before, os.getloadavg()[0]],
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "ray": ray.__version__,
+            "mlflow": mlflow.__version__,
+        },
+    }
     save_results(args.output, result)
     return 0
 

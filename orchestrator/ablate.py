@@ -29,18 +29,37 @@ DEFAULT_PRESET = "smoke"
 
 def build_parser():
     p = cli.parser("orchestrator.ablate", __doc__)
-    p.add_argument("-p", "--preset", default=DEFAULT_PRESET,
-                   help=f"an ablation from configs/ablate ({', '.join(list_ablations())}) or a .yaml path")
+    p.add_argument(
+        "-p",
+        "--preset",
+        default=DEFAULT_PRESET,
+        help=f"an ablation from configs/ablate ({', '.join(list_ablations())}) or a .yaml path",
+    )
     p.add_argument("--name", help="ablation name (default: the preset's); rerunning a name resumes it")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key in every trial (repeatable); recipe.FIELD=VALUE too")
-    p.add_argument("--axis", action="append", default=[], metavar="KEY=[V1,V2]",
-                   help="replace one matrix axis, e.g. depth=[20,56] or seed=[0,1,2]")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key in every trial (repeatable); recipe.FIELD=VALUE too",
+    )
+    p.add_argument(
+        "--axis",
+        action="append",
+        default=[],
+        metavar="KEY=[V1,V2]",
+        help="replace one matrix axis, e.g. depth=[20,56] or seed=[0,1,2]",
+    )
     p.add_argument("--data-root", help="where the data set lives (else its environment variable)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: what fits the cluster)")
-    p.add_argument("--pack", type=int, metavar="N",
-                   help="train up to N engine=fast runs together in one worker, each on its own CUDA stream "
-                        "(default: the preset's pack, else 1); e.g. --pack 10 for Table 6 on one GPU")
+    p.add_argument(
+        "--pack",
+        type=int,
+        metavar="N",
+        help="train up to N engine=fast runs together in one worker, each on its own CUDA stream "
+        "(default: the preset's pack, else 1); e.g. --pack 10 for Table 6 on one GPU",
+    )
     cli.add_length_args(p, "every trial")
     p.add_argument("--dry-run", action="store_true", help="list the trials and exit")
     cli.add_wait_arg(p)
@@ -50,15 +69,19 @@ def build_parser():
 
 def ablation_from_args(args) -> Ablation:
     overrides = parse_overrides(args.overrides)
-    for key, flag in (("data_root", args.data_root), ("tracking_uri", args.tracking_uri),
-                      ("storage_path", args.storage_path)):
+    for key, flag in (
+        ("data_root", args.data_root),
+        ("tracking_uri", args.tracking_uri),
+        ("storage_path", args.storage_path),
+    ):
         if flag is not None:
             overrides[key] = flag
     axes = parse_overrides(args.axis)
     ablation = load_ablation(args.preset, overrides, name=args.name, axes=axes)
     if args.iterations is not None or args.epochs is not None:
-        schedule = common_scaled_schedule([t.config for t in ablation.trials], iterations=args.iterations,
-                                          epochs=args.epochs)
+        schedule = common_scaled_schedule(
+            [t.config for t in ablation.trials], iterations=args.iterations, epochs=args.epochs
+        )
         ablation = load_ablation(args.preset, overrides | {"recipe_overrides": schedule}, name=args.name, axes=axes)
     return ablation if args.pack is None else dataclasses.replace(ablation, pack=args.pack)
 
@@ -80,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             for indices in packing.group(configs, ablation.pack):
                 print(f"pack of {len(indices)}:\n" + "\n".join(f"  {ablation.trials[i].name}" for i in indices))
         return 0
-    summary = ablate(ablation, max_concurrent=args.max_concurrent,
-                     wait_s=resources.wait_seconds(args.wait_for_resources))
+    summary = ablate(
+        ablation, max_concurrent=args.max_concurrent, wait_s=resources.wait_seconds(args.wait_for_resources)
+    )
     if args.json:
         cli.write_json(args.json, summary)
     return 1 if summary["failed"] else 0
+
 
 if __name__ == "__main__":
     cli.run(main)

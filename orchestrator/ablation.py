@@ -38,8 +38,11 @@ def place_trials(ablation: Ablation) -> list[Trial]:
     placed = []
     for trial in ablation.trials:
         config = trial.config
-        config = dataclasses.replace(config, tracking_uri=config.resolved_tracking_uri(),
-                                     storage_path=storage.joined(config.storage_path, ablation.name))
+        config = dataclasses.replace(
+            config,
+            tracking_uri=config.resolved_tracking_uri(),
+            storage_path=storage.joined(config.storage_path, ablation.name),
+        )
         placed.append(dataclasses.replace(trial, config=config))
     return placed
 
@@ -53,8 +56,7 @@ def run_trial(trial_config: dict) -> None:
     client = tracking.MlflowClient(tracking_uri=config.tracking_uri)
     tracking.reopen(client, spec["run_id"])  # a rerun of a failed trial starts with a clean record
     # No restart_ray: the trial runs inside the ablation's Ray; a failed trial is rerun on resume.
-    result, error = fit(config, spec["run_id"], config.tracking_uri, callbacks=[TuneReportCallback()],
-                        wait_s=wait_s)
+    result, error = fit(config, spec["run_id"], config.tracking_uri, callbacks=[TuneReportCallback()], wait_s=wait_s)
     summary = record_result(client, config, spec["run_id"], result, error)
     if summary.status != "FINISHED":
         raise RuntimeError(f"trial {config.name} failed: {summary.error}")
@@ -68,8 +70,14 @@ def run_pack(spec: dict, wait_s: float) -> None:
     for member in spec["members"]:
         tracking.reopen(client, member["run_id"])
     loop = (packing.train_pack_worker, {"members": spec["members"], "tracking_uri": configs[0].tracking_uri})
-    result, error = fit(dataclasses.replace(configs[0], name=spec["name"]), None, configs[0].tracking_uri,
-                        callbacks=[TuneReportCallback()], loop=loop, wait_s=wait_s)
+    result, error = fit(
+        dataclasses.replace(configs[0], name=spec["name"]),
+        None,
+        configs[0].tracking_uri,
+        callbacks=[TuneReportCallback()],
+        loop=loop,
+        wait_s=wait_s,
+    )
     failed = []
     for config, member in zip(configs, spec["members"]):
         summary = record_result(client, config, member["run_id"], packing.member_result(result, config.name), error)
@@ -83,6 +91,7 @@ def trial_specs(ablation: Ablation, trials: list[Trial], children: dict, pending
     """Tune's grid: one spec per pending trial, or with ``ablation.pack`` > 1 one per pack of them.
     Packs are cut from the whole matrix in order, so a rerun puts the same pending runs together
     again (and resumes their Ray Train run, named by its members)."""
+
     def run_spec(trial):
         return {"name": trial.name, "config": trial.config.to_dict(), "run_id": children[trial.name].info.run_id}
 
@@ -105,8 +114,9 @@ def quiet_tune() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def trials_at_once(demands: list[Demand], requested: int | None, *, private: bool, wait_s: float, echo,
-                   who: str) -> int:
+def trials_at_once(
+    demands: list[Demand], requested: int | None, *, private: bool, wait_s: float, echo, who: str
+) -> int:
     """How many trials run at once: ``requested``, else as many as the nodes hold side by side (on an
     autoscaling cluster, as many as its largest size holds: trials beyond the current nodes wait for
     their worker groups, and those waiting placement groups are what the autoscaler scales up for).
@@ -124,21 +134,31 @@ def trials_at_once(demands: list[Demand], requested: int | None, *, private: boo
     return max(1, min(resources.copies_that_fit(d, nodes) for d in demands))
 
 
-def ablate(ablation: Ablation, *, max_concurrent: int | None = None, wait_s: float = DEFAULT_WAIT_MINUTES * 60,
-           echo=print, kind: str = tracking.ABLATION) -> dict:
+def ablate(
+    ablation: Ablation,
+    *,
+    max_concurrent: int | None = None,
+    wait_s: float = DEFAULT_WAIT_MINUTES * 60,
+    echo=print,
+    kind: str = tracking.ABLATION,
+) -> dict:
     """Run (or resume) every trial of ``ablation``; returns the summary written by ``--json``.
     ``kind`` tags the parent run (``tracking.KIND``), e.g. ``tracking.ENSEMBLE`` for ``ensemble train``.
     Nothing is written to MLflow before Ray is known to hold a trial (``trials_at_once``)."""
     started = time.time()
     requested = max_concurrent if max_concurrent is not None else ablation.max_concurrent
     if requested is not None and requested < 1:
-        raise ValueError(f"max_concurrent must be >= 1 trial at a time, got {requested} (leave it out to fit the cluster)")
+        raise ValueError(
+            f"max_concurrent must be >= 1 trial at a time, got {requested} (leave it out to fit the cluster)"
+        )
     trials = place_trials(ablation)
     packing.check_packable([t.config for t in trials], ablation.pack)
     first = trials[0].config
     storage.check(first.storage_path, "--storage-path")
-    shapes = {t.config.dataset: check_data(t.config)
-              for t in {(t.config.dataset, t.config.data_root): t for t in trials}.values()}
+    shapes = {
+        t.config.dataset: check_data(t.config)
+        for t in {(t.config.dataset, t.config.data_root): t for t in trials}.values()
+    }
     found = tracking.lookup(first.tracking_uri, first.experiment, [child_key(ablation, t) for t in trials])
     earlier = {t.name: found[child_key(ablation, t)] for t in trials}  # child runs of an earlier attempt
     for trial in trials:
@@ -147,18 +167,24 @@ def ablate(ablation: Ablation, *, max_concurrent: int | None = None, wait_s: flo
     workers_at_once = 0
     if pending:
         cli.init_ray()
-        demands = {(d.count, tuple(sorted(d.bundle.items()))): d
-                   for d in (resources.run_demand(t.config, f"trial {t.name}") for t in pending)}
-        workers_at_once = trials_at_once(list(demands.values()), requested, private=cli.private_ray(),
-                                         wait_s=wait_s, echo=echo, who=ablation.name)
+        demands = {
+            (d.count, tuple(sorted(d.bundle.items()))): d
+            for d in (resources.run_demand(t.config, f"trial {t.name}") for t in pending)
+        }
+        workers_at_once = trials_at_once(
+            list(demands.values()), requested, private=cli.private_ray(), wait_s=wait_s, echo=echo, who=ablation.name
+        )
     client = tracking.connect(first.tracking_uri)
     experiment_id = tracking.ensure_experiment(client, first.experiment)
-    parent, _ = tracking.get_or_create_run(client, experiment_id, ablation.name, run_name=ablation.name,
-                                           tags={tracking.KIND: kind})
+    parent, _ = tracking.get_or_create_run(
+        client, experiment_id, ablation.name, run_name=ablation.name, tags={tracking.KIND: kind}
+    )
     parent_id = parent.info.run_id
     children = {trial.name: child_run(client, experiment_id, parent_id, ablation, trial) for trial in trials}
-    echo(f"[{ablation.name}] {len(trials)} trials: {len(trials) - len(pending)} finished, "
-         f"{len(pending)} to run | MLflow parent run {parent_id} at {first.tracking_uri}")
+    echo(
+        f"[{ablation.name}] {len(trials)} trials: {len(trials) - len(pending)} finished, "
+        f"{len(pending)} to run | MLflow parent run {parent_id} at {first.tracking_uri}"
+    )
     if pending:
         client.update_run(parent_id, status="RUNNING")
         specs = trial_specs(ablation, trials, children, pending)
@@ -171,13 +197,15 @@ def ablate(ablation: Ablation, *, max_concurrent: int | None = None, wait_s: flo
             tune.with_resources(run_trial, TRIAL_DRIVER),
             param_space={"spec": tune.grid_search(specs), "wait_s": wait_s},
             tune_config=tune.TuneConfig(max_concurrent_trials=workers_at_once),
-            run_config=tune.RunConfig(name=f"{ablation.name}-tune", storage_path=first.storage_path,
-                                      verbose=0, callbacks=[TrialEvents(echo)]),
+            run_config=tune.RunConfig(
+                name=f"{ablation.name}-tune", storage_path=first.storage_path, verbose=0, callbacks=[TrialEvents(echo)]
+            ),
         )
         watch = {t.name: children[t.name].info.run_id for t in pending}
-        with RunWatcher(first.tracking_uri, watch, lambda label, m, eta: echo(epoch_line(label, m, eta)),
-                        on_event=echo), \
-                resources.PendingWatch(echo, ablation.name):
+        with (
+            RunWatcher(first.tracking_uri, watch, lambda label, m, eta: echo(epoch_line(label, m, eta)), on_event=echo),
+            resources.PendingWatch(echo, ablation.name),
+        ):
             tuner.fit()
 
     rows = results_table(client, trials, children, shapes)
@@ -185,19 +213,29 @@ def ablate(ablation: Ablation, *, max_concurrent: int | None = None, wait_s: flo
     for path in paths.values():
         client.log_artifact(parent_id, str(path), tracking.RESULTS_FOLDER)
     failed = [row["trial"] for row in rows if row["status"] != "FINISHED"]
-    tracking.log_metrics(client, parent_id, {"trials": len(rows), "trials_failed": len(failed),
-                                             "wall_seconds": time.time() - started}, step=0)
-    tracking.finish(client, parent_id, ok=not failed,
-                    error=f"failed trials: {', '.join(failed)}" if failed else None)
+    tracking.log_metrics(
+        client,
+        parent_id,
+        {"trials": len(rows), "trials_failed": len(failed), "wall_seconds": time.time() - started},
+        step=0,
+    )
+    tracking.finish(client, parent_id, ok=not failed, error=f"failed trials: {', '.join(failed)}" if failed else None)
     echo(format_table(rows))
     for row in rows:
         if row["status"] != "FINISHED":
             echo(f"[{row['trial']}] {row['status']}: {row['error'] or 'no error recorded'}")
     for line in degradation_findings(rows):
         echo(line)
-    return {"name": ablation.name, "parent_run_id": parent_id, "tracking_uri": first.tracking_uri,
-            "storage_path": first.storage_path, "results": {k: str(v) for k, v in paths.items()},
-            "trials_at_once": workers_at_once, "failed": failed, "trials": rows}
+    return {
+        "name": ablation.name,
+        "parent_run_id": parent_id,
+        "tracking_uri": first.tracking_uri,
+        "storage_path": first.storage_path,
+        "results": {k: str(v) for k, v in paths.items()},
+        "trials_at_once": workers_at_once,
+        "failed": failed,
+        "trials": rows,
+    }
 
 
 def child_key(ablation: Ablation, trial: Trial) -> str:
@@ -207,15 +245,22 @@ def child_key(ablation: Ablation, trial: Trial) -> str:
 def check_child(run, ablation: Ablation, trial: Trial) -> None:
     """Refuse a trial whose child run (from an earlier attempt) holds another config."""
     if run is not None and run.data.tags.get(tracking.CONFIG_HASH) != trial.config.hash():
-        raise ValueError(f"trial {trial.name} of ablation {ablation.name!r} exists with another config "
-                         f"(MLflow run {run.info.run_id}); rerun under another --name")
+        raise ValueError(
+            f"trial {trial.name} of ablation {ablation.name!r} exists with another config "
+            f"(MLflow run {run.info.run_id}); rerun under another --name"
+        )
 
 
 def child_run(client, experiment_id: str, parent_id: str, ablation: Ablation, trial: Trial):
     """The trial's child run, created once (``check_child`` checked an existing one's config)."""
     run, created = tracking.get_or_create_run(
-        client, experiment_id, child_key(ablation, trial), run_name=trial.name,
-        tags=tracking.training_tags(trial.config) | {tracking.ABLATION_NAME: ablation.name}, parent_run_id=parent_id)
+        client,
+        experiment_id,
+        child_key(ablation, trial),
+        run_name=trial.name,
+        tags=tracking.training_tags(trial.config) | {tracking.ABLATION_NAME: ablation.name},
+        parent_run_id=parent_id,
+    )
     if created:
         tracking.log_params(client, run.info.run_id, trial.config.to_dict())
     return run
@@ -247,5 +292,3 @@ class TrialEvents(tune.Callback):
 
 def _name(trial) -> str:
     return trial.config["spec"]["name"]
-
-

@@ -13,8 +13,7 @@ from workloads.models import build_model, parse_model_name
 
 
 def build_run_model(config: ExperimentConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
-    options = {"stride_placement": config.stride_placement, "in_channels": in_channels,
-               "num_classes": num_classes}
+    options = {"stride_placement": config.stride_placement, "in_channels": in_channels, "num_classes": num_classes}
     if config.shortcut is not None:
         options["shortcut"] = config.shortcut
     return build_model(config.model, **options)
@@ -32,16 +31,27 @@ def resolved_recipe(config: ExperimentConfig, iterations_per_epoch: int):
     return recipe_for_depth(recipe, parse_model_name(config.model).depth).resolve(iterations_per_epoch)
 
 
-def fast_trainer(config: ExperimentConfig, model: torch.nn.Module, loader, recipe,
-                 device: torch.device) -> FastCifarTrainer:
+def fast_trainer(
+    config: ExperimentConfig, model: torch.nn.Module, loader, recipe, device: torch.device
+) -> FastCifarTrainer:
     """The ``engine=fast`` trainer of a one-worker run over ``loader``'s resident data: the same
     batches and schedule as ``train_epoch`` over that loader."""
     on_gpu = device.type == "cuda"
-    return FastCifarTrainer(model, loader.images, loader.labels, recipe, device=device, mean=loader.mean,
-                            seed=config.seed, pad=loader.pad, autocast_dtype=torch.bfloat16 if on_gpu else None,
-                            channels_last=on_gpu, compile=config.compile,
-                            # inject_nan's hook is Python: a CUDA graph replay would skip it
-                            cuda_graph=False if config.inject_nan else None)
+    return FastCifarTrainer(
+        model,
+        loader.images,
+        loader.labels,
+        recipe,
+        device=device,
+        mean=loader.mean,
+        seed=config.seed,
+        pad=loader.pad,
+        autocast_dtype=torch.bfloat16 if on_gpu else None,
+        channels_last=on_gpu,
+        compile=config.compile,
+        # inject_nan's hook is Python: a CUDA graph replay would skip it
+        cuda_graph=False if config.inject_nan else None,
+    )
 
 
 def inject_nan(model: torch.nn.Module, spec: str, rank: int, start_iteration: int) -> None:

@@ -25,14 +25,19 @@ def kept_checkpoints(latest: ray.train.Checkpoint) -> list[ray.train.Checkpoint]
     """
     fs = latest.filesystem
     folder, name = posixpath.split(latest.path.rstrip("/"))
-    older = [info.path for info in fs.get_file_info(pyarrow.fs.FileSelector(folder))
-             if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_")
-             and info.base_name < name]
+    older = [
+        info.path
+        for info in fs.get_file_info(pyarrow.fs.FileSelector(folder))
+        if info.type == pyarrow.fs.FileType.Directory
+        and info.base_name.startswith("checkpoint_")
+        and info.base_name < name
+    ]
     return [latest] + [ray.train.Checkpoint(path, filesystem=fs) for path in sorted(older, reverse=True)]
 
 
-def restore_latest_good(latest: ray.train.Checkpoint, model, optimizer, config_hash: str,
-                        member: str = "") -> tuple[int, int, str | None, dict]:
+def restore_latest_good(
+    latest: ray.train.Checkpoint, model, optimizer, config_hash: str, member: str = ""
+) -> tuple[int, int, str | None, dict]:
     """Restore the newest readable checkpoint of the run: ``(iteration, epoch, note, metrics)``.
 
     A corrupt, truncated or missing newest file (a crash or a full disk mid-write) falls back to the
@@ -46,21 +51,36 @@ def restore_latest_good(latest: ray.train.Checkpoint, model, optimizer, config_h
         try:
             with checkpoint.as_directory() as folder:
                 state = load_checkpoint(Path(folder) / member / CHECKPOINT_FILE)
-            iteration, epoch = restore_checkpoint(state, model, optimizer, expected_config_hash=config_hash,
-                                                  restore_rng=False)
+            iteration, epoch = restore_checkpoint(
+                state, model, optimizer, expected_config_hash=config_hash, restore_rng=False
+            )
         except (CheckpointError, FileNotFoundError) as error:
             reason = error.reason if isinstance(error, CheckpointError) else "missing"
             skipped.append(f"{posixpath.join(checkpoint.path, member, CHECKPOINT_FILE)} ({reason})")
             continue
-        note = (f"resumed from {checkpoint.path} (epoch {epoch}); unreadable newer checkpoint(s) skipped: "
-                + "; ".join(skipped)) if skipped else None
+        note = (
+            (
+                f"resumed from {checkpoint.path} (epoch {epoch}); unreadable newer checkpoint(s) skipped: "
+                + "; ".join(skipped)
+            )
+            if skipped
+            else None
+        )
         return iteration, epoch, note, state["metrics"]
     raise CheckpointError(f"no readable checkpoint to resume from: {'; '.join(skipped)}")
 
 
-def save_state(folder: str, config: ExperimentConfig, model, optimizer, iteration: int, epoch: int, metrics: dict,
-               unlogged: list) -> None:
+def save_state(
+    folder: str, config: ExperimentConfig, model, optimizer, iteration: int, epoch: int, metrics: dict, unlogged: list
+) -> None:
     """Write the run's checkpoint file into ``folder``, with the metrics not yet in MLflow (``unlogged``)."""
-    state = make_checkpoint(model, optimizer, iteration=iteration, epoch=epoch, config_hash=config.hash(),
-                            config=config.to_dict(), metrics=metrics | {"unlogged": unlogged})
+    state = make_checkpoint(
+        model,
+        optimizer,
+        iteration=iteration,
+        epoch=epoch,
+        config_hash=config.hash(),
+        config=config.to_dict(),
+        metrics=metrics | {"unlogged": unlogged},
+    )
     save_checkpoint(state, posixpath.join(folder, CHECKPOINT_FILE))

@@ -60,12 +60,17 @@ def version() -> str:
 
 
 def add_tracking_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                   "else sqlite:///<storage-path>/mlflow.db)")
-    p.add_argument("--storage-path", help="Ray Train storage for checkpoints: a folder, or s3://, "
-                   "or an NFS path on a cluster (default: ./runs)")
-    p.add_argument("--json", metavar="PATH", type=Path,
-                   help="write a machine-readable summary (run ids, metrics, URIs) to PATH")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<storage-path>/mlflow.db)",
+    )
+    p.add_argument(
+        "--storage-path",
+        help="Ray Train storage for checkpoints: a folder, or s3://, or an NFS path on a cluster (default: ./runs)",
+    )
+    p.add_argument(
+        "--json", metavar="PATH", type=Path, help="write a machine-readable summary (run ids, metrics, URIs) to PATH"
+    )
 
 
 def add_length_args(p: argparse.ArgumentParser, runs: str = "the run") -> None:
@@ -76,10 +81,14 @@ def add_length_args(p: argparse.ArgumentParser, runs: str = "the run") -> None:
 
 
 def add_wait_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wait-for-resources", type=float, metavar="MINUTES",
-                   help="on a cluster (RAY_ADDRESS): how long to wait for nodes that can hold the work, asking "
-                        "the autoscaler for them (default 30; 0: fail at once). A private local Ray never "
-                        "grows: work it cannot hold is refused at once")
+    p.add_argument(
+        "--wait-for-resources",
+        type=float,
+        metavar="MINUTES",
+        help="on a cluster (RAY_ADDRESS): how long to wait for nodes that can hold the work, asking "
+        "the autoscaler for them (default 30; 0: fail at once). A private local Ray never "
+        "grows: work it cannot hold is refused at once",
+    )
 
 
 def private_ray() -> bool:
@@ -142,12 +151,19 @@ def init_ray() -> None:
             os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
             # address="local": a plain ray.init() would silently join any cluster that
             # `ray start` left running on this machine, with its own Python environment.
-            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
-                     logging_level="WARNING", log_to_driver=log_to_driver)
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                logging_level="WARNING",
+                log_to_driver=log_to_driver,
+            )
     except ConnectionError as error:
         raise ValueError(f"cannot connect to Ray at RAY_ADDRESS={address!r}: {error}") from None
     except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception when its processes time out
         if "timed out during startup" not in str(error):
             raise
-        raise RayUnavailable(f"the local Ray did not start in time (a machine this busy delays its "
-                             f"processes): {str(error).splitlines()[0]}") from None
+        raise RayUnavailable(
+            f"the local Ray did not start in time (a machine this busy delays its "
+            f"processes): {str(error).splitlines()[0]}"
+        ) from None

@@ -43,23 +43,39 @@ from workloads.analysis.responses import FIG7_IMAGES
 
 def build_parser():
     p = cli.parser("orchestrator.compare", __doc__)
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                   "else sqlite:///./runs/mlflow.db)")
-    p.add_argument("--experiment", help="experiment name or id (default: the parent's, else "
-                   f"{ExperimentConfig.experiment!r})")
-    p.add_argument("--parent", metavar="RUN_ID_OR_NAME", help="compare the child runs of this run "
-                   "(an ablation or an ensemble), by run id or run name")
-    p.add_argument("--filter", dest="filter_string", metavar="FILTER",
-                   help="an MLflow search filter, e.g. \"params.seed = '0'\" (ANDed with --parent)")
-    p.add_argument("--out", type=Path, help="report folder, replaced whole (default: reports/<parent "
-                   "or experiment name>)")
+    p.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./runs/mlflow.db)"
+    )
+    p.add_argument(
+        "--experiment", help=f"experiment name or id (default: the parent's, else {ExperimentConfig.experiment!r})"
+    )
+    p.add_argument(
+        "--parent",
+        metavar="RUN_ID_OR_NAME",
+        help="compare the child runs of this run (an ablation or an ensemble), by run id or run name",
+    )
+    p.add_argument(
+        "--filter",
+        dest="filter_string",
+        metavar="FILTER",
+        help="an MLflow search filter, e.g. \"params.seed = '0'\" (ANDed with --parent)",
+    )
+    p.add_argument(
+        "--out", type=Path, help="report folder, replaced whole (default: reports/<parent or experiment name>)"
+    )
     p.add_argument("--json", metavar="PATH", type=Path, help="write a machine-readable summary to PATH")
-    p.add_argument("--no-fig7", dest="fig7", action="store_false",
-                   help="skip Fig. 7 (needs each run's checkpoint and its test images)")
-    p.add_argument("--fig7-images", type=int, default=FIG7_IMAGES,
-                   help=f"test images per Fig. 7 analysis (default {FIG7_IMAGES})")
-    p.add_argument("--data-root", help="where this machine keeps the runs' data set (default: each "
-                   "run's own data_root)")
+    p.add_argument(
+        "--no-fig7",
+        dest="fig7",
+        action="store_false",
+        help="skip Fig. 7 (needs each run's checkpoint and its test images)",
+    )
+    p.add_argument(
+        "--fig7-images", type=int, default=FIG7_IMAGES, help=f"test images per Fig. 7 analysis (default {FIG7_IMAGES})"
+    )
+    p.add_argument(
+        "--data-root", help="where this machine keeps the runs' data set (default: each run's own data_root)"
+    )
     return p
 
 
@@ -70,10 +86,10 @@ def resolve_tracking_uri(uri: str | None) -> str:
 
     uri = default_tracking_uri(uri, ExperimentConfig.storage_path)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise FileNotFoundError(f"no MLflow database at {uri.removeprefix('sqlite:///')} "
-                                f"(tracking URI {uri}); pass --tracking-uri")
+        raise FileNotFoundError(
+            f"no MLflow database at {uri.removeprefix('sqlite:///')} (tracking URI {uri}); pass --tracking-uri"
+        )
     return uri
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,11 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         check_out(args.out)
     uri = resolve_tracking_uri(args.tracking_uri)
     client = tracking.connect(uri)
-    selection = select_runs(client, experiment=args.experiment, parent=args.parent,
-                            filter_string=args.filter_string)
+    selection = select_runs(client, experiment=args.experiment, parent=args.parent, filter_string=args.filter_string)
     label = selection["parent"].info.run_name if selection["parent"] else selection["experiment"].name
-    summary = compare(client, uri, selection, args.out or Path("reports") / label, fig7=args.fig7,
-                      fig7_images=args.fig7_images, data_root=args.data_root)
+    summary = compare(
+        client,
+        uri,
+        selection,
+        args.out or Path("reports") / label,
+        fig7=args.fig7,
+        fig7_images=args.fig7_images,
+        data_root=args.data_root,
+    )
     if args.json:
         cli.write_json(args.json, summary)
     return 0

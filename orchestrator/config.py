@@ -76,8 +76,17 @@ class ExperimentConfig:
 
     def identity(self) -> dict:
         """The fields that define what is trained; a resume must match them exactly."""
-        keys = ("model", "shortcut", "stride_placement", "dataset", "train_subset", "test_subset",
-                "recipe", "recipe_overrides", "seed")
+        keys = (
+            "model",
+            "shortcut",
+            "stride_placement",
+            "dataset",
+            "train_subset",
+            "test_subset",
+            "recipe",
+            "recipe_overrides",
+            "seed",
+        )
         return {k: getattr(self, k) for k in keys}
 
     def hash(self) -> str:
@@ -126,8 +135,9 @@ def preset_path(preset: str, folder: Path = TRAIN_PRESETS) -> Path:
         return path
     path = folder / f"{preset}.yaml"
     if not path.is_file():
-        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(list_presets(folder))} "
-                         "(or a path to a .yaml file)")
+        raise ValueError(
+            f"unknown preset {preset!r}; valid: {', '.join(list_presets(folder))} (or a path to a .yaml file)"
+        )
     return path
 
 
@@ -213,25 +223,32 @@ def validate(config: ExperimentConfig) -> None:
         raise ValueError(f"cpus_per_worker must be > 0, got {config.cpus_per_worker}")
     gpus = config.gpus_per_worker
     if config.use_gpu and (gpus <= 0 or (gpus > 1 and gpus % 1)):
-        raise ValueError(f"gpus_per_worker must be a fraction in (0, 1] or a whole number, "
-                         f"got {config.gpus_per_worker}")
+        raise ValueError(
+            f"gpus_per_worker must be a fraction in (0, 1] or a whole number, got {config.gpus_per_worker}"
+        )
     if config.engine not in ENGINES:
         raise ValueError(f"unknown engine {config.engine!r}; valid: {', '.join(ENGINES)}")
     if config.engine == "fast":
         if config.workers != 1:
-            raise ValueError(f"engine 'fast' trains one worker per run (it does not all-reduce), got workers "
-                             f"{config.workers}; use workers=1 or engine=loop")
+            raise ValueError(
+                f"engine 'fast' trains one worker per run (it does not all-reduce), got workers "
+                f"{config.workers}; use workers=1 or engine=loop"
+            )
         if spec.sharded:
-            raise ValueError(f"engine 'fast' needs an in-memory data set, not the sharded {config.dataset!r}; "
-                             "use engine=loop")
+            raise ValueError(
+                f"engine 'fast' needs an in-memory data set, not the sharded {config.dataset!r}; use engine=loop"
+            )
         if recipe.unit != "iteration":
-            raise ValueError(f"engine 'fast' needs a recipe counted in iterations; {config.recipe!r} counts "
-                             f"{recipe.unit}s")
+            raise ValueError(
+                f"engine 'fast' needs a recipe counted in iterations; {config.recipe!r} counts {recipe.unit}s"
+            )
     if config.decode not in DECODES:
         raise ValueError(f"unknown decode {config.decode!r}; valid: {', '.join(DECODES)}")
     if config.decode == "device" and not spec.sharded:
-        raise ValueError(f"decode 'device' needs a sharded data set ({', '.join(list_dataset_specs(SHARDED))}), not the "
-                         f"in-memory {config.dataset!r} (augmented on the device already); use decode=cpu")
+        raise ValueError(
+            f"decode 'device' needs a sharded data set ({', '.join(list_dataset_specs(SHARDED))}), not the "
+            f"in-memory {config.dataset!r} (augmented on the device already); use decode=cpu"
+        )
     if config.inject_nan is not None:
         rank, _, iteration = config.inject_nan.partition(":")
         if not (rank.isdigit() and iteration.isdigit()):
@@ -245,8 +262,10 @@ def check_name_length(name: str, what: str) -> None:
     """A name becomes a folder (Ray Train's run, Tune's experiment) and an MLflow run name: keep it
     well inside a file name's 255 bytes and MLflow's 250-character run names."""
     if len(name.encode()) > MAX_NAME_BYTES:
-        raise ValueError(f"{what} {name[:40]!r}... is {len(name.encode())} bytes long; at most {MAX_NAME_BYTES} "
-                         "(it names the run's folders and its MLflow run)")
+        raise ValueError(
+            f"{what} {name[:40]!r}... is {len(name.encode())} bytes long; at most {MAX_NAME_BYTES} "
+            "(it names the run's folders and its MLflow run)"
+        )
 
 
 def _coerce(key: str, value):
@@ -268,8 +287,7 @@ def _coerce(key: str, value):
     raise ValueError(f"config key {key!r} must be {names}, got {json.dumps(value, default=str)}")
 
 
-def scaled_schedule(config: ExperimentConfig, *, iterations: int | None = None,
-                    epochs: int | None = None) -> dict:
+def scaled_schedule(config: ExperimentConfig, *, iterations: int | None = None, epochs: int | None = None) -> dict:
     """``recipe_overrides`` that make the run ``iterations`` (or ``epochs``) long, with the lr
     milestones moved proportionally (the paper's 32k/48k of 64k stays at 50%/75%)."""
     recipe = get_recipe(config.recipe, **config.recipe_overrides)
@@ -283,15 +301,19 @@ def scaled_schedule(config: ExperimentConfig, *, iterations: int | None = None,
     return {**config.recipe_overrides, "total": length, "milestones": [m for m in milestones if m < length]}
 
 
-def common_scaled_schedule(configs: list[ExperimentConfig], *, iterations: int | None = None,
-                           epochs: int | None = None) -> dict:
+def common_scaled_schedule(
+    configs: list[ExperimentConfig], *, iterations: int | None = None, epochs: int | None = None
+) -> dict:
     """The one ``recipe_overrides`` that makes every run of a matrix ``iterations`` (or ``epochs``)
     long (``scaled_schedule``); runs of different recipes cannot share it."""
     found: dict[str, str] = {}
     for config in configs:
-        found.setdefault(json.dumps(scaled_schedule(config, iterations=iterations, epochs=epochs), sort_keys=True),
-                         config.name)
+        found.setdefault(
+            json.dumps(scaled_schedule(config, iterations=iterations, epochs=epochs), sort_keys=True), config.name
+        )
     if len(found) > 1:
-        raise ValueError(f"--iterations/--epochs scale one schedule, but these runs have different recipes: "
-                         f"{', '.join(found.values())}; set recipe.total and recipe.milestones with --set instead")
+        raise ValueError(
+            f"--iterations/--epochs scale one schedule, but these runs have different recipes: "
+            f"{', '.join(found.values())}; set recipe.total and recipe.milestones with --set instead"
+        )
     return json.loads(next(iter(found)))

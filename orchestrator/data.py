@@ -62,8 +62,9 @@ def sharded_test_split(config: ExperimentConfig) -> ShardedSplit:
     import pyarrow.parquet as pq
 
     fs, manifest, paths = _split_files(config, dataset_spec(config.dataset).splits["test"])
-    labels = [torch.tensor(pq.read_table(p, columns=["label"], filesystem=fs).column("label").to_numpy())
-              for p in paths]
+    labels = [
+        torch.tensor(pq.read_table(p, columns=["label"], filesystem=fs).column("label").to_numpy()) for p in paths
+    ]
     keep = subset_indices(sum(map(len, labels)), config.test_subset)
     files, start = [], 0
     for path, file_labels in zip(paths, labels):
@@ -91,9 +92,11 @@ def data_shape(config: ExperimentConfig) -> tuple[int, int, int]:
         manifests = [_manifest(config, folder) for folder in spec.splits.values()]
         image_format = manifests[0]["plan"]["image_format"]
         if config.decode == "device" and image_format != "encoded":
-            raise ValueError(f"decode 'device' decodes JPEG bytes, but {config.data_root}/{spec.splits['train']} holds "
-                             f"{image_format!r} pixels (prepare --format {image_format}); use decode=cpu, or prepare "
-                             "the train split again with --format encoded into another --out")
+            raise ValueError(
+                f"decode 'device' decodes JPEG bytes, but {config.data_root}/{spec.splits['train']} holds "
+                f"{image_format!r} pixels (prepare --format {image_format}); use decode=cpu, or prepare "
+                "the train split again with --format encoded into another --out"
+            )
         return spec.channels, len(manifests[0]["classes"]), spec.image_size
     data = load_split(config, "test")
     return data.in_channels, data.num_classes, data.image_size
@@ -106,28 +109,55 @@ def ray_datasets(config: ExperimentConfig) -> dict:
         return {}
     from orchestrator.shards import read_rows, read_shards
 
-    train = (read_rows(config.data_root, spec.splits["train"]) if config.decode == "device" else
-             read_shards(config.data_root, spec.splits["train"], augment=spec.train_augment, mean=spec.mean))
-    return {"train": train,
-            "test": read_shards(config.data_root, spec.splits["test"], augment=spec.eval_view, mean=spec.mean)}
+    train = (
+        read_rows(config.data_root, spec.splits["train"])
+        if config.decode == "device"
+        else read_shards(config.data_root, spec.splits["train"], augment=spec.train_augment, mean=spec.mean)
+    )
+    return {
+        "train": train,
+        "test": read_shards(config.data_root, spec.splits["test"], augment=spec.eval_view, mean=spec.mean),
+    }
 
 
-def build_run_data(config: ExperimentConfig, per_worker_batch: int, rank: int, world_size: int,
-                   device: torch.device) -> RunData:
+def build_run_data(
+    config: ExperimentConfig, per_worker_batch: int, rank: int, world_size: int, device: torch.device
+) -> RunData:
     """This worker's training and test loaders."""
     spec = dataset_spec(config.dataset)
     if spec.sharded:
         manifest = _manifest(config, spec.splits["train"])
-        return RunData(ShardLoader("train", per_worker_batch, manifest["rows"] // world_size, device, drop_last=True,
-                                   decode=config.decode, mean=spec.mean),
-                       ShardLoader("test", EVAL_BATCH, None, device, drop_last=False),
-                       spec.channels, len(manifest["classes"]), spec.image_size)
+        return RunData(
+            ShardLoader(
+                "train",
+                per_worker_batch,
+                manifest["rows"] // world_size,
+                device,
+                drop_last=True,
+                decode=config.decode,
+                mean=spec.mean,
+            ),
+            ShardLoader("test", EVAL_BATCH, None, device, drop_last=False),
+            spec.channels,
+            len(manifest["classes"]),
+            spec.image_size,
+        )
     train, test = load_split(config, "train"), load_split(config, "test")
     mean = per_pixel_mean(train.images)
-    train_loader = ResidentLoader(train.images, train.labels, per_worker_batch, train=True, mean=mean,
-                                  device=device, rank=rank, world_size=world_size, seed=config.seed)
-    test_loader = ResidentLoader(test.images, test.labels, EVAL_BATCH, train=False, mean=mean,
-                                 device=device, rank=rank, world_size=world_size)
+    train_loader = ResidentLoader(
+        train.images,
+        train.labels,
+        per_worker_batch,
+        train=True,
+        mean=mean,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        seed=config.seed,
+    )
+    test_loader = ResidentLoader(
+        test.images, test.labels, EVAL_BATCH, train=False, mean=mean, device=device, rank=rank, world_size=world_size
+    )
     if len(train_loader) == 0:
         raise ValueError(f"{len(train)} training images give no batch of {per_worker_batch} per worker")
     return RunData(train_loader, test_loader, train.in_channels, train.num_classes, train.image_size)
@@ -145,8 +175,17 @@ class ShardLoader:
     ``mean``: the data set's per-channel mean, for ``decode="device"``.
     """
 
-    def __init__(self, name: str, batch_size: int, rows: int | None, device: torch.device, drop_last: bool,
-                 decode: str = "cpu", data=None, mean: tuple[float, ...] | None = None):
+    def __init__(
+        self,
+        name: str,
+        batch_size: int,
+        rows: int | None,
+        device: torch.device,
+        drop_last: bool,
+        decode: str = "cpu",
+        data=None,
+        mean: tuple[float, ...] | None = None,
+    ):
         self.name, self.batch_size, self.rows = name, batch_size, rows
         self.device, self.drop_last, self.decode, self.data, self.mean = device, drop_last, decode, data, mean
 
@@ -165,8 +204,9 @@ class ShardLoader:
 
         shard = self.data if self.data is not None else ray.train.get_dataset_shard(self.name)
         if self.decode == "device":
-            batches = iter_device_train(shard, self.batch_size, mean=self.mean, device=self.device,
-                                        drop_last=self.drop_last)
+            batches = iter_device_train(
+                shard, self.batch_size, mean=self.mean, device=self.device, drop_last=self.drop_last
+            )
         else:
             batches = iter_torch(shard, self.batch_size, device=self.device, drop_last=self.drop_last)
         limit = len(self) if self.rows is not None else None
@@ -185,8 +225,10 @@ def _split_files(config: ExperimentConfig, folder: str) -> tuple:
     from workloads.data.shards import resolve_output, shard_files
 
     if not config.data_root:
-        raise FileNotFoundError(f"data set {config.dataset!r} reads Parquet shards: pass --data-root "
-                                "DIR_OR_URI, the --out of python -m orchestrator.prepare --dataset imagenet")
+        raise FileNotFoundError(
+            f"data set {config.dataset!r} reads Parquet shards: pass --data-root "
+            "DIR_OR_URI, the --out of python -m orchestrator.prepare --dataset imagenet"
+        )
     fs, base = resolve_output(config.data_root)
     manifest, paths = shard_files(fs, f"{base.rstrip('/')}/{folder}")
     return fs, manifest, paths

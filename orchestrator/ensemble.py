@@ -60,11 +60,21 @@ def build_parser():
     p = cli.parser("orchestrator.ensemble", __doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a preset's members as one ensemble parent run, then evaluate")
-    t.add_argument("-p", "--preset", default=DEFAULT_PRESET,
-                   help=f"an ensemble from configs/ensemble ({', '.join(list_presets(ENSEMBLE_PRESETS))}) or a .yaml path")
+    t.add_argument(
+        "-p",
+        "--preset",
+        default=DEFAULT_PRESET,
+        help=f"an ensemble from configs/ensemble ({', '.join(list_presets(ENSEMBLE_PRESETS))}) or a .yaml path",
+    )
     t.add_argument("--name", help="ensemble name (default: the preset's); rerunning a name resumes it")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key in every member (repeatable); recipe.FIELD=VALUE too")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key in every member (repeatable); recipe.FIELD=VALUE too",
+    )
     t.add_argument("--data-root", help="where the data set lives (else its environment variable)")
     t.add_argument("--max-concurrent", type=int, help="members trained at once (default: what fits)")
     cli.add_length_args(t, "every member")
@@ -85,8 +95,13 @@ def build_parser():
     cli.add_tracking_args(e)
 
     c = sub.add_parser("combine", help="recombine members from stored per-image probabilities")
-    c.add_argument("--from", dest="source", required=True, metavar="PARQUET_OR_RUN_ID",
-                   help="a probabilities.parquet file, or the ensemble evaluation run id that holds one")
+    c.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="PARQUET_OR_RUN_ID",
+        help="a probabilities.parquet file, or the ensemble evaluation run id that holds one",
+    )
     c.add_argument("--members", help="comma-separated member names or run ids (default: all)")
     c.add_argument("--weights", help="one weight per member, comma-separated (default: equal)")
     cli.add_tracking_args(c)
@@ -94,28 +109,51 @@ def build_parser():
 
 
 def add_scoring_args(e) -> None:
-    e.add_argument("--view", default="center", choices=ensemble_math.VIEWS,
-                   help="test-time views per member, averaged (see docs/ENSEMBLE.md)")
+    e.add_argument(
+        "--view",
+        default="center",
+        choices=ensemble_math.VIEWS,
+        help="test-time views per member, averaged (see docs/ENSEMBLE.md)",
+    )
     e.add_argument("--weights", help="one weight per member in the listed order, comma-separated (default: equal)")
-    e.add_argument("--checkpoint", default="last", choices=("last", "best"),
-                   help="which checkpoint of each run (best was chosen on the test set: optimistic)")
-    e.add_argument("--data-root", help="where the test data lives here (default: the members' config); for "
-                   "ImageNet the --out of orchestrator.prepare, holding val/")
-    e.add_argument("--test-subset", type=int, help="test images scored, a fixed random subset (default: the "
-                   "members' test_subset)")
+    e.add_argument(
+        "--checkpoint",
+        default="last",
+        choices=("last", "best"),
+        help="which checkpoint of each run (best was chosen on the test set: optimistic)",
+    )
+    e.add_argument(
+        "--data-root",
+        help="where the test data lives here (default: the members' config); for "
+        "ImageNet the --out of orchestrator.prepare, holding val/",
+    )
+    e.add_argument(
+        "--test-subset", type=int, help="test images scored, a fixed random subset (default: the members' test_subset)"
+    )
     e.add_argument("--gpu", action="store_true", help="one GPU per inference task")
     e.add_argument("--cpus", type=float, default=1.0, help="CPU cores per inference task")
-    e.add_argument("--shards", type=int, help="tasks per member of an in-memory data set (default: one per GPU or "
-                   "per --cpus cores); ImageNet members take one task per val shard file")
-    e.add_argument("--batch-size", type=int, default=256, help="images per forward pass (small images; an "
-                   "ImageNet-size image's views make one pass of their own)")
+    e.add_argument(
+        "--shards",
+        type=int,
+        help="tasks per member of an in-memory data set (default: one per GPU or "
+        "per --cpus cores); ImageNet members take one task per val shard file",
+    )
+    e.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="images per forward pass (small images; an ImageNet-size image's views make one pass of their own)",
+    )
     e.add_argument("--out", type=Path, help="folder for probabilities.parquet (default: <storage>/ensembles/NAME)")
 
 
 def check_scoring_args(args) -> None:
     """Refuse counts below 1 (and CPUs <= 0) before any run is read."""
-    for flag, value in (("--test-subset", args.test_subset), ("--shards", args.shards),
-                        ("--batch-size", args.batch_size)):
+    for flag, value in (
+        ("--test-subset", args.test_subset),
+        ("--shards", args.shards),
+        ("--batch-size", args.batch_size),
+    ):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     if not args.cpus > 0:
@@ -140,21 +178,30 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "train":
         overrides = parse_overrides(args.overrides)
-        for key, flag in (("data_root", args.data_root), ("tracking_uri", args.tracking_uri),
-                          ("storage_path", args.storage_path)):
+        for key, flag in (
+            ("data_root", args.data_root),
+            ("tracking_uri", args.tracking_uri),
+            ("storage_path", args.storage_path),
+        ):
             if flag is not None:
                 overrides[key] = flag
         ablation, view = load_ensemble(args.preset, overrides, name=args.name)
         if args.iterations is not None or args.epochs is not None:
-            schedule = common_scaled_schedule([t.config for t in ablation.trials], iterations=args.iterations,
-                                              epochs=args.epochs)
+            schedule = common_scaled_schedule(
+                [t.config for t in ablation.trials], iterations=args.iterations, epochs=args.epochs
+            )
             ablation, view = load_ensemble(args.preset, overrides | {"recipe_overrides": schedule}, name=args.name)
         if args.dry_run:
             for trial in ablation.trials:
                 print(trial.name)
             return 0
-        summary = train(ablation, view, evaluate_after=not args.no_evaluate, max_concurrent=args.max_concurrent,
-                        wait_s=resources.wait_seconds(args.wait_for_resources))
+        summary = train(
+            ablation,
+            view,
+            evaluate_after=not args.no_evaluate,
+            max_concurrent=args.max_concurrent,
+            wait_s=resources.wait_seconds(args.wait_for_resources),
+        )
         failed = bool(summary["failed"])
     elif args.command == "evaluate":
         check_scoring_args(args)
@@ -168,11 +215,23 @@ def main(argv: list[str] | None = None) -> int:
             if args.best < 1:
                 raise ValueError(f"--best must be >= 1, got {args.best}")
             runs = best_runs(client, args.experiment, args.filter, args.best)
-        summary = evaluate(client, runs, view=args.view, weights=parse_weights(args.weights, len(runs)),
-                           checkpoint=args.checkpoint, data_root=args.data_root, test_subset=args.test_subset,
-                           use_gpu=args.gpu, cpus=args.cpus, shards=args.shards, batch_size=args.batch_size,
-                           out=args.out, storage_path=storage, parent=args.parent and parent.info.run_id,
-                           wait_s=resources.wait_seconds(args.wait_for_resources))
+        summary = evaluate(
+            client,
+            runs,
+            view=args.view,
+            weights=parse_weights(args.weights, len(runs)),
+            checkpoint=args.checkpoint,
+            data_root=args.data_root,
+            test_subset=args.test_subset,
+            use_gpu=args.gpu,
+            cpus=args.cpus,
+            shards=args.shards,
+            batch_size=args.batch_size,
+            out=args.out,
+            storage_path=storage,
+            parent=args.parent and parent.info.run_id,
+            wait_s=resources.wait_seconds(args.wait_for_resources),
+        )
         failed = False
     else:
         client, _ = _client(args)

@@ -20,32 +20,42 @@ from workloads import ensemble as ensemble_math
 from workloads.data import dataset_spec
 from workloads.engine import config_hash
 
-VALIDATION_NOTE = ("no validation split: greedy selection picks on a seeded random half of the test "
-                   "split ('val') and is reported on the other half ('holdout')")
+VALIDATION_NOTE = (
+    "no validation split: greedy selection picks on a seeded random half of the test "
+    "split ('val') and is reported on the other half ('holdout')"
+)
 
 
-def summarize(probabilities: dict, labels: torch.Tensor, validation: torch.Tensor,
-              weights: list[float] | None) -> dict:
+def summarize(probabilities: dict, labels: torch.Tensor, validation: torch.Tensor, weights: list[float] | None) -> dict:
     """Every member's and the ensemble's errors on all images, and on the holdout half the plain
     average next to the members greedy selection picks on the validation half."""
     names = list(probabilities)
     weights = weights or [1.0] * len(names)
-    members = [{"name": n, "weight": w, **ensemble_math.errors(probabilities[n], labels)} for n, w in zip(names, weights)]
+    members = [
+        {"name": n, "weight": w, **ensemble_math.errors(probabilities[n], labels)} for n, w in zip(names, weights)
+    ]
     ensemble = ensemble_math.errors(ensemble_math.combine([probabilities[n] for n in names], weights), labels)
     holdout = ~validation
     steps = ensemble_math.greedy_selection({n: p[validation] for n, p in probabilities.items()}, labels[validation])
     picked = [s["member"] for s in steps]
     return {
-        "images": len(labels), "members": members, "ensemble": ensemble,
+        "images": len(labels),
+        "members": members,
+        "ensemble": ensemble,
         "mean_member": {k: sum(m[k] for m in members) / len(members) for k in ("top1_error", "top5_error")},
         "worst_member": {k: max(m[k] for m in members) for k in ("top1_error", "top5_error")},
         "greedy": {
-            "validation": VALIDATION_NOTE, "val_images": int(validation.sum()), "holdout_images": int(holdout.sum()),
-            "steps": steps, "members": picked,
-            "holdout_average": ensemble_math.errors(ensemble_math.combine([p[holdout] for p in probabilities.values()], weights),
-                                            labels[holdout]),
-            "holdout_greedy": ensemble_math.errors(ensemble_math.combine([probabilities[n][holdout] for n in picked]),
-                                           labels[holdout]),
+            "validation": VALIDATION_NOTE,
+            "val_images": int(validation.sum()),
+            "holdout_images": int(holdout.sum()),
+            "steps": steps,
+            "members": picked,
+            "holdout_average": ensemble_math.errors(
+                ensemble_math.combine([p[holdout] for p in probabilities.values()], weights), labels[holdout]
+            ),
+            "holdout_greedy": ensemble_math.errors(
+                ensemble_math.combine([probabilities[n][holdout] for n in picked]), labels[holdout]
+            ),
         },
     }
 
@@ -56,20 +66,38 @@ def report_lines(summary: dict) -> list[str]:
     for m in summary["members"]:
         lines.append(f"{m['name']:<{width}}  {m['weight']:6.3g}  {m['top1_error']:8.2f}%  {m['top5_error']:8.2f}%")
     for label, key in (("mean of members", "mean_member"), ("ENSEMBLE (average)", "ensemble")):
-        lines.append(f"{label:<{width}}  {'':6}  {summary[key]['top1_error']:8.2f}%  {summary[key]['top5_error']:8.2f}%")
+        lines.append(
+            f"{label:<{width}}  {'':6}  {summary[key]['top1_error']:8.2f}%  {summary[key]['top5_error']:8.2f}%"
+        )
     g = summary["greedy"]
-    lines.append(f"greedy forward selection ({g['validation']}): picked {', '.join(g['members'])}; on the "
-                 f"{g['holdout_images']} holdout images top-1/top-5 {g['holdout_greedy']['top1_error']:.2f}%/"
-                 f"{g['holdout_greedy']['top5_error']:.2f}% vs the plain average's "
-                 f"{g['holdout_average']['top1_error']:.2f}%/{g['holdout_average']['top5_error']:.2f}%")
+    lines.append(
+        f"greedy forward selection ({g['validation']}): picked {', '.join(g['members'])}; on the "
+        f"{g['holdout_images']} holdout images top-1/top-5 {g['holdout_greedy']['top1_error']:.2f}%/"
+        f"{g['holdout_greedy']['top5_error']:.2f}% vs the plain average's "
+        f"{g['holdout_average']['top1_error']:.2f}%/{g['holdout_average']['top5_error']:.2f}%"
+    )
     return lines
 
 
-def evaluate(client, runs: list, *, view: str = "center", weights: list[float] | None = None,
-             checkpoint: str = "last", data_root: str | None = None, test_subset: int | None = None,
-             use_gpu: bool = False, cpus: float = 1.0, shards: int | None = None, batch_size: int = 256,
-             out: Path | None = None, storage_path: str = "runs", parent: str | None = None,
-             wait_s: float = DEFAULT_WAIT_MINUTES * 60, echo=print) -> dict:
+def evaluate(
+    client,
+    runs: list,
+    *,
+    view: str = "center",
+    weights: list[float] | None = None,
+    checkpoint: str = "last",
+    data_root: str | None = None,
+    test_subset: int | None = None,
+    use_gpu: bool = False,
+    cpus: float = 1.0,
+    shards: int | None = None,
+    batch_size: int = 256,
+    out: Path | None = None,
+    storage_path: str = "runs",
+    parent: str | None = None,
+    wait_s: float = DEFAULT_WAIT_MINUTES * 60,
+    echo=print,
+) -> dict:
     """Score ``runs`` (finished MLflow training runs) on their test split and log the ensemble."""
     check_runs(runs)
     if weights is not None and len(weights) != len(runs):
@@ -78,14 +106,18 @@ def evaluate(client, runs: list, *, view: str = "center", weights: list[float] |
         members = load_members(client, runs, checkpoint, Path(folder), data_root)
     subsets = {m.config.test_subset for m in members}
     if test_subset is None and len(subsets) > 1:
-        raise ValueError(f"members were tested on different test subsets {sorted(subsets, key=str)}; "
-                         "pass --test-subset N to evaluate all on the same images")
+        raise ValueError(
+            f"members were tested on different test subsets {sorted(subsets, key=str)}; "
+            "pass --test-subset N to evaluate all on the same images"
+        )
     test_config = dataclasses.replace(members[0].config, test_subset=test_subset or members[0].config.test_subset)
     spec = dataset_spec(test_config.dataset)
     if spec.sharded:
         if shards is not None:
-            raise ValueError(f"--shards {shards}: {test_config.dataset} members are scored one task per val "
-                             "shard file and member; leave --shards out")
+            raise ValueError(
+                f"--shards {shards}: {test_config.dataset} members are scored one task per val "
+                "shard file and member; leave --shards out"
+            )
         storage.check(test_config.data_root, "--data-root")
         test = sharded_test_split(test_config)
         image_size = spec.image_size  # every view resizes the images, of many sizes, first
@@ -93,32 +125,51 @@ def evaluate(client, runs: list, *, view: str = "center", weights: list[float] |
         test = load_split(test_config, "test")
         image_size = min(test.images.shape[-2:])
     if test.num_classes != members[0].num_classes:
-        raise ValueError(f"the {test_config.dataset} test split has {test.num_classes} classes, the members "
-                         f"{members[0].num_classes}")
+        raise ValueError(
+            f"the {test_config.dataset} test split has {test.num_classes} classes, the members {members[0].num_classes}"
+        )
     ensemble_math.check_view(view, image_size)
-    echo(f"[ensemble] scoring {len(members)} member(s) on {len(test.labels)} {test_config.dataset} test images, "
-         f"view {view}, over Ray")
+    echo(
+        f"[ensemble] scoring {len(members)} member(s) on {len(test.labels)} {test_config.dataset} test images, "
+        f"view {view}, over Ray"
+    )
     cli.init_ray()
     task = {"CPU": cpus, "GPU": 1.0} if use_gpu else {"CPU": cpus}
-    resources.ensure([Demand("an inference task", 1, task)], private=cli.private_ray(), wait_s=wait_s, echo=echo,
-                     who="ensemble")
+    resources.ensure(
+        [Demand("an inference task", 1, task)], private=cli.private_ray(), wait_s=wait_s, echo=echo, who="ensemble"
+    )
     if spec.sharded:
         probabilities = score_shards(members, test, view, use_gpu=use_gpu, cpus=cpus)
     else:
-        probabilities = score_members(members, test.images, view, use_gpu=use_gpu, cpus=cpus, shards=shards,
-                                      batch_size=batch_size)
+        probabilities = score_members(
+            members, test.images, view, use_gpu=use_gpu, cpus=cpus, shards=shards, batch_size=batch_size
+        )
     validation = ensemble_math.holdout_split(len(test.labels))
     summary = summarize(probabilities, test.labels, validation, weights)
 
-    key = config_hash({"runs": [m.run_id for m in members], "view": view, "weights": weights,
-                                "checkpoint": checkpoint, "test_subset": test_config.test_subset})
+    key = config_hash(
+        {
+            "runs": [m.run_id for m in members],
+            "view": view,
+            "weights": weights,
+            "checkpoint": checkpoint,
+            "test_subset": test_config.test_subset,
+        }
+    )
     eval_name = f"ensemble-eval-{key[:10]}"
-    metadata = {"members": [{"name": m.name, "run_id": m.run_id, "model": m.config.model} for m in members],
-                "view": view, "checkpoint": checkpoint, "dataset": test_config.dataset,
-                "test_subset": test_config.test_subset, "weights": weights, "validation": VALIDATION_NOTE}
+    metadata = {
+        "members": [{"name": m.name, "run_id": m.run_id, "model": m.config.model} for m in members],
+        "view": view,
+        "checkpoint": checkpoint,
+        "dataset": test_config.dataset,
+        "test_subset": test_config.test_subset,
+        "weights": weights,
+        "validation": VALIDATION_NOTE,
+    }
     folder = Path(out) if out else _output_folder(storage_path, eval_name)
-    parquet = ensemble_math.write_probabilities(folder / tracking.PROBABILITIES_FILE, probabilities, test.labels,
-                                        validation, metadata)
+    parquet = ensemble_math.write_probabilities(
+        folder / tracking.PROBABILITIES_FILE, probabilities, test.labels, validation, metadata
+    )
     run_id = log_evaluation(client, runs[0].info.experiment_id, eval_name, key, summary, metadata, parquet, parent)
     for line in report_lines(summary):
         echo(line)
@@ -139,32 +190,47 @@ def _output_folder(storage_path: str, name: str) -> Path:
     return Path(storage_path).resolve() / "ensembles" / name
 
 
-def log_evaluation(client, experiment_id: str, name: str, key: str, summary: dict, metadata: dict,
-                   parquet: Path, parent: str | None) -> str:
+def log_evaluation(
+    client, experiment_id: str, name: str, key: str, summary: dict, metadata: dict, parquet: Path, parent: str | None
+) -> str:
     """The evaluation's MLflow run (one per member set, view and weights: a rerun reuses it)."""
-    tags = {tracking.KIND: tracking.EVALUATION,
-            tracking.MEMBERS: ",".join(m["name"] for m in metadata["members"])[:tracking.MEMBERS_LIMIT],
-            tracking.DATASET: metadata["dataset"], tracking.VIEW: metadata["view"]}
+    tags = {
+        tracking.KIND: tracking.EVALUATION,
+        tracking.MEMBERS: ",".join(m["name"] for m in metadata["members"])[: tracking.MEMBERS_LIMIT],
+        tracking.DATASET: metadata["dataset"],
+        tracking.VIEW: metadata["view"],
+    }
     if parent:
         tags[tracking.ENSEMBLE_PARENT] = parent
     run, _ = tracking.get_or_create_run(client, experiment_id, f"ensemble-eval/{key}", run_name=name, tags=tags)
     run_id = run.info.run_id
     # Which training run each member.<name>.* metric measured: compare maps it to the paper's cell.
     tracking.set_tags(client, run_id, {tracking.member_tag(m["name"]): m["run_id"] for m in metadata["members"]})
-    tracking.log_params(client, run_id, {"view": metadata["view"], "checkpoint": metadata["checkpoint"],
-                                         "weights": metadata["weights"], "test_subset": metadata["test_subset"],
-                                         "member_run_ids": ",".join(m["run_id"] for m in metadata["members"])})
+    tracking.log_params(
+        client,
+        run_id,
+        {
+            "view": metadata["view"],
+            "checkpoint": metadata["checkpoint"],
+            "weights": metadata["weights"],
+            "test_subset": metadata["test_subset"],
+            "member_run_ids": ",".join(m["run_id"] for m in metadata["members"]),
+        },
+    )
     g = summary["greedy"]
-    metrics = {"members": len(summary["members"]), "images": summary["images"],
-               "ensemble_top1_error": summary["ensemble"]["top1_error"],
-               "ensemble_top5_error": summary["ensemble"]["top5_error"],
-               "mean_member_top1_error": summary["mean_member"]["top1_error"],
-               "mean_member_top5_error": summary["mean_member"]["top5_error"],
-               "holdout_average_top1_error": g["holdout_average"]["top1_error"],
-               "holdout_average_top5_error": g["holdout_average"]["top5_error"],
-               "holdout_greedy_top1_error": g["holdout_greedy"]["top1_error"],
-               "holdout_greedy_top5_error": g["holdout_greedy"]["top5_error"],
-               "greedy_members": len(g["members"])}
+    metrics = {
+        "members": len(summary["members"]),
+        "images": summary["images"],
+        "ensemble_top1_error": summary["ensemble"]["top1_error"],
+        "ensemble_top5_error": summary["ensemble"]["top5_error"],
+        "mean_member_top1_error": summary["mean_member"]["top1_error"],
+        "mean_member_top5_error": summary["mean_member"]["top5_error"],
+        "holdout_average_top1_error": g["holdout_average"]["top1_error"],
+        "holdout_average_top5_error": g["holdout_average"]["top5_error"],
+        "holdout_greedy_top1_error": g["holdout_greedy"]["top1_error"],
+        "holdout_greedy_top5_error": g["holdout_greedy"]["top5_error"],
+        "greedy_members": len(g["members"]),
+    }
     for m in summary["members"]:
         metrics |= {tracking.member_metric(m["name"], k): m[k] for k in ("top1_error", "top5_error")}
     tracking.log_metrics(client, run_id, metrics, step=0)
@@ -185,15 +251,18 @@ def combine(client, source: str, members: list[str] | None, weights: list[float]
             try:
                 path = Path(client.download_artifacts(run.info.run_id, tracking.PROBABILITIES_ARTIFACT, folder))
             except (MlflowException, OSError):
-                raise ValueError(f"run {source} has no {tracking.PROBABILITIES_ARTIFACT}; is it an ensemble "
-                                 "evaluation run?") from None
+                raise ValueError(
+                    f"run {source} has no {tracking.PROBABILITIES_ARTIFACT}; is it an ensemble evaluation run?"
+                ) from None
         probabilities, labels, validation, metadata = ensemble_math.read_probabilities(path)
     by_id = {m["run_id"]: m["name"] for m in metadata["members"]}
     names = [by_id.get(m, m) for m in members] if members else list(probabilities)
     unknown = [m for m in names if m not in probabilities]
     if unknown or len(set(names)) != len(names):
-        raise ValueError(f"--members {','.join(members or [])}: unknown or repeated {unknown or names}; "
-                         f"valid: {', '.join(probabilities)}")
+        raise ValueError(
+            f"--members {','.join(members or [])}: unknown or repeated {unknown or names}; "
+            f"valid: {', '.join(probabilities)}"
+        )
     if weights is not None and len(weights) != len(names):
         raise ValueError(f"--weights gives {len(weights)} weight(s) for {len(names)} members")
     summary = summarize({n: probabilities[n] for n in names}, labels, validation, weights)

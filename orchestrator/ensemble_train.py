@@ -25,8 +25,11 @@ def load_ensemble(preset: str, overrides: dict | None = None, name: str | None =
     if not isinstance(members, list) or not members:
         raise ValueError(f"{preset}: 'members' must be a non-empty list of member mappings")
     # Members are the ablation's `include` cells: no matrix, one trial each.
-    ablation = expand({k: spec.get(k) for k in ("name", "base", "max_concurrent", "description")}
-                      | {"include": members}, overrides or {}, name=name)
+    ablation = expand(
+        {k: spec.get(k) for k in ("name", "base", "max_concurrent", "description")} | {"include": members},
+        overrides or {},
+        name=name,
+    )
     if len(ablation.trials) != len(members):
         raise ValueError(f"{preset}: two members give the same run; give them different seeds")
     view = spec.get("view", "center")
@@ -35,19 +38,35 @@ def load_ensemble(preset: str, overrides: dict | None = None, name: str | None =
     return ablation, view
 
 
-def train(ablation: Ablation, view: str, *, evaluate_after: bool = True, max_concurrent: int | None = None,
-          wait_s: float = DEFAULT_WAIT_MINUTES * 60, echo=print) -> dict:
+def train(
+    ablation: Ablation,
+    view: str,
+    *,
+    evaluate_after: bool = True,
+    max_concurrent: int | None = None,
+    wait_s: float = DEFAULT_WAIT_MINUTES * 60,
+    echo=print,
+) -> dict:
     """Train (or resume) every member as a child run of one ensemble parent, then evaluate them."""
     first = place_trials(ablation)[0].config
     taken = tracking.lookup(first.tracking_uri, first.experiment, [ablation.name])[ablation.name]
     if taken is not None and tracking.kind_of(taken) != tracking.ENSEMBLE:
-        raise ValueError(f"name {ablation.name!r} is taken by a {tracking.kind_of(taken) or 'training'} run "
-                         f"({taken.info.run_id}); pick another --name")
+        raise ValueError(
+            f"name {ablation.name!r} is taken by a {tracking.kind_of(taken) or 'training'} run "
+            f"({taken.info.run_id}); pick another --name"
+        )
     summary = ablate(ablation, max_concurrent=max_concurrent, wait_s=wait_s, echo=echo, kind=tracking.ENSEMBLE)
     if evaluate_after and not summary["failed"]:
         client = tracking.connect(first.tracking_uri)
         runs = parent_members(client, client.get_run(summary["parent_run_id"]))
-        summary["evaluation"] = evaluate(client, runs, view=view, use_gpu=first.use_gpu,
-                                         storage_path=first.storage_path, parent=summary["parent_run_id"],
-                                         wait_s=wait_s, echo=echo)
+        summary["evaluation"] = evaluate(
+            client,
+            runs,
+            view=view,
+            use_gpu=first.use_gpu,
+            storage_path=first.storage_path,
+            parent=summary["parent_run_id"],
+            wait_s=wait_s,
+            echo=echo,
+        )
     return summary

@@ -53,15 +53,24 @@ class Member:
 
 def _member_model(config: dict, weights: dict, threads: int) -> torch.nn.Module:
     torch.set_num_threads(threads)  # as many as the task reserved, not every core of the node
-    model = build_run_model(ExperimentConfig(**config), weights["conv1.weight"].shape[1],
-                            weights["fc.weight"].shape[0])
+    model = build_run_model(ExperimentConfig(**config), weights["conv1.weight"].shape[1], weights["fc.weight"].shape[0])
     model.load_state_dict(weights)
     return model
 
 
 @ray.remote
-def _score_shard(config: dict, weights: dict, mean: torch.Tensor, images: np.ndarray, start: int,
-                 stop: int, view: str, batch_size: int, use_gpu: bool, threads: int) -> np.ndarray:
+def _score_shard(
+    config: dict,
+    weights: dict,
+    mean: torch.Tensor,
+    images: np.ndarray,
+    start: int,
+    stop: int,
+    view: str,
+    batch_size: int,
+    use_gpu: bool,
+    threads: int,
+) -> np.ndarray:
     model = _member_model(config, weights, threads)
     shard = torch.from_numpy(np.array(images[start:stop]))  # a writable copy of the shared images
     device = "cuda" if use_gpu else "cpu"
@@ -69,15 +78,25 @@ def _score_shard(config: dict, weights: dict, mean: torch.Tensor, images: np.nda
 
 
 @ray.remote
-def _score_file(config: dict, weights: dict, mean: torch.Tensor, data_root: str, path: str,
-                rows: list[int] | None, view: str, use_gpu: bool, threads: int) -> np.ndarray:
+def _score_file(
+    config: dict,
+    weights: dict,
+    mean: torch.Tensor,
+    data_root: str,
+    path: str,
+    rows: list[int] | None,
+    view: str,
+    use_gpu: bool,
+    threads: int,
+) -> np.ndarray:
     model = _member_model(config, weights, threads)
     fs, _ = resolve_output(data_root)
     table = pq.read_table(path, filesystem=fs)
     if rows is not None:
         table = table.take(rows)
-    images = (image for batch in table.to_batches(max_chunksize=DECODE_ROWS)
-              for image in decode_images(batch.to_pydict()))
+    images = (
+        image for batch in table.to_batches(max_chunksize=DECODE_ROWS) for image in decode_images(batch.to_pydict())
+    )
     device = "cuda" if use_gpu else "cpu"
     return image_probabilities(model, images, mean, view, device=device).numpy()
 
@@ -91,8 +110,16 @@ def default_shards(use_gpu: bool, cpus: float) -> int:
     return max(1, int(slots))
 
 
-def score_members(members: list[Member], images: torch.Tensor, view: str, *, use_gpu: bool = False,
-                  cpus: float = 1.0, shards: int | None = None, batch_size: int = 256) -> dict[str, torch.Tensor]:
+def score_members(
+    members: list[Member],
+    images: torch.Tensor,
+    view: str,
+    *,
+    use_gpu: bool = False,
+    cpus: float = 1.0,
+    shards: int | None = None,
+    batch_size: int = 256,
+) -> dict[str, torch.Tensor]:
     """Each member's probabilities ``[N, classes]`` (float32) on uint8 ``images`` [N,C,H,W], in image
     order; the member's views are averaged first (see ``workloads.ensemble``)."""
     shards = shards or default_shards(use_gpu, cpus)
@@ -104,14 +131,25 @@ def score_members(members: list[Member], images: torch.Tensor, view: str, *, use
         weights_ref = ray.put(member.weights)
         pending[member.name] = [
             _score_shard.options(**_resources(use_gpu, cpus)).remote(
-                member.config.to_dict(), weights_ref, member.mean, images_ref, start, stop, view, batch_size,
-                use_gpu, max(1, int(cpus)))
-            for start, stop in bounds]
+                member.config.to_dict(),
+                weights_ref,
+                member.mean,
+                images_ref,
+                start,
+                stop,
+                view,
+                batch_size,
+                use_gpu,
+                max(1, int(cpus)),
+            )
+            for start, stop in bounds
+        ]
     return _gather(pending)
 
 
-def score_shards(members: list[Member], split: ShardedSplit, view: str, *, use_gpu: bool = False,
-                 cpus: float = 1.0) -> dict[str, torch.Tensor]:
+def score_shards(
+    members: list[Member], split: ShardedSplit, view: str, *, use_gpu: bool = False, cpus: float = 1.0
+) -> dict[str, torch.Tensor]:
     """Each member's probabilities ``[N, classes]`` (float32) on the rows of ``split``, in its
     order: one task per (member, shard file); the member's views are averaged first."""
     pending = {}
@@ -119,9 +157,18 @@ def score_shards(members: list[Member], split: ShardedSplit, view: str, *, use_g
         weights_ref = ray.put(member.weights)
         pending[member.name] = [
             _score_file.options(**_resources(use_gpu, cpus)).remote(
-                member.config.to_dict(), weights_ref, member.mean, split.data_root, path, rows, view, use_gpu,
-                max(1, int(cpus)))
-            for path, rows in split.files]
+                member.config.to_dict(),
+                weights_ref,
+                member.mean,
+                split.data_root,
+                path,
+                rows,
+                view,
+                use_gpu,
+                max(1, int(cpus)),
+            )
+            for path, rows in split.files
+        ]
     return _gather(pending)
 
 

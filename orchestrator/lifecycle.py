@@ -27,11 +27,19 @@ from workloads.engine import broadcast_buffers, build_optimizer, compile_model, 
 
 def epoch_metrics(stats, test: dict, epoch: int, epochs: int, recipe, image_size: int) -> dict:
     """What a run logs (and checkpoints) at the end of epoch ``epoch`` (1-based)."""
-    return {"epoch": epoch, "iteration": stats.end_iteration, "epochs": epochs,
-            "total_iterations": recipe.total_iterations, "train_loss": stats.loss,
-            "train_error": stats.top1_error, "test_loss": test["loss"],
-            "test_top1_error": test["top1_error"], "test_top5_error": test["top5_error"],
-            "images_per_second": stats.images_per_second, "image_size": image_size}
+    return {
+        "epoch": epoch,
+        "iteration": stats.end_iteration,
+        "epochs": epochs,
+        "total_iterations": recipe.total_iterations,
+        "train_loss": stats.loss,
+        "train_error": stats.top1_error,
+        "test_loss": test["loss"],
+        "test_top1_error": test["top1_error"],
+        "test_top5_error": test["top5_error"],
+        "images_per_second": stats.images_per_second,
+        "image_size": image_size,
+    }
 
 
 def step_metrics(step: dict) -> dict:
@@ -43,8 +51,17 @@ class RunState:
     """One run in one worker process. ``data``: this worker's ``orchestrator.data.RunData``.
     ``run_id`` (with ``tracking_uri``): the MLflow run rank 0 logs to; None logs nothing."""
 
-    def __init__(self, config: ExperimentConfig, data, device: torch.device, *, rank: int = 0,
-                 world_size: int = 1, tracking_uri: str | None = None, run_id: str | None = None):
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        data,
+        device: torch.device,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        tracking_uri: str | None = None,
+        run_id: str | None = None,
+    ):
         self.config, self.data, self.device = config, data, device
         self.rank, self.world_size = rank, world_size
         on_gpu = device.type == "cuda"
@@ -52,10 +69,13 @@ class RunState:
         torch.manual_seed(config.seed + rank)
         self.recipe = resolved_recipe(config, len(data.train))
         self.epochs = math.ceil(self.recipe.total_iterations / len(data.train))
-        self.model = prepare_model(build_run_model(config, data.in_channels, data.num_classes), device,
-                                   channels_last=on_gpu)
+        self.model = prepare_model(
+            build_run_model(config, data.in_channels, data.num_classes), device, channels_last=on_gpu
+        )
         # engine=fast: one worker (validated), the same batches and schedule, faster steps
-        self.fast = fast_trainer(config, self.model, data.train, self.recipe, device) if config.engine == "fast" else None
+        self.fast = (
+            fast_trainer(config, self.model, data.train, self.recipe, device) if config.engine == "fast" else None
+        )
         self.optimizer = self.fast.optimizer if self.fast else build_optimizer(self.model, self.recipe)
         self.iteration, self.epoch, self.metrics = 0, 0, {}
         self.log = MetricsLog(tracking_uri, run_id) if run_id is not None and rank == 0 else None
@@ -63,7 +83,8 @@ class RunState:
     def restore(self, checkpoint, member: str = "") -> None:
         """Continue from the newest readable checkpoint (``member``: this run's folder in a pack's)."""
         self.iteration, self.epoch, fallback, restored = restore_latest_good(
-            checkpoint, self.model, self.optimizer, self.config.hash(), member=member)
+            checkpoint, self.model, self.optimizer, self.config.hash(), member=member
+        )
         if self.fast:
             self.fast.bind_lr()
         if self.log:
@@ -86,9 +107,19 @@ class RunState:
         if self.fast:
             return self.fast.train_epoch(self.epoch, self.iteration)
         on_step = (lambda m: self.log.add(step_metrics(m), m["iteration"])) if self.log else None
-        return train_epoch(self.model, self.data.train, self.optimizer, self.recipe, start_iteration=self.iteration,
-                           device=self.device, epoch=self.epoch, autocast_dtype=self.autocast,
-                           channels_last=self.channels_last, on_step=on_step, log_every=self.config.log_every)
+        return train_epoch(
+            self.model,
+            self.data.train,
+            self.optimizer,
+            self.recipe,
+            start_iteration=self.iteration,
+            device=self.device,
+            epoch=self.epoch,
+            autocast_dtype=self.autocast,
+            channels_last=self.channels_last,
+            on_step=on_step,
+            log_every=self.config.log_every,
+        )
 
     def end_epoch(self, stats) -> dict:
         """After an epoch's steps: evaluate, log (never waiting for an unreachable server: the metrics
@@ -111,8 +142,16 @@ class RunState:
 
     def save(self, folder: str) -> None:
         """Write the run's checkpoint file into ``folder``, with the metrics MLflow does not have yet."""
-        save_state(folder, self.config, self.model, self.optimizer, self.iteration, self.epoch, self.metrics,
-                   self.log.unlogged() if self.log else [])
+        save_state(
+            folder,
+            self.config,
+            self.model,
+            self.optimizer,
+            self.iteration,
+            self.epoch,
+            self.metrics,
+            self.log.unlogged() if self.log else [],
+        )
 
     def diverged(self, error) -> None:
         """Record a divergence (``DivergenceError`` or its text) on the run."""

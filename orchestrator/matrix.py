@@ -66,8 +66,9 @@ def model_name(family: str, depth: int, residual: bool) -> str:
     return f"cifar_{kind}{depth}" if family == "cifar" else f"{kind}{depth}"
 
 
-def load_ablation(preset: str, overrides: dict | None = None, name: str | None = None,
-                  axes: dict | None = None) -> Ablation:
+def load_ablation(
+    preset: str, overrides: dict | None = None, name: str | None = None, axes: dict | None = None
+) -> Ablation:
     """Read and expand an ablation preset; ``overrides`` apply to every trial's config and
     ``axes`` (e.g. ``{"depth": "[20, 56]"}``, values as typed) replace matrix axes."""
     spec = read_yaml(preset_path(preset, ABLATE_PRESETS))
@@ -75,8 +76,7 @@ def load_ablation(preset: str, overrides: dict | None = None, name: str | None =
     if unknown:
         raise ValueError(f"{preset}: unknown ablation key(s) {', '.join(unknown)}; valid: {', '.join(TOP_KEYS)}")
     if axes:
-        spec["matrix"] = {**(spec.get("matrix") or {}),
-                          **{k: yaml.safe_load(str(v)) for k, v in axes.items()}}
+        spec["matrix"] = {**(spec.get("matrix") or {}), **{k: yaml.safe_load(str(v)) for k, v in axes.items()}}
     return expand(spec, overrides or {}, name=name)
 
 
@@ -118,16 +118,27 @@ def expand(spec: dict, overrides: dict, name: str | None = None) -> Ablation:
         trial_name = trial_label(name, model, values)
         config_values = merge(merge(_base_values(base_preset), base), {**values, **overrides})
         config_values.update(model=model, name=trial_name)
-        trials.setdefault(trial_name, Trial(trial_name, make_config(config_values),
-                                            {"model": model, "depth": depth, "residual": residual, **values}))
+        trials.setdefault(
+            trial_name,
+            Trial(
+                trial_name, make_config(config_values), {"model": model, "depth": depth, "residual": residual, **values}
+            ),
+        )
     pack = spec.get("pack", 1)
     if not _count(pack):
         raise ValueError(f"ablation {name!r}: pack must be an integer >= 1, got {pack!r}")
     if spec.get("max_concurrent") is not None and not _count(spec["max_concurrent"]):
-        raise ValueError(f"ablation {name!r}: max_concurrent must be an integer >= 1 or null (fit the cluster), "
-                         f"got {spec['max_concurrent']!r}")
-    return Ablation(name=name, trials=tuple(trials.values()), max_concurrent=spec.get("max_concurrent"),
-                    description=str(spec.get("description", "")), pack=pack)
+        raise ValueError(
+            f"ablation {name!r}: max_concurrent must be an integer >= 1 or null (fit the cluster), "
+            f"got {spec['max_concurrent']!r}"
+        )
+    return Ablation(
+        name=name,
+        trials=tuple(trials.values()),
+        max_concurrent=spec.get("max_concurrent"),
+        description=str(spec.get("description", "")),
+        pack=pack,
+    )
 
 
 def _count(value) -> bool:

@@ -20,8 +20,9 @@ from workloads.engine import load_checkpoint
 def parent_members(client, parent) -> list:
     """The training runs under an ensemble (or ablation) parent, sorted by run name."""
     if tracking.kind_of(parent) not in tracking.PARENT_KINDS:
-        raise ValueError(f"run {parent.info.run_id} is not an ensemble parent run ({tracking.KIND} is "
-                         f"{tracking.kind_of(parent)!r})")
+        raise ValueError(
+            f"run {parent.info.run_id} is not an ensemble parent run ({tracking.KIND} is {tracking.kind_of(parent)!r})"
+        )
     children = tracking.child_runs(client, parent)
     if not children:
         raise ValueError(f"ensemble parent run {parent.info.run_id} has no member runs")
@@ -36,9 +37,12 @@ def best_runs(client, experiment: str, filter_string: str, best: int) -> list:
         raise ValueError(f"unknown MLflow experiment {experiment!r}")
     query = "attributes.status = 'FINISHED' and metrics.test_top5_error >= 0"
     try:
-        runs = client.search_runs([found.experiment_id], f"{query} and {filter_string}" if filter_string else query,
-                                  order_by=["metrics.test_top5_error ASC", "metrics.test_top1_error ASC"],
-                                  max_results=best)
+        runs = client.search_runs(
+            [found.experiment_id],
+            f"{query} and {filter_string}" if filter_string else query,
+            order_by=["metrics.test_top5_error ASC", "metrics.test_top1_error ASC"],
+            max_results=best,
+        )
     except MlflowException as error:
         raise ValueError(f"bad --filter {filter_string!r}: {str(error).splitlines()[0]}") from None
     if len(runs) < best:
@@ -53,8 +57,10 @@ def check_runs(runs: list) -> None:
         raise ValueError(f"a run is listed twice: {', '.join(ids)}")
     for run in runs:
         if run.info.status != "FINISHED":
-            raise ValueError(f"run {tracking.run_name(run)} ({run.info.run_id}) is {run.info.status}, not FINISHED; "
-                             "only finished training runs can be ensemble members")
+            raise ValueError(
+                f"run {tracking.run_name(run)} ({run.info.run_id}) is {run.info.status}, not FINISHED; "
+                "only finished training runs can be ensemble members"
+            )
     datasets = {tracking.run_name(r): r.data.tags.get(tracking.DATASET) for r in runs}
     if len(set(datasets.values())) > 1:
         raise ValueError(f"members were trained on different data sets: {datasets}")
@@ -75,8 +81,10 @@ def download_checkpoint(client, run, label: str, folder: Path) -> dict:
     try:
         return load_checkpoint(local)
     except ValueError as error:
-        raise ValueError(f"run {tracking.run_name(run)} ({run.info.run_id}): checkpoint {artifact} is unusable: "
-                         f"{str(error).splitlines()[0]}") from None
+        raise ValueError(
+            f"run {tracking.run_name(run)} ({run.info.run_id}): checkpoint {artifact} is unusable: "
+            f"{str(error).splitlines()[0]}"
+        ) from None
 
 
 def load_members(client, runs: list, label: str, folder: Path, data_root: str | None) -> list[Member]:
@@ -89,7 +97,11 @@ def load_members(client, runs: list, label: str, folder: Path, data_root: str | 
         config = ExperimentConfig(**state["config"])
         if data_root is not None:
             config = dataclasses.replace(config, data_root=data_root)
-        name = tracking.run_name(run) if names.count(tracking.run_name(run)) == 1 else f"{tracking.run_name(run)}@{run.info.run_id[:8]}"
+        name = (
+            tracking.run_name(run)
+            if names.count(tracking.run_name(run)) == 1
+            else f"{tracking.run_name(run)}@{run.info.run_id[:8]}"
+        )
         key = (config.dataset, config.data_root, config.train_subset)
         if key not in means:  # the mean each member was trained with: its data set's per-channel
             # one, else its training subset's per-pixel mean image (as for Table 6)

@@ -38,9 +38,19 @@ PACK_FILE = "pack.json"  # in each pack checkpoint: the members that diverged be
 def pack_key(config: ExperimentConfig) -> tuple:
     """Runs with the same key can share a worker: the same data (so the same steps per epoch), the
     same schedule length and the same device."""
-    return (config.dataset, config.data_root, config.train_subset, config.test_subset, config.recipe,
-            json.dumps(config.recipe_overrides, sort_keys=True), config.use_gpu, config.gpus_per_worker,
-            config.cpus_per_worker, config.storage_path, config.tracking_uri)
+    return (
+        config.dataset,
+        config.data_root,
+        config.train_subset,
+        config.test_subset,
+        config.recipe,
+        json.dumps(config.recipe_overrides, sort_keys=True),
+        config.use_gpu,
+        config.gpus_per_worker,
+        config.cpus_per_worker,
+        config.storage_path,
+        config.tracking_uri,
+    )
 
 
 def check_packable(configs: list[ExperimentConfig], pack: int) -> None:
@@ -50,8 +60,10 @@ def check_packable(configs: list[ExperimentConfig], pack: int) -> None:
         return
     for config in configs:
         if config.engine != "fast":
-            raise ValueError(f"pack {pack} needs engine=fast trials (one worker, in-memory data); "
-                             f"trial {config.name} has engine {config.engine!r} (set engine=fast, or pack 1)")
+            raise ValueError(
+                f"pack {pack} needs engine=fast trials (one worker, in-memory data); "
+                f"trial {config.name} has engine {config.engine!r} (set engine=fast, or pack 1)"
+            )
 
 
 def pack_name(ablation: str, members: list[str]) -> str:
@@ -66,10 +78,11 @@ def group(configs: list[ExperimentConfig], pack: int) -> list[list[int]]:
     by_key: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
         by_key.setdefault(pack_key(config), []).append(i)
-    return [members[i:i + pack] for members in by_key.values() for i in range(0, len(members), pack)]
+    return [members[i : i + pack] for members in by_key.values() for i in range(0, len(members), pack)]
 
 
 # --- the driver's view of one member's result ----------------------------------------------------
+
 
 @dataclasses.dataclass
 class MemberResult:
@@ -89,13 +102,15 @@ def member_result(result: ray.train.Result | None, name: str) -> MemberResult | 
         return ray.train.Checkpoint(posixpath.join(checkpoint.path, name), filesystem=checkpoint.filesystem)
 
     members = (result.metrics or {}).get("members", {})
-    best = [(part(c), m["members"][name]) for c, m in result.best_checkpoints or []
-            if name in (m or {}).get("members", {})]
+    best = [
+        (part(c), m["members"][name]) for c, m in result.best_checkpoints or [] if name in (m or {}).get("members", {})
+    ]
     last = part(result.checkpoint) if result.checkpoint is not None and name in members else None
     return MemberResult(members.get(name, {}), last, best, result.error)
 
 
 # --- the worker ------------------------------------------------------------------------------------
+
 
 def train_pack_worker(loop_config: dict) -> None:
     """Ray Train's ``train_loop_per_worker`` of a pack (one worker): ``loop_config`` holds the
@@ -105,8 +120,16 @@ def train_pack_worker(loop_config: dict) -> None:
     first = ExperimentConfig(**specs[0]["config"])
     device = ray.train.torch.get_device() if first.use_gpu else torch.device("cpu")
     data = build_run_data(first, per_worker_batch(first, 1), 0, 1, device)
-    runs = [RunState(ExperimentConfig(**spec["config"]), data, device, tracking_uri=loop_config["tracking_uri"],
-                     run_id=spec["run_id"]) for spec in specs]
+    runs = [
+        RunState(
+            ExperimentConfig(**spec["config"]),
+            data,
+            device,
+            tracking_uri=loop_config["tracking_uri"],
+            run_id=spec["run_id"],
+        )
+        for spec in specs
+    ]
     epochs = runs[0].epochs
 
     epoch, gone = 0, {}  # members that diverged: name -> the divergence
@@ -118,15 +141,19 @@ def train_pack_worker(loop_config: dict) -> None:
         restored = {}
         for run in runs:
             if run.config.name in gone:
-                run.diverged(gone[run.config.name])  # again (the rerun reopened its run); retraining would diverge again
+                run.diverged(
+                    gone[run.config.name]
+                )  # again (the rerun reopened its run); retraining would diverge again
             else:
                 run.restore(checkpoint, member=run.config.name)
                 restored[run.config.name] = run.epoch
         if len(set(restored.values())) > 1:
             # Only when a member's newest file was unreadable and it fell back alone: the pack
             # steps in lockstep, so it cannot go on from two epochs.
-            raise RuntimeError(f"packed runs restored from different epochs {restored}; delete the newer "
-                               f"checkpoint folders in {posixpath.dirname(checkpoint.path)} to resume together")
+            raise RuntimeError(
+                f"packed runs restored from different epochs {restored}; delete the newer "
+                f"checkpoint folders in {posixpath.dirname(checkpoint.path)} to resume together"
+            )
         epoch = max(restored.values(), default=0)
     for run in runs:
         run.start()

@@ -18,10 +18,30 @@ import statistics
 from workloads.analysis.paper import paper_ensemble, paper_result
 
 TRAINING_VIEW = "center"
-PARITY_COLUMNS = ["dataset", "model", "net", "depth", "shortcut", "setting", "view", "runs", "seeds", "train_error",
-                  "test_top1_error", "test_top1_std", "test_top5_error", "test_top5_std", "paper_table",
-                  "paper_top1_error", "paper_top5_error", "diff_top1", "diff_top5", "run_ids", "unfinished",
-                  "evaluation_run_ids"]
+PARITY_COLUMNS = [
+    "dataset",
+    "model",
+    "net",
+    "depth",
+    "shortcut",
+    "setting",
+    "view",
+    "runs",
+    "seeds",
+    "train_error",
+    "test_top1_error",
+    "test_top1_std",
+    "test_top5_error",
+    "test_top5_std",
+    "paper_table",
+    "paper_top1_error",
+    "paper_top5_error",
+    "diff_top1",
+    "diff_top5",
+    "run_ids",
+    "unfinished",
+    "evaluation_run_ids",
+]
 
 
 def parity_table(records: list[dict], evaluations: list[dict] = ()) -> list[dict]:
@@ -41,15 +61,33 @@ def parity_table(records: list[dict], evaluations: list[dict] = ()) -> list[dict
             setting = f"{run['setting']} {e['setting']}".strip()
             if (run["run_id"], e["view"], setting) not in seen:
                 seen.add((run["run_id"], e["view"], setting))
-                measured.append({**run, "setting": setting, "view": e["view"], "evaluation_run_id": e["run_id"],
-                                 "test_top1_error": member["top1_error"], "test_top5_error": member["top5_error"]})
+                measured.append(
+                    {
+                        **run,
+                        "setting": setting,
+                        "view": e["view"],
+                        "evaluation_run_id": e["run_id"],
+                        "test_top1_error": member["top1_error"],
+                        "test_top5_error": member["top5_error"],
+                    }
+                )
     cells: dict[tuple, list[dict]] = {}
     for r in measured:
         cells.setdefault((r["dataset"], r["model"], r["shortcut"], r["setting"], r["view"]), []).append(r)
     rows = [_cell_row(group) for group in cells.values()]
     rows += [_ensemble_row(e, [by_id[m["run_id"]] for m in e["members"]]) for e in evaluations if len(e["members"]) > 1]
-    return sorted(rows, key=lambda r: (r["dataset"] or "", r["net"] == "ensemble", r["net"], r["depth"] or 0,
-                                       r["shortcut"] or "", r["setting"], r["view"]))
+    return sorted(
+        rows,
+        key=lambda r: (
+            r["dataset"] or "",
+            r["net"] == "ensemble",
+            r["net"],
+            r["depth"] or 0,
+            r["shortcut"] or "",
+            r["setting"],
+            r["view"],
+        ),
+    )
 
 
 def _cell_row(group: list[dict]) -> dict:
@@ -58,12 +96,25 @@ def _cell_row(group: list[dict]) -> dict:
     top1_mean, top1_std = _mean_std([r["test_top1_error"] for r in done])
     top5_mean, top5_std = _mean_std([r["test_top5_error"] for r in done])
     return {
-        "dataset": first["dataset"], "model": first["model"], "net": first["net"], "depth": first["depth"],
-        "shortcut": first["shortcut"], "setting": first["setting"], "view": first["view"], "runs": len(done),
-        "seeds": sorted(r["seed"] for r in done), "train_error": _mean_std([r["train_error"] for r in done])[0],
-        "test_top1_error": top1_mean, "test_top1_std": top1_std, "test_top5_error": top5_mean, "test_top5_std": top5_std,
-        **_paper(paper_result(first["dataset"], first["model"], first["shortcut"], first["view"]), top1_mean, top5_mean),
-        "run_ids": [r["run_id"] for r in done], "unfinished": [r["run_id"] for r in group if r["status"] != "FINISHED"],
+        "dataset": first["dataset"],
+        "model": first["model"],
+        "net": first["net"],
+        "depth": first["depth"],
+        "shortcut": first["shortcut"],
+        "setting": first["setting"],
+        "view": first["view"],
+        "runs": len(done),
+        "seeds": sorted(r["seed"] for r in done),
+        "train_error": _mean_std([r["train_error"] for r in done])[0],
+        "test_top1_error": top1_mean,
+        "test_top1_std": top1_std,
+        "test_top5_error": top5_mean,
+        "test_top5_std": top5_std,
+        **_paper(
+            paper_result(first["dataset"], first["model"], first["shortcut"], first["view"]), top1_mean, top5_mean
+        ),
+        "run_ids": [r["run_id"] for r in done],
+        "unfinished": [r["run_id"] for r in group if r["status"] != "FINISHED"],
         "evaluation_run_ids": sorted({r["evaluation_run_id"] for r in done if r["evaluation_run_id"]}),
     }
 
@@ -71,19 +122,36 @@ def _cell_row(group: list[dict]) -> dict:
 def _ensemble_row(e: dict, members: list[dict]) -> dict:
     """One evaluated ensemble: its own errors (one measurement, no spread) beside Table 5."""
     return {
-        "dataset": e["dataset"], "model": "ensemble", "net": "ensemble", "depth": None, "shortcut": None,
+        "dataset": e["dataset"],
+        "model": "ensemble",
+        "net": "ensemble",
+        "depth": None,
+        "shortcut": None,
         "setting": f"members={','.join(m['name'] for m in members)} weights={e['weights']} {e['setting']}",
-        "view": e["view"], "runs": len(members), "seeds": sorted(m["seed"] for m in members), "train_error": None,
-        "test_top1_error": e["top1_error"], "test_top1_std": None, "test_top5_error": e["top5_error"],
-        "test_top5_std": None, **_paper(paper_ensemble(e["dataset"]), e["top1_error"], e["top5_error"]),
-        "run_ids": [m["run_id"] for m in members], "unfinished": [], "evaluation_run_ids": [e["run_id"]],
+        "view": e["view"],
+        "runs": len(members),
+        "seeds": sorted(m["seed"] for m in members),
+        "train_error": None,
+        "test_top1_error": e["top1_error"],
+        "test_top1_std": None,
+        "test_top5_error": e["top5_error"],
+        "test_top5_std": None,
+        **_paper(paper_ensemble(e["dataset"]), e["top1_error"], e["top5_error"]),
+        "run_ids": [m["run_id"] for m in members],
+        "unfinished": [],
+        "evaluation_run_ids": [e["run_id"]],
     }
 
 
 def _paper(paper, top1: float | None, top5: float | None) -> dict:
     paper_top1, paper_top5 = (paper.top1_error, paper.top5_error) if paper else (None, None)
-    return {"paper_table": paper.table if paper else None, "paper_top1_error": paper_top1,
-            "paper_top5_error": paper_top5, "diff_top1": _diff(top1, paper_top1), "diff_top5": _diff(top5, paper_top5)}
+    return {
+        "paper_table": paper.table if paper else None,
+        "paper_top1_error": paper_top1,
+        "paper_top5_error": paper_top5,
+        "diff_top1": _diff(top1, paper_top1),
+        "diff_top5": _diff(top5, paper_top5),
+    }
 
 
 def _mean_std(values: list) -> tuple[float | None, float | None]:

@@ -21,16 +21,26 @@ def format_duration(seconds: float) -> str:
 
 def epoch_line(label: str, m: dict, eta_seconds: float | None) -> str:
     eta = f" | ETA {format_duration(eta_seconds)}" if eta_seconds is not None else ""
-    return (f"[{label}] epoch {int(m['epoch'])}/{int(m.get('epochs', 0))} "
-            f"iter {int(m['iteration'])}/{int(m.get('total_iterations', 0))} | "
-            f"train loss {m.get('train_loss', float('nan')):.3f} err {m.get('train_error', float('nan')):.1f}% | "
-            f"test top-1 {m.get('test_top1_error', float('nan')):.1f}% top-5 {m.get('test_top5_error', float('nan')):.1f}% | "
-            f"{m.get('images_per_second', 0):,.0f} img/s{eta}")
+    return (
+        f"[{label}] epoch {int(m['epoch'])}/{int(m.get('epochs', 0))} "
+        f"iter {int(m['iteration'])}/{int(m.get('total_iterations', 0))} | "
+        f"train loss {m.get('train_loss', float('nan')):.3f} err {m.get('train_error', float('nan')):.1f}% | "
+        f"test top-1 {m.get('test_top1_error', float('nan')):.1f}% top-5 {m.get('test_top5_error', float('nan')):.1f}% | "
+        f"{m.get('images_per_second', 0):,.0f} img/s{eta}"
+    )
 
 
 # What epoch_line prints, besides the epoch itself.
-EPOCH_KEYS = ("epochs", "iteration", "total_iterations", "train_loss", "train_error", "test_top1_error",
-              "test_top5_error", "images_per_second")
+EPOCH_KEYS = (
+    "epochs",
+    "iteration",
+    "total_iterations",
+    "train_loss",
+    "train_error",
+    "test_top1_error",
+    "test_top5_error",
+    "images_per_second",
+)
 
 
 class RunWatcher:
@@ -47,9 +57,14 @@ class RunWatcher:
     fallback past unreadable checkpoints, the tracking server unreachable and back.
     """
 
-    def __init__(self, tracking_uri: str, runs: dict[str, str],
-                 on_epoch: Callable[[str, dict, float | None], None], interval: float = 2.0,
-                 on_event: Callable[[str], None] = lambda line: None):
+    def __init__(
+        self,
+        tracking_uri: str,
+        runs: dict[str, str],
+        on_epoch: Callable[[str, dict, float | None], None],
+        interval: float = 2.0,
+        on_event: Callable[[str], None] = lambda line: None,
+    ):
         self.client = tracking.MlflowClient(tracking_uri=tracking_uri)
         self.uri, self.runs, self.interval = tracking_uri, dict(runs), interval
         self.on_epoch, self.on_event = on_epoch, on_event
@@ -86,8 +101,10 @@ class RunWatcher:
         except Exception as error:  # noqa: BLE001 - progress must never kill the run it reports on
             if not self.unreachable and tracking.is_transient(error):
                 self.unreachable = True
-                self.on_event(f"[progress] MLflow at {self.uri} is unreachable; training goes on and its metrics "
-                              "stay pending until it answers")
+                self.on_event(
+                    f"[progress] MLflow at {self.uri} is unreachable; training goes on and its metrics "
+                    "stay pending until it answers"
+                )
             return
         if self.unreachable:
             self.unreachable = False
@@ -122,8 +139,10 @@ class RunWatcher:
             self.restarts[label] = restarts
             epoch = int(run.data.metrics.get(tracking.RESUMED_FROM_EPOCH, 0))
             where = f"epoch {epoch}'s checkpoint" if epoch else "the start (no checkpoint yet)"
-            self.on_event(f"[{label}] a worker was lost or failed: Ray Train restarted the run's workers "
-                          f"(restart {restarts}), resuming from {where}")
+            self.on_event(
+                f"[{label}] a worker was lost or failed: Ray Train restarted the run's workers "
+                f"(restart {restarts}), resuming from {where}"
+            )
         fallback = run.data.tags.get(tracking.CHECKPOINT_FALLBACK)
         if fallback and fallback != self.fallbacks[label]:
             self.fallbacks[label] = fallback

@@ -37,8 +37,7 @@ NETS = ("plain", "residual")
 
 def write_rows(rows: list[dict], columns: list[str], folder: Path, stem: str) -> list[Path]:
     """``<stem>.csv`` and ``<stem>.parquet`` in ``folder``; list cells are joined with spaces."""
-    flat = [{c: " ".join(map(str, r[c])) if isinstance(r.get(c), list) else r.get(c) for c in columns}
-            for r in rows]
+    flat = [{c: " ".join(map(str, r[c])) if isinstance(r.get(c), list) else r.get(c) for c in columns} for r in rows]
     csv_path, parquet_path = folder / f"{stem}.csv", folder / f"{stem}.parquet"
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -50,6 +49,7 @@ def write_rows(rows: list[dict], columns: list[str], folder: Path, stem: str) ->
 
 def _schema(rows: list[dict], columns: list[str]) -> pa.Schema:
     """Column types from the values: a column of ints with a None stays int, not null or float."""
+
     def kind(column):
         values = [r[column] for r in rows if r[column] is not None]
         if values and all(isinstance(v, bool) for v in values):
@@ -59,11 +59,12 @@ def _schema(rows: list[dict], columns: list[str]) -> pa.Schema:
         if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             return pa.float64()
         return pa.string()
+
     return pa.schema([(c, kind(c)) for c in columns])
 
 
 def curve_label(run: dict, several_seeds: bool, several_shortcuts: bool) -> str:
-    """"plain-20", "ResNet-56", with the shortcut and seed where the figure mixes several."""
+    """ "plain-20", "ResNet-56", with the shortcut and seed where the figure mixes several."""
     label = f"{'ResNet' if run['net'] == 'residual' else 'plain'}-{run['depth']}"
     if several_shortcuts and run["shortcut"]:
         label += f" {run['shortcut']}"
@@ -88,8 +89,7 @@ def curves_figure(runs: list[dict], points: list[dict]) -> bytes:
             test = by_run.get((run["run_id"], "test_top1_error"), [])
             ax.plot([p["step"] for p in train], [p["value"] for p in train], "--", lw=0.8, color=colour)
             ax.plot([p["step"] for p in test], [p["value"] for p in test], "-", lw=2.2, color=colour, label=label)
-        ax.set_title(f"{'residual' if net == 'residual' else 'plain'} nets"
-                     + ("" if mine else " (none selected)"))
+        ax.set_title(f"{'residual' if net == 'residual' else 'plain'} nets" + ("" if mine else " (none selected)"))
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
         if mine:
@@ -109,8 +109,12 @@ def fig7_figure(runs: list[dict], responses: list[dict]) -> bytes:
     colours = plt.get_cmap("tab10")
     for i, run in enumerate(analysed):
         mine = sorted((p for p in responses if p["run_id"] == run["run_id"]), key=lambda p: p["layer_index"])
-        style = dict(ls="--" if run["net"] == "plain" else "-", color=colours(i % 10), lw=1.2,
-                     label=curve_label(run, several_seeds, several_shortcuts))
+        style = dict(
+            ls="--" if run["net"] == "plain" else "-",
+            color=colours(i % 10),
+            lw=1.2,
+            label=curve_label(run, several_seeds, several_shortcuts),
+        )
         top.plot([p["layer_index"] for p in mine], [p["std"] for p in mine], **style)
         bottom.plot(range(1, len(mine) + 1), sorted((p["std"] for p in mine), reverse=True), **style)
     top.set_xlabel("layer index (original)")
@@ -135,6 +139,7 @@ def html_table(rows: list[dict], columns: list[tuple[str, str]], css_class: str 
     """``columns``: (key, header). Floats print with two decimals, lists joined with spaces; a
     ``(shown, full)`` pair shows the first and gives the second on hover (abbreviated ids). Numbers
     are right-aligned."""
+
     def cell(value):
         hover = ""
         if isinstance(value, tuple):
@@ -148,6 +153,7 @@ def html_table(rows: list[dict], columns: list[tuple[str, str]], css_class: str 
         else:
             text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
         return f"<td{' class=num' if numeric else ''}{hover}>{html.escape(text)}</td>"
+
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
     body = "".join("<tr>" + "".join(cell(r.get(k)) for k, _ in columns) + "</tr>" for r in rows)
     attribute = f" class='{css_class}'" if css_class else ""
@@ -182,17 +188,22 @@ li.disagree::marker{content:"✗ ";color:#b3261e}
 def html_page(title: str, lead: str, parts: list[tuple[str, list[tuple[str, str]]]]) -> str:
     """One self-contained page: ``parts`` are (heading, [(subheading, inner HTML)]), e.g. a summary
     then the details; a line of links to every subsection heads the page."""
+
     def anchor(text):
         return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
     nav = " ".join(f"<a href='#{anchor(sub)}'>{html.escape(sub)}</a>" for _, subs in parts for sub, _ in subs)
     body = "\n".join(
         f"<h2 id='{anchor(heading)}'>{html.escape(heading)}</h2>\n"
         + "\n".join(f"<h3 id='{anchor(sub)}'>{html.escape(sub)}</h3>\n{inner}" for sub, inner in subs)
-        for heading, subs in parts)
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>\n"
-            f"<h1>{html.escape(title)}</h1>\n<p class='lead'>{lead}</p>\n<nav>{nav}</nav>\n{body}\n</body></html>\n")
+        for heading, subs in parts
+    )
+    return (
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>\n"
+        f"<h1>{html.escape(title)}</h1>\n<p class='lead'>{lead}</p>\n<nav>{nav}</nav>\n{body}\n</body></html>\n"
+    )
 
 
 def embedded_png(png: bytes, alt: str) -> str:
@@ -201,8 +212,16 @@ def embedded_png(png: bytes, alt: str) -> str:
 
 # Chromium without a network: these keep it from reaching for updates, sync and QUIC, which on a
 # machine with no route out leave it waiting on connections.
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 PAGE_WIDTH = 1280  # CSS pixels: a laptop screen
 PAGE_HEIGHT = 800
 
@@ -214,23 +233,32 @@ def screenshot(page: Path, *, width: int = PAGE_WIDTH, height: int = PAGE_HEIGHT
     chromium = shutil.which("chromium")
     if chromium is None:
         raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
-    with tempfile.TemporaryDirectory(prefix="report-chromium-") as profile, \
-            _DevTools(chromium, profile, timeout) as browser:
+    with (
+        tempfile.TemporaryDirectory(prefix="report-chromium-") as profile,
+        _DevTools(chromium, profile, timeout) as browser,
+    ):
         target = browser.call("Target.createTarget", url="about:blank")["targetId"]
         session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        browser.call("Emulation.setDeviceMetricsOverride", session, width=width, height=height,
-                     deviceScaleFactor=1, mobile=False)
+        browser.call(
+            "Emulation.setDeviceMetricsOverride", session, width=width, height=height, deviceScaleFactor=1, mobile=False
+        )
         browser.call("Page.enable", session)
         browser.call("Page.setLifecycleEventsEnabled", session, enabled=True)
         navigation = browser.call("Page.navigate", session, url=Path(page).resolve().as_uri())
         if navigation.get("errorText"):
             raise RuntimeError(f"Chromium could not open {page}: {navigation['errorText']}")
         # "load" of this navigation: the page and its images (the figures) are in.
-        browser.wait_for(session, "Page.lifecycleEvent",
-                         lambda e: e["name"] == "load" and e["loaderId"] == navigation["loaderId"])
+        browser.wait_for(
+            session, "Page.lifecycleEvent", lambda e: e["name"] == "load" and e["loaderId"] == navigation["loaderId"]
+        )
         size = browser.call("Page.getLayoutMetrics", session)["cssContentSize"]
-        shot = browser.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
-                            clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+        shot = browser.call(
+            "Page.captureScreenshot",
+            session,
+            format="png",
+            captureBeyondViewport=True,
+            clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        )
     return base64.b64decode(shot["data"])
 
 
@@ -252,13 +280,17 @@ class _DevTools:
     def __init__(self, chromium: str, profile: str, timeout: float):
         commands_in, commands_out = _pipe_above_4()
         self._replies, replies_out = _pipe_above_4()
-        quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, mode, 0)
-                 for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY))]
+        quiet = [
+            (os.POSIX_SPAWN_OPEN, fd, os.devnull, mode, 0)
+            for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY))
+        ]
         self._pid = os.posix_spawn(
-            chromium, [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--hide-scrollbars",
-                       "--remote-debugging-pipe"], os.environ,
+            chromium,
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--hide-scrollbars", "--remote-debugging-pipe"],
+            os.environ,
             file_actions=quiet + [(os.POSIX_SPAWN_DUP2, commands_in, 3), (os.POSIX_SPAWN_DUP2, replies_out, 4)],
-            setsid=True)  # its own process group, so that a hung browser is ended with its helpers
+            setsid=True,
+        )  # its own process group, so that a hung browser is ended with its helpers
         os.close(commands_in)
         os.close(replies_out)
         self._status: int | None = None
@@ -310,8 +342,11 @@ class _DevTools:
 
     def wait_for(self, session: str, method: str, matches) -> None:
         def seen():
-            return any(e.get("method") == method and e.get("sessionId") == session and matches(e["params"])
-                       for e in self._events)
+            return any(
+                e.get("method") == method and e.get("sessionId") == session and matches(e["params"])
+                for e in self._events
+            )
+
         while not seen():
             self._events.append(self._read())
 

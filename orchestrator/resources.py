@@ -73,9 +73,11 @@ def node_capacities() -> list[dict]:
     """Every alive node's total resources that a demand can ask for (CPU, GPU, custom ones)."""
     import ray
 
-    return [{k: v for k, v in node["Resources"].items()
-             if k not in _NOT_SCHEDULED_ON and not k.startswith("node:")}
-            for node in ray.nodes() if node["Alive"]]
+    return [
+        {k: v for k, v in node["Resources"].items() if k not in _NOT_SCHEDULED_ON and not k.startswith("node:")}
+        for node in ray.nodes()
+        if node["Alive"]
+    ]
 
 
 def copies_that_fit(demand: Demand, nodes: list[dict]) -> int:
@@ -86,8 +88,7 @@ def copies_that_fit(demand: Demand, nodes: list[dict]) -> int:
     copies = 0
     while True:
         for _ in range(demand.count):
-            home = next((n for n in free if all(n.get(k, 0) >= v - 1e-9 for k, v in demand.bundle.items())),
-                        None)
+            home = next((n for n in free if all(n.get(k, 0) >= v - 1e-9 for k, v in demand.bundle.items())), None)
             if home is None:
                 return copies
             for k, v in demand.bundle.items():
@@ -108,8 +109,9 @@ def shortfall(demand: Demand, nodes: list[dict], where: str) -> str:
     if any(asked[k] > totals[k] + 1e-9 for k in keys):
         return f"asks for {demand.describe()} = {_amounts(asked, keys)}; {where} has {_amounts(totals, keys)}"
     largest = max(nodes, key=lambda n: [n.get(k, 0) for k in keys], default={})
-    return (f"asks for {demand.describe()}; no node of {where} holds one worker "
-            f"(the largest has {_amounts(largest, keys)})")
+    return (
+        f"asks for {demand.describe()}; no node of {where} holds one worker (the largest has {_amounts(largest, keys)})"
+    )
 
 
 def autoscaler_ceiling() -> dict | None:
@@ -130,20 +132,25 @@ def ensure(demands: list[Demand], *, private: bool, wait_s: float, echo=print, w
         return
     first = unmet[0]
     if private:
-        raise ValueError(f"{first.label} {shortfall(first, nodes, 'this machine')} "
-                         "(a private local Ray: it cannot grow); lower workers, cpus_per_worker or "
-                         "gpus_per_worker, or run on a cluster (RAY_ADDRESS)")
+        raise ValueError(
+            f"{first.label} {shortfall(first, nodes, 'this machine')} "
+            "(a private local Ray: it cannot grow); lower workers, cpus_per_worker or "
+            "gpus_per_worker, or run on a cluster (RAY_ADDRESS)"
+        )
     ceiling = autoscaler_ceiling()
     if ceiling is not None:
         for demand in unmet:
             over = {k: v for k, v in demand.total().items() if v > ceiling.get(k, 0) + 1e-9}
             if over:
-                raise ValueError(f"{demand.label} asks for {demand.describe()}, but the cluster's autoscaler "
-                                 f"can grow it to at most {_amounts(ceiling, list(over))}")
+                raise ValueError(
+                    f"{demand.label} asks for {demand.describe()}, but the cluster's autoscaler "
+                    f"can grow it to at most {_amounts(ceiling, list(over))}"
+                )
     prefix = f"[{who}] " if who else ""
     if wait_s <= 0:
-        raise ResourcesUnavailable(f"{first.label} {shortfall(first, nodes, 'the cluster')}, "
-                                   "and --wait-for-resources is 0 (do not wait)")
+        raise ResourcesUnavailable(
+            f"{first.label} {shortfall(first, nodes, 'the cluster')}, and --wait-for-resources is 0 (do not wait)"
+        )
     request = [dict(d.bundle) for d in unmet for _ in range(d.count)]
     _request(request)
     started = time.monotonic()
@@ -152,18 +159,24 @@ def ensure(demands: list[Demand], *, private: bool, wait_s: float, echo=print, w
         while True:
             waited = time.monotonic() - started
             if waited - last_line >= REPORT_EVERY_S:
-                echo(f"{prefix}{_waiting_line(first, nodes)}; autoscaler asked; giving up in "
-                     f"{_minutes(wait_s - waited)} (--wait-for-resources)")
+                echo(
+                    f"{prefix}{_waiting_line(first, nodes)}; autoscaler asked; giving up in "
+                    f"{_minutes(wait_s - waited)} (--wait-for-resources)"
+                )
                 last_line = waited
             if waited >= wait_s:
-                raise ResourcesUnavailable(f"{first.label} {shortfall(first, nodes, 'the cluster')} "
-                                           f"after waiting {_minutes(wait_s)} (--wait-for-resources)")
+                raise ResourcesUnavailable(
+                    f"{first.label} {shortfall(first, nodes, 'the cluster')} "
+                    f"after waiting {_minutes(wait_s)} (--wait-for-resources)"
+                )
             time.sleep(POLL_S)
             nodes = node_capacities()
             unmet = [d for d in unmet if copies_that_fit(d, nodes) == 0]
             if not unmet:
-                echo(f"{prefix}resources arrived after {time.monotonic() - started:.0f}s: "
-                     f"{_amounts(_summed(nodes), sorted(_summed(nodes)))}")
+                echo(
+                    f"{prefix}resources arrived after {time.monotonic() - started:.0f}s: "
+                    f"{_amounts(_summed(nodes), sorted(_summed(nodes)))}"
+                )
                 return
             first = unmet[0]
     finally:
@@ -172,8 +185,10 @@ def ensure(demands: list[Demand], *, private: bool, wait_s: float, echo=print, w
 
 def _waiting_line(demand: Demand, nodes: list[dict]) -> str:
     keys = list(demand.bundle)
-    return (f"waiting for {_amounts(demand.total(), keys)} ({demand.label}: {demand.describe()}): "
-            f"the cluster has {_amounts(_summed(nodes), keys)}")
+    return (
+        f"waiting for {_amounts(demand.total(), keys)} ({demand.label}: {demand.describe()}): "
+        f"the cluster has {_amounts(_summed(nodes), keys)}"
+    )
 
 
 def _request(bundles: list[dict]) -> None:
@@ -249,8 +264,9 @@ class PendingWatch:
         """The line to print now, or None while nothing of this job has waited a whole interval."""
         from ray.util.placement_group import placement_group_table
 
-        waiting = [pg for pg_id, pg in placement_group_table().items()
-                   if pg_id.endswith(self.job) and pg["state"] == "PENDING"]
+        waiting = [
+            pg for pg_id, pg in placement_group_table().items() if pg_id.endswith(self.job) and pg["state"] == "PENDING"
+        ]
         now = time.monotonic()
         if not waiting:
             self._since = None
@@ -265,6 +281,8 @@ class PendingWatch:
                     asked[k] = asked.get(k, 0) + v
         keys = [k for k in sorted(asked) if not k.startswith("node:")]
         have = _summed(node_capacities())
-        return (f"[{self.who}] waiting {now - self._since:.0f}s for resources: {len(waiting)} worker group(s) "
-                f"not placed yet, asking {_amounts(asked, keys)}; the cluster has {_amounts(have, keys)} "
-                "in all (busy, or nodes still coming)")
+        return (
+            f"[{self.who}] waiting {now - self._since:.0f}s for resources: {len(waiting)} worker group(s) "
+            f"not placed yet, asking {_amounts(asked, keys)}; the cluster has {_amounts(have, keys)} "
+            "in all (busy, or nodes still coming)"
+        )

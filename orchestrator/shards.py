@@ -34,8 +34,16 @@ from workloads.data.shards import resolve_output, shard_files
 AUGMENTS = {None: decode_batch, "imagenet-train": imagenet_train_batch, "center": center_view_batch}
 
 
-def read_shards(out: str, split: str = "train", *, augment: str | None = None, mean=None,
-                seed: int | None = None, batch_size: int = 32, num_cpus: float = 1.0) -> ray.data.Dataset:
+def read_shards(
+    out: str,
+    split: str = "train",
+    *,
+    augment: str | None = None,
+    mean=None,
+    seed: int | None = None,
+    batch_size: int = 32,
+    num_cpus: float = 1.0,
+) -> ray.data.Dataset:
     """A ``ray.data.Dataset`` of decoded rows from the finished shards of ``out/<split>``.
 
     ``augment``: None gives ``{"image": uint8 [C,H,W], "label": int64}`` rows (same-sized images,
@@ -55,8 +63,9 @@ def read_shards(out: str, split: str = "train", *, augment: str | None = None, m
     kwargs = {} if augment is None else {"mean": np.asarray(mean, dtype=np.float32)}
     if seed is not None:
         kwargs["seed"] = seed
-    return read_rows(out, split).map_batches(AUGMENTS[augment], fn_kwargs=kwargs, batch_size=batch_size,
-                                             batch_format="numpy", num_cpus=num_cpus)
+    return read_rows(out, split).map_batches(
+        AUGMENTS[augment], fn_kwargs=kwargs, batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus
+    )
 
 
 def read_rows(out: str, split: str = "train") -> ray.data.Dataset:
@@ -69,17 +78,25 @@ def read_rows(out: str, split: str = "train") -> ray.data.Dataset:
     return ray.data.read_parquet(paths, filesystem=fs).select_columns(columns)
 
 
-def iter_torch(data, batch_size: int, *, device: str | torch.device = "cpu", drop_last: bool = False,
-               local_shuffle_buffer_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def iter_torch(
+    data,
+    batch_size: int,
+    *,
+    device: str | torch.device = "cpu",
+    drop_last: bool = False,
+    local_shuffle_buffer_size: int | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(images, labels)`` torch batches of a Dataset from ``read_shards`` or of a Ray Train worker's
     ``ray.train.get_dataset_shard(...)``; ``local_shuffle_buffer_size`` rows mix across shards."""
-    for batch in data.iter_torch_batches(batch_size=batch_size, device=device, drop_last=drop_last,
-                                         local_shuffle_buffer_size=local_shuffle_buffer_size):
+    for batch in data.iter_torch_batches(
+        batch_size=batch_size, device=device, drop_last=drop_last, local_shuffle_buffer_size=local_shuffle_buffer_size
+    ):
         yield batch["image"], batch["label"]
 
 
-def iter_device_train(data, batch_size: int, *, mean, device: str | torch.device, drop_last: bool = False
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def iter_device_train(
+    data, batch_size: int, *, mean, device: str | torch.device, drop_last: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(images, labels)`` batches of JPEG rows (a Dataset from ``read_rows`` of encoded shards, or a Ray
     Train worker's shard of one), decoded and augmented on ``device`` as the paper does
     (``device_train_batch``): float32 [B,3,224,224] minus ``mean`` ([3], [0,1] units), int64 [B]."""

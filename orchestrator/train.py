@@ -23,10 +23,20 @@ DEFAULT_PRESET = "smoke"
 
 def build_parser():
     p = cli.parser("orchestrator.train", __doc__)
-    p.add_argument("-p", "--preset", default=DEFAULT_PRESET,
-                   help=f"a preset from configs/train ({', '.join(list_presets())}) or a .yaml path")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (repeatable); recipe fields as recipe.FIELD=VALUE")
+    p.add_argument(
+        "-p",
+        "--preset",
+        default=DEFAULT_PRESET,
+        help=f"a preset from configs/train ({', '.join(list_presets())}) or a .yaml path",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable); recipe fields as recipe.FIELD=VALUE",
+    )
     p.add_argument("--name", help="run name; rerunning a name resumes it")
     p.add_argument("--model", help="e.g. cifar_resnet20, cifar_plain56, resnet50")
     p.add_argument("--dataset", help="fashion-mnist, cifar10, cifar10-jpeg or synthetic")
@@ -35,23 +45,33 @@ def build_parser():
     p.add_argument("--workers", type=int, help="data-parallel workers")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker (see gpus_per_worker)")
     cli.add_length_args(p)
-    p.add_argument("--force", action="store_true",
-                   help="start the run over when its name exists with a different config")
+    p.add_argument(
+        "--force", action="store_true", help="start the run over when its name exists with a different config"
+    )
     cli.add_wait_arg(p)
     cli.add_tracking_args(p)
     return p
 
 
 def config_from_args(args) -> ExperimentConfig:
-    flags = {"name": args.name, "model": args.model, "dataset": args.dataset,
-             "data_root": args.data_root, "recipe": args.recipe, "workers": args.workers,
-             "tracking_uri": args.tracking_uri, "storage_path": args.storage_path,
-             "use_gpu": True if args.gpu else None}
+    flags = {
+        "name": args.name,
+        "model": args.model,
+        "dataset": args.dataset,
+        "data_root": args.data_root,
+        "recipe": args.recipe,
+        "workers": args.workers,
+        "tracking_uri": args.tracking_uri,
+        "storage_path": args.storage_path,
+        "use_gpu": True if args.gpu else None,
+    }
     overrides = {k: v for k, v in flags.items() if v is not None} | parse_overrides(args.overrides)
     config = load_config(args.preset, overrides)
     if args.iterations is not None or args.epochs is not None:
-        config = load_config(args.preset, overrides | {"recipe_overrides": scaled_schedule(
-            config, iterations=args.iterations, epochs=args.epochs)})
+        config = load_config(
+            args.preset,
+            overrides | {"recipe_overrides": scaled_schedule(config, iterations=args.iterations, epochs=args.epochs)},
+        )
     return config
 
 
@@ -70,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{config.name}] FAILED: {summary.error}", file=sys.stderr)
         return 1
     m = summary.metrics
-    print(f"[{config.name}] finished: test top-1 error {m.get('test_top1_error', float('nan')):.2f}%, "
-          f"top-5 {m.get('test_top5_error', float('nan')):.2f}% | MLflow run {summary.run_id}")
+    print(
+        f"[{config.name}] finished: test top-1 error {m.get('test_top1_error', float('nan')):.2f}%, "
+        f"top-5 {m.get('test_top5_error', float('nan')):.2f}% | MLflow run {summary.run_id}"
+    )
     return 0
 
 

@@ -29,8 +29,16 @@ from orchestrator.worker import train_worker
 from workloads.data import dataset_spec
 from workloads.engine import load_checkpoint
 
-METRIC_KEYS = ("train_loss", "train_error", "test_loss", "test_top1_error", "test_top5_error",
-               "images_per_second", "epoch", "iteration")
+METRIC_KEYS = (
+    "train_loss",
+    "train_error",
+    "test_loss",
+    "test_top1_error",
+    "test_top5_error",
+    "images_per_second",
+    "epoch",
+    "iteration",
+)
 
 
 @dataclass
@@ -70,15 +78,22 @@ def scaling_config(config: ExperimentConfig) -> ScalingConfig:
     return ScalingConfig(num_workers=demand.count, use_gpu=config.use_gpu, resources_per_worker=demand.bundle)
 
 
-def build_trainer(config: ExperimentConfig, run_id: str, tracking_uri: str,
-                  callbacks: list | None = None, loop: tuple[Callable, dict] | None = None,
-                  wait_s: float = DEFAULT_WAIT_MINUTES * 60) -> TorchTrainer:
+def build_trainer(
+    config: ExperimentConfig,
+    run_id: str,
+    tracking_uri: str,
+    callbacks: list | None = None,
+    loop: tuple[Callable, dict] | None = None,
+    wait_s: float = DEFAULT_WAIT_MINUTES * 60,
+) -> TorchTrainer:
     """A trainer whose name and storage are the run's: rerunning it resumes from its checkpoint.
     ``loop``: another ``(train_loop_per_worker, its config)`` than one run's (a pack's). A worker group
     that cannot be placed (its node lost, none coming back) fails the run after about ``wait_s``."""
     _, start_retries = start_timeout_failures(wait_s)
-    train_fn, loop_config = loop or (train_worker, {"config": config.to_dict(), "run_id": run_id,
-                                                    "tracking_uri": tracking_uri})
+    train_fn, loop_config = loop or (
+        train_worker,
+        {"config": config.to_dict(), "run_id": run_id, "tracking_uri": tracking_uri},
+    )
     return TorchTrainer(
         train_fn,
         train_loop_config=loop_config,
@@ -88,8 +103,7 @@ def build_trainer(config: ExperimentConfig, run_id: str, tracking_uri: str,
             name=config.name,
             storage_path=config.resolved_storage_path(),
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=config.max_failures,
-                                         controller_failure_limit=start_retries),
+            failure_config=FailureConfig(max_failures=config.max_failures, controller_failure_limit=start_retries),
             callbacks=callbacks or [],
             # Ray Train logs every report at INFO; the driver prints its own progress instead.
             logging_config=LoggingConfig(log_level="WARNING"),
@@ -97,9 +111,16 @@ def build_trainer(config: ExperimentConfig, run_id: str, tracking_uri: str,
     )
 
 
-def fit(config: ExperimentConfig, run_id: str | None, tracking_uri: str, callbacks: list | None = None,
-        restart_ray: Callable[[], None] | None = None, echo=print, loop: tuple[Callable, dict] | None = None,
-        wait_s: float = DEFAULT_WAIT_MINUTES * 60) -> tuple[ray.train.Result | None, BaseException | None]:
+def fit(
+    config: ExperimentConfig,
+    run_id: str | None,
+    tracking_uri: str,
+    callbacks: list | None = None,
+    restart_ray: Callable[[], None] | None = None,
+    echo=print,
+    loop: tuple[Callable, dict] | None = None,
+    wait_s: float = DEFAULT_WAIT_MINUTES * 60,
+) -> tuple[ray.train.Result | None, BaseException | None]:
     """``(result, error)`` of training the run to the end.
 
     Ray Train retries its workers' failures itself (``max_failures``), but a Ray process of the run
@@ -118,8 +139,10 @@ def fit(config: ExperimentConfig, run_id: str | None, tracking_uri: str, callbac
             if restart_ray is None or attempt == config.max_failures or not _a_ray_process_died(failure):
                 return None, failure
         attempt += 1
-        echo(f"[{config.name}] a Ray process of the run died; restarting Ray and resuming from the latest "
-             f"checkpoint (retry {attempt} of {config.max_failures})")
+        echo(
+            f"[{config.name}] a Ray process of the run died; restarting Ray and resuming from the latest "
+            f"checkpoint (retry {attempt} of {config.max_failures})"
+        )
         restart_ray()
 
 
@@ -153,36 +176,49 @@ def discard_run_storage(config: ExperimentConfig) -> None:
 
 def best_checkpoint(result: ray.train.Result):
     """The kept checkpoint with the lowest test top-1 error (the latest among equals)."""
-    candidates = [(metrics.get("test_top1_error", float("inf")), -i, checkpoint)
-                  for i, (checkpoint, metrics) in enumerate(reversed(result.best_checkpoints or []))]
+    candidates = [
+        (metrics.get("test_top1_error", float("inf")), -i, checkpoint)
+        for i, (checkpoint, metrics) in enumerate(reversed(result.best_checkpoints or []))
+    ]
     return min(candidates, key=lambda c: c[:2])[2] if candidates else None
 
 
 def summary_of(client, run, config: ExperimentConfig) -> RunSummary:
     """The summary of a run that already finished, read back from MLflow."""
     run_id = run.info.run_id
-    artifacts = {label: tracking.runs_uri(run_id, tracking.checkpoint_artifact(label))
-                 for label in tracking.CHECKPOINT_LABELS}
-    return RunSummary(name=config.name, run_id=run_id, status=run.info.status,
-                      tracking_uri=config.resolved_tracking_uri(),
-                      storage_path=config.resolved_storage_path(),
-                      metrics={k: v for k, v in run.data.metrics.items() if k in METRIC_KEYS},
-                      artifacts=artifacts | {"model": tracking.runs_uri(run_id, tracking.MODEL_ARTIFACT)})
+    artifacts = {
+        label: tracking.runs_uri(run_id, tracking.checkpoint_artifact(label)) for label in tracking.CHECKPOINT_LABELS
+    }
+    return RunSummary(
+        name=config.name,
+        run_id=run_id,
+        status=run.info.status,
+        tracking_uri=config.resolved_tracking_uri(),
+        storage_path=config.resolved_storage_path(),
+        metrics={k: v for k, v in run.data.metrics.items() if k in METRIC_KEYS},
+        artifacts=artifacts | {"model": tracking.runs_uri(run_id, tracking.MODEL_ARTIFACT)},
+    )
 
 
-def record_result(client, config: ExperimentConfig, run_id: str, result: ray.train.Result | None,
-                  error: BaseException | None = None) -> RunSummary:
+def record_result(
+    client, config: ExperimentConfig, run_id: str, result: ray.train.Result | None, error: BaseException | None = None
+) -> RunSummary:
     """Close the MLflow run from ``result``: checkpoints and the model as artifacts, status, tags.
     An unreachable tracking server is waited for (``tracking.tracking_patience_s()``): the training
     is done and its checkpoints are safe, only its record is missing."""
     return tracking.retrying(lambda: _record_result(client, config, run_id, result, error), "closing the run")
 
 
-def _record_result(client, config: ExperimentConfig, run_id: str, result: ray.train.Result | None,
-                   error: BaseException | None) -> RunSummary:
-    summary = RunSummary(name=config.name, run_id=run_id, status="FAILED",
-                         tracking_uri=config.resolved_tracking_uri(),
-                         storage_path=config.resolved_storage_path())
+def _record_result(
+    client, config: ExperimentConfig, run_id: str, result: ray.train.Result | None, error: BaseException | None
+) -> RunSummary:
+    summary = RunSummary(
+        name=config.name,
+        run_id=run_id,
+        status="FAILED",
+        tracking_uri=config.resolved_tracking_uri(),
+        storage_path=config.resolved_storage_path(),
+    )
     metrics = dict(result.metrics or {}) if result is not None else {}
     if error is None and result is not None and result.error is not None:
         error = result.error
@@ -212,7 +248,9 @@ def log_checkpoints(client, run_id: str, config: ExperimentConfig, last, best) -
         if checkpoint is None:
             continue
         with checkpoint.as_directory() as folder:
-            client.log_artifact(run_id, os.path.join(folder, tracking.CHECKPOINT_FILE), tracking.checkpoint_folder(label))
+            client.log_artifact(
+                run_id, os.path.join(folder, tracking.CHECKPOINT_FILE), tracking.checkpoint_folder(label)
+            )
         artifacts[label] = tracking.runs_uri(run_id, tracking.checkpoint_artifact(label))
     with last.as_directory() as folder:
         state = load_checkpoint(Path(folder) / tracking.CHECKPOINT_FILE)
@@ -223,8 +261,12 @@ def log_checkpoints(client, run_id: str, config: ExperimentConfig, last, best) -
     example = torch.zeros(2, *_input_shape(state, config)).numpy()  # batch 2: 1 would pin the batch dim
     with fluent_tracking_uri(config.resolved_tracking_uri()), mlflow.start_run(run_id=run_id):
         # Explicit requirements: inferring them imports and inspects the whole environment (slow).
-        mlflow.pytorch.log_model(model, name=tracking.MODEL_ARTIFACT, input_example=example,
-                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        mlflow.pytorch.log_model(
+            model,
+            name=tracking.MODEL_ARTIFACT,
+            input_example=example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
     artifacts["model"] = tracking.runs_uri(run_id, tracking.MODEL_ARTIFACT)
     return artifacts
 

@@ -12,8 +12,9 @@ from orchestrator.resources import DEFAULT_WAIT_MINUTES
 from orchestrator.trainer import RunSummary, check_data, discard_run_storage, fit, record_result, summary_of
 
 
-def train(config: ExperimentConfig, *, force: bool = False, wait_s: float = DEFAULT_WAIT_MINUTES * 60,
-          echo=print) -> RunSummary:
+def train(
+    config: ExperimentConfig, *, force: bool = False, wait_s: float = DEFAULT_WAIT_MINUTES * 60, echo=print
+) -> RunSummary:
     """Train ``config`` to the end (or resume it); returns the run's summary. Nothing is written to
     MLflow before Ray is known to hold the run's workers (``resources.ensure``)."""
     storage.check(config.storage_path, "--storage-path")
@@ -22,33 +23,45 @@ def train(config: ExperimentConfig, *, force: bool = False, wait_s: float = DEFA
     run = tracking.lookup(uri, config.experiment, [config.name])[config.name]
     retire = run is not None and run.data.tags.get(tracking.CONFIG_HASH) != config.hash()
     if retire and not force:
-        raise ValueError(f"run {config.name!r} exists with another config (MLflow run "
-                         f"{run.info.run_id}); pick another --name, or --force to start it over")
+        raise ValueError(
+            f"run {config.name!r} exists with another config (MLflow run "
+            f"{run.info.run_id}); pick another --name, or --force to start it over"
+        )
     if run is not None and not retire and run.info.status == "FINISHED":
         echo(f"[{config.name}] already finished (MLflow run {run.info.run_id}); nothing to do")
         return summary_of(tracking.connect(uri), run, config)
 
     own_ray = not ray.is_initialized() and cli.private_ray()  # ours to restart if a Ray process dies
     cli.init_ray()
-    resources.ensure([resources.run_demand(config, f"run {config.name}")], private=cli.private_ray(),
-                     wait_s=wait_s, echo=echo, who=config.name)
+    resources.ensure(
+        [resources.run_demand(config, f"run {config.name}")],
+        private=cli.private_ray(),
+        wait_s=wait_s,
+        echo=echo,
+        who=config.name,
+    )
     client = tracking.connect(uri)
     experiment_id = tracking.ensure_experiment(client, config.experiment)
     if retire:
         tracking.retire_run(client, run)
         discard_run_storage(config)
     run, created = tracking.get_or_create_run(
-        client, experiment_id, config.name, run_name=config.name, tags=tracking.training_tags(config))
+        client, experiment_id, config.name, run_name=config.name, tags=tracking.training_tags(config)
+    )
     run_id = run.info.run_id
     if created:
         tracking.log_params(client, run_id, config.to_dict())
     else:
         tracking.reopen(client, run_id)
-    echo(f"[{config.name}] {'starting' if created else 'resuming'} MLflow run {run_id} "
-         f"({config.model} on {config.dataset}, {config.workers} worker(s))")
-    with RunWatcher(uri, {config.name: run_id}, lambda label, m, eta: echo(epoch_line(label, m, eta)),
-                    on_event=echo), \
-            resources.PendingWatch(echo, config.name):
-        result, error = fit(config, run_id, uri, echo=echo, wait_s=wait_s,
-                            restart_ray=cli.restart_ray if own_ray else None)
+    echo(
+        f"[{config.name}] {'starting' if created else 'resuming'} MLflow run {run_id} "
+        f"({config.model} on {config.dataset}, {config.workers} worker(s))"
+    )
+    with (
+        RunWatcher(uri, {config.name: run_id}, lambda label, m, eta: echo(epoch_line(label, m, eta)), on_event=echo),
+        resources.PendingWatch(echo, config.name),
+    ):
+        result, error = fit(
+            config, run_id, uri, echo=echo, wait_s=wait_s, restart_ray=cli.restart_ray if own_ray else None
+        )
     return record_result(client, config, run_id, result, error)

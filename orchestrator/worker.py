@@ -29,8 +29,15 @@ def train_worker(loop_config: dict) -> None:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
     data = build_run_data(config, per_worker_batch(config, world_size), rank, world_size, device)
-    run = RunState(config, data, device, rank=rank, world_size=world_size,
-                   tracking_uri=loop_config["tracking_uri"], run_id=loop_config["run_id"])
+    run = RunState(
+        config,
+        data,
+        device,
+        rank=rank,
+        world_size=world_size,
+        tracking_uri=loop_config["tracking_uri"],
+        run_id=loop_config["run_id"],
+    )
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         run.restore(checkpoint)

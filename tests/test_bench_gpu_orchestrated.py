@@ -30,8 +30,9 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_orchestrated")
     env = os.environ | {"OUT": str(out), "PYTHON": sys.executable}
     env.pop("RAY_ADDRESS", None)  # each CLI starts its own private Ray, as on the GPU machine
-    done = subprocess.run(["bash", "bench/gpu_orchestrated.sh", "--quick"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=870)
+    done = subprocess.run(
+        ["bash", "bench/gpu_orchestrated.sh", "--quick"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=870
+    )
     return out, done
 
 
@@ -43,8 +44,15 @@ def test_quick_run_writes_every_result_file(quick_run):
     for part in ("setup", "cifar_bare", "cifar_train", "ablate", "imagenet", "cuda_paths", "imagenet_compiled"):
         assert f"=== {part}: exit 0" in log, (part, log[-3000:])
     names = {p.name for p in out.iterdir()}
-    assert names == {"log.txt", "results.json", "bare_cifar.json", "imagenet_synthetic.json", "mlflow_cifar_train.db",
-                     "mlflow_ablate.db", "mlflow_imagenet.db"}
+    assert names == {
+        "log.txt",
+        "results.json",
+        "bare_cifar.json",
+        "imagenet_synthetic.json",
+        "mlflow_cifar_train.db",
+        "mlflow_ablate.db",
+        "mlflow_imagenet.db",
+    }
     assert len(names) <= 8  # all of them come back from a lent device machine
 
 
@@ -58,14 +66,28 @@ def test_quick_results_hold_each_part_with_its_baseline(quick_run):
 
     assert cifar["status"] == "FINISHED" and cifar["exit"] == 0
     assert (cifar["iterations"], cifar["epochs"]) == (6, 2)  # --iterations 6 on 500 images: 2 epochs of 3 steps
-    for key in ("startup_seconds", "train_seconds", "finish_seconds", "bare_train_seconds",
-                "bare_with_test_passes_seconds", "ratio_over_bare", "ratio_over_bare_with_test_passes"):
+    for key in (
+        "startup_seconds",
+        "train_seconds",
+        "finish_seconds",
+        "bare_train_seconds",
+        "bare_with_test_passes_seconds",
+        "ratio_over_bare",
+        "ratio_over_bare_with_test_passes",
+    ):
         assert positive(cifar[key]), (key, cifar[key])
     assert 0 < cifar["test_top1_error"] <= 100 and cifar["table6_top1_error"] == 8.75
 
     assert ablate["members"] == 2 and ablate["epochs_logged"] == 2  # depth 8, plain and residual, packed
-    for key in ("rounds_per_s", "startup_seconds", "matrix_minutes_extrapolated", "bare_rounds_per_s",
-                "bare_with_test_passes_rounds_per_s", "ratio_over_bare", "ratio_over_bare_with_test_passes"):
+    for key in (
+        "rounds_per_s",
+        "startup_seconds",
+        "matrix_minutes_extrapolated",
+        "bare_rounds_per_s",
+        "bare_with_test_passes_rounds_per_s",
+        "ratio_over_bare",
+        "ratio_over_bare_with_test_passes",
+    ):
         assert positive(ablate[key]), (key, ablate[key])
     assert sorted(ablate["bare_nets"]) == ["cifar_plain8", "cifar_resnet8"]
 
@@ -85,9 +107,11 @@ def test_quick_results_hold_each_part_with_its_baseline(quick_run):
 
 def test_quick_mlflow_databases_hold_the_runs(quick_run):
     out, _ = quick_run
-    expected = {"mlflow_cifar_train.db": {"resnet20-paper"}, "mlflow_imagenet.db": {"resnet18-device"},
-                "mlflow_ablate.db": {"cifar10-table6", "cifar10-table6-cifar_plain8-s0",
-                                     "cifar10-table6-cifar_resnet8-A-s0"}}
+    expected = {
+        "mlflow_cifar_train.db": {"resnet20-paper"},
+        "mlflow_imagenet.db": {"resnet18-device"},
+        "mlflow_ablate.db": {"cifar10-table6", "cifar10-table6-cifar_plain8-s0", "cifar10-table6-cifar_resnet8-A-s0"},
+    }
     for name, runs in expected.items():
         with sqlite3.connect(out / name) as db:
             rows = db.execute("select name, status from runs").fetchall()

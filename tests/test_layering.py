@@ -18,8 +18,12 @@ def _imported_top_level_modules(path: pathlib.Path) -> set[str]:
             found.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             found.add(str(node.args[0].value).split(".")[0])
     return found
 
@@ -33,17 +37,20 @@ def test_no_workloads_source_imports_ray_or_mlflow():
 
 def test_the_scan_sees_every_import_form(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("import os\nimport ray.train\nfrom mlflow import log_metric\n"
-                     "importlib.import_module('ray')\n")
+    probe.write_text("import os\nimport ray.train\nfrom mlflow import log_metric\nimportlib.import_module('ray')\n")
     assert _imported_top_level_modules(probe) >= FORBIDDEN
 
 
 def test_importing_every_workloads_module_loads_neither_ray_nor_mlflow():
-    modules = [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-               for p in sorted((ROOT / "workloads").rglob("*.py"))]
-    code = ("import importlib, sys\n"
-            f"for m in {modules!r}: importlib.import_module(m)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow')))")
+    modules = [
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in sorted((ROOT / "workloads").rglob("*.py"))
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -73,8 +80,10 @@ def test_every_command_module_is_a_command():
 
 
 def test_no_command_module_imports_another():
-    offenders = {name: sorted(_orchestrator_imports(ROOT / "orchestrator" / f"{name}.py") & COMMANDS - {name})
-                 for name in COMMANDS}
+    offenders = {
+        name: sorted(_orchestrator_imports(ROOT / "orchestrator" / f"{name}.py") & COMMANDS - {name})
+        for name in COMMANDS
+    }
     assert not {k: v for k, v in offenders.items() if v}
 
 
@@ -88,8 +97,16 @@ def test_no_orchestrator_module_imports_a_command_module():
 # an ``orchestrator.*`` tag key (module names, as in cli.parser("orchestrator.train"), aside), MLflow's
 # own tag keys, artifact paths and tag values.
 MODULES = {p.stem for p in (ROOT / "orchestrator").glob("*.py")}
-SCHEMA_SPELLINGS = ['"checkpoints/', 'f"checkpoints', "state.pt", "runs:/", "mlflow.parentRunId", "mlflow.runName",
-                    '"ensemble-evaluation"', '"probabilities.parquet"']
+SCHEMA_SPELLINGS = [
+    '"checkpoints/',
+    'f"checkpoints',
+    "state.pt",
+    "runs:/",
+    "mlflow.parentRunId",
+    "mlflow.runName",
+    '"ensemble-evaluation"',
+    '"probabilities.parquet"',
+]
 
 
 def _schema_spellings(code: str) -> list[str]:
@@ -98,8 +115,11 @@ def _schema_spellings(code: str) -> list[str]:
 
 
 def test_only_tracking_spells_a_tag_key_or_an_artifact_path():
-    files = [p for p in [*(ROOT / "orchestrator").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
-             if "tracking" not in p.relative_to(ROOT).parts]
+    files = [
+        p
+        for p in [*(ROOT / "orchestrator").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
+        if "tracking" not in p.relative_to(ROOT).parts
+    ]
     offenders = {}
     for path in files:
         for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -122,11 +142,21 @@ def test_help_and_argument_errors_load_neither_ray_nor_mlflow_nor_torchvision():
     """``--help``, ``--version`` and a mistyped flag answer before the heavy imports (speed itself is
     bench/tune_overhead.py's: start-up over ``import torch``). --version exits where --help does, in
     argparse: one command's is enough."""
-    cases = [(name, flag) for name in sorted(COMMANDS) for flag in ("--help", "--no-such-flag")] + [("train", "--version")]
+    cases = [(name, flag) for name in sorted(COMMANDS) for flag in ("--help", "--no-such-flag")] + [
+        ("train", "--version")
+    ]
     for name, flag in cases:
-        out = subprocess.run([sys.executable, "-X", "importtime", "-m", f"orchestrator.{name}", flag], cwd=ROOT,
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", f"orchestrator.{name}", flag],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == (2 if flag == "--no-such-flag" else 0), (name, flag, out.stderr[-500:])
-        loaded = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in out.stderr.splitlines()
-                  if line.startswith("import time:")}
+        loaded = {
+            line.rsplit("|", 1)[-1].strip().split(".")[0]
+            for line in out.stderr.splitlines()
+            if line.startswith("import time:")
+        }
         assert "orchestrator" in loaded and not loaded & HEAVY, (name, flag, sorted(loaded & HEAVY))

@@ -19,11 +19,13 @@ def test_requires_python_admits_this_interpreter():
 
 
 def test_the_check_names_a_pin_outside_its_range_a_missing_pin_and_a_python_left_out():
-    pyproject = {"project": {
-        "requires-python": ">=3.10,<3.15",
-        "dependencies": ["torch>=2.11,<3", "mlflow>=3.17,<4", "tomli; python_version < '3'"],
-        "optional-dependencies": {"dev": ["pytest>=8"]},
-    }}
+    pyproject = {
+        "project": {
+            "requires-python": ">=3.10,<3.15",
+            "dependencies": ["torch>=2.11,<3", "mlflow>=3.17,<4", "tomli; python_version < '3'"],
+            "optional-dependencies": {"dev": ["pytest>=8"]},
+        }
+    }
     good = {"torch": Version("2.14.1"), "mlflow": Version("3.17.2"), "pytest": Version("9.2.0")}
     assert problems(pyproject, good, python="3.12.1") == []  # tomli's marker never applies
 
@@ -44,6 +46,9 @@ def test_the_installed_environment_is_the_locks():
     closure = installed_closure(direct_requirements(pyproject), skip=pyproject["project"]["name"])
     # extras followed: tensorboardx from ray[tune], flask-wtf from mlflow[auth] in the dev extra
     assert {"torch", "ray", "mlflow", "tensorboardx", "pytest", "flask-wtf"} <= closure.keys()
-    differ = {name: (version, str(lock.get(name))) for name, (_, version) in closure.items()
-              if lock.get(name) != Version(version)}
+    differ = {
+        name: (version, str(lock.get(name)))
+        for name, (_, version) in closure.items()
+        if lock.get(name) != Version(version)
+    }
     assert not differ, f"installed vs requirements.lock: {differ}"

@@ -42,8 +42,9 @@ class Payload:
 def evil_checkpoint(path: Path, marker: Path) -> Path:
     """A checkpoint that looks like ours but carries a pickled code payload in its metrics."""
     model = torch.nn.Linear(2, 2)
-    state = make_checkpoint(model, torch.optim.SGD(model.parameters(), lr=0.1), iteration=1, epoch=1,
-                            config_hash="x", config={}, metrics={})
+    state = make_checkpoint(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), iteration=1, epoch=1, config_hash="x", config={}, metrics={}
+    )
     state["metrics"] = {"payload": Payload(marker)}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
@@ -51,6 +52,7 @@ def evil_checkpoint(path: Path, marker: Path) -> Path:
 
 
 # --- checkpoints: weights_only, always ----------------------------------------------------------------
+
 
 def test_the_payload_really_runs_code_when_unpickled_unsafely(tmp_path):
     """The test's own control: the payload is live (so its refusal below means something)."""
@@ -74,8 +76,15 @@ def test_load_checkpoint_refuses_a_code_payload_and_never_runs_it(tmp_path, pick
 
 def test_a_plain_checkpoint_still_loads(tmp_path):
     model = torch.nn.Linear(2, 2)
-    state = make_checkpoint(model, torch.optim.SGD(model.parameters(), lr=0.1), iteration=3, epoch=1,
-                            config_hash="h", config={"a": [1, "b"]}, metrics={"loss": 0.5})
+    state = make_checkpoint(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        iteration=3,
+        epoch=1,
+        config_hash="h",
+        config={"a": [1, "b"]},
+        metrics={"loss": 0.5},
+    )
     loaded = load_checkpoint(save_checkpoint(state, tmp_path / "state.pt"))
     assert loaded["iteration"] == 3 and loaded["metrics"] == {"loss": 0.5}
 
@@ -85,12 +94,22 @@ def test_every_torch_load_in_the_code_passes_weights_only_true():
     calls = []
     for path in sorted((ROOT / "orchestrator").rglob("*.py")) + sorted((ROOT / "workloads").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "torch"
+            ):
                 weights_only = [k.value for k in node.keywords if k.arg == "weights_only"]
-                calls.append((f"{path.relative_to(ROOT)}:{node.lineno}",
-                              len(weights_only) == 1 and isinstance(weights_only[0], ast.Constant)
-                              and weights_only[0].value is True))
+                calls.append(
+                    (
+                        f"{path.relative_to(ROOT)}:{node.lineno}",
+                        len(weights_only) == 1
+                        and isinstance(weights_only[0], ast.Constant)
+                        and weights_only[0].value is True,
+                    )
+                )
         text = path.read_text()
         assert "pickle.load(" not in text and "pickle.loads(" not in text, path
     assert calls, "no torch.load found: the scan is broken"
@@ -104,28 +123,40 @@ def store(tmp_path):
     experiment = client.create_experiment("resnet-orchestrator", artifact_location=str(tmp_path / "artifacts"))
     run = client.create_run(experiment, run_name="evil", tags={"dataset": "fashion-mnist"})
     marker = tmp_path / "ran"
-    client.log_artifact(run.info.run_id, str(evil_checkpoint(tmp_path / "upload" / "state.pt", marker)),
-                        "checkpoints/last")
+    client.log_artifact(
+        run.info.run_id, str(evil_checkpoint(tmp_path / "upload" / "state.pt", marker)), "checkpoints/last"
+    )
     client.set_terminated(run.info.run_id, "FINISHED")
     return SimpleNamespace(client=client, run=client.get_run(run.info.run_id), marker=marker, folder=tmp_path)
 
 
 def test_ensemble_refuses_a_code_payload_downloaded_from_mlflow(store, tmp_path):
-    with pytest.raises(ValueError, match=r"run evil \(.*\): checkpoint checkpoints/last/state.pt is unusable: "
-                                         r"refused checkpoint"):
+    with pytest.raises(
+        ValueError,
+        match=r"run evil \(.*\): checkpoint checkpoints/last/state.pt is unusable: "
+        r"refused checkpoint",
+    ):
         members.download_checkpoint(store.client, store.run, "last", tmp_path / "download")
     assert not store.marker.exists()
 
 
 def test_compare_refuses_a_code_payload_downloaded_from_mlflow(store):
-    record = {"run_id": store.run.info.run_id, "name": "evil", "status": "FINISHED", "net": "residual",
-              "depth": 8, "shortcut": "A", "seed": 0}
+    record = {
+        "run_id": store.run.info.run_id,
+        "name": "evil",
+        "status": "FINISHED",
+        "net": "residual",
+        "depth": 8,
+        "shortcut": "A",
+        "seed": 0,
+    }
     with pytest.raises(CheckpointError, match="refused checkpoint"):
         comparison.fig7_responses(store.client.tracking_uri, [record], images=4, echo=lambda line: None)
     assert not store.marker.exists()
 
 
 # --- artifacts downloaded from MLflow stay in their folder --------------------------------------------
+
 
 class EscapingClient:
     """An artifact store that misbehaves: it answers a download with a path it chose."""
@@ -152,12 +183,15 @@ def _outside_via_symlink(target: Path) -> Path:
     return link
 
 
-@pytest.mark.parametrize("answer", [
-    pytest.param(lambda target: target / ".." / ".." / "elsewhere" / "state.pt", id="dot-dot"),
-    pytest.param(lambda target: Path("/etc/passwd"), id="absolute"),
-    pytest.param(lambda target: target.parent / "sibling" / "state.pt", id="sibling-folder"),
-    pytest.param(_outside_via_symlink, id="symlink-escape"),
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(lambda target: target / ".." / ".." / "elsewhere" / "state.pt", id="dot-dot"),
+        pytest.param(lambda target: Path("/etc/passwd"), id="absolute"),
+        pytest.param(lambda target: target.parent / "sibling" / "state.pt", id="sibling-folder"),
+        pytest.param(_outside_via_symlink, id="symlink-escape"),
+    ],
+)
 def test_ensemble_download_refuses_a_file_outside_its_folder(tmp_path, answer):
     folder = tmp_path / "downloads"
     folder.mkdir()
@@ -165,8 +199,16 @@ def test_ensemble_download_refuses_a_file_outside_its_folder(tmp_path, answer):
         members.download_checkpoint(EscapingClient(answer), fake_run(), "last", folder)
 
 
-ESCAPES = ["../../evil.pt", "checkpoints/../../../evil.pt", "%2e%2e%2fevil.pt", "%252e%252e%252fevil.pt",
-           "..%2f..%2fevil.pt", "..\\..\\evil.pt", "/tmp/evil.pt", "checkpoints\\..\\..\\evil.pt"]
+ESCAPES = [
+    "../../evil.pt",
+    "checkpoints/../../../evil.pt",
+    "%2e%2e%2fevil.pt",
+    "%252e%252e%252fevil.pt",
+    "..%2f..%2fevil.pt",
+    "..\\..\\evil.pt",
+    "/tmp/evil.pt",
+    "checkpoints\\..\\..\\evil.pt",
+]
 
 
 @pytest.fixture
@@ -200,8 +242,10 @@ def test_mlflow_confines_what_a_run_can_log_and_download(real_run, tmp_path, nam
             continue
         assert local.resolve().is_relative_to(target.resolve()), local
     outside = [p for p in tmp_path.rglob("*") if p.name.startswith("payload") or p.name.startswith("evil")]
-    assert all(p == payload or p.resolve().is_relative_to(artifacts.resolve()) or
-               p.resolve().is_relative_to(target.resolve()) for p in outside), outside
+    assert all(
+        p == payload or p.resolve().is_relative_to(artifacts.resolve()) or p.resolve().is_relative_to(target.resolve())
+        for p in outside
+    ), outside
     assert not (tmp_path / "evil.pt").exists() and not Path("/tmp/evil.pt").exists()
 
 
@@ -227,9 +271,16 @@ def test_init_ray_starts_a_private_ray_with_token_auth_and_no_dashboard(tmp_path
     import json
 
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
-    probe = subprocess.Popen([sys.executable, "-c", RAY_PROBE + "\nimport sys; sys.stdout.flush(); sys.stdin.read()"],
-                             cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, start_new_session=True)
+    probe = subprocess.Popen(
+        [sys.executable, "-c", RAY_PROBE + "\nimport sys; sys.stdout.flush(); sys.stdin.read()"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         line = probe.stdout.readline()
         assert line, probe.stderr.read()[-3000:] if probe.poll() is not None else "no output"
@@ -241,16 +292,26 @@ def test_init_ray_starts_a_private_ray_with_token_auth_and_no_dashboard(tmp_path
         # interface (docs/ARCHITECTURE.md): the token below is what guards it.
         # A client that presents no token is refused by the cluster's GCS.
         refused = subprocess.run(
-            [sys.executable, "-c", f"import ray; ray.init(address='{info['gcs']}', logging_level='ERROR'); "
-                                   "print(ray.cluster_resources())"],
-            env=env | {"RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-c",
+                f"import ray; ray.init(address='{info['gcs']}', logging_level='ERROR'); print(ray.cluster_resources())",
+            ],
+            env=env | {"RAY_AUTH_MODE": "disabled"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert refused.returncode != 0, (refused.stdout, refused.stderr[-2000:])
-        assert "auth" in (refused.stdout + refused.stderr).lower() or "token" in (refused.stdout + refused.stderr).lower()
+        assert (
+            "auth" in (refused.stdout + refused.stderr).lower() or "token" in (refused.stdout + refused.stderr).lower()
+        )
     finally:
         probe.stdin.close()
         try:
             probe.wait(timeout=60)
         except subprocess.TimeoutExpired:
             import signal
+
             os.killpg(probe.pid, signal.SIGKILL)
             probe.wait()

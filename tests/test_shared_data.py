@@ -29,4 +29,3 @@ def test_a_missing_file_fails_under_ci(tmp_path, monkeypatch, ci):
     monkeypatch.setenv("CI", ci)
     with pytest.raises(pytest.fail.Exception, match="cifar10-jpeg.tar.gz is missing.*CI is set"):
         shared_data_file("cifar10-jpeg.tar.gz", folder=tmp_path)
-

@@ -38,8 +38,9 @@ def check_view(view: str, image_size: int) -> None:
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; valid: {', '.join(VIEWS)}")
     if image_size <= SMALL_IMAGE_MAX and view in ("10crop", "multiscale"):
-        raise ValueError(f"view {view!r} needs ImageNet-size images; these are {image_size}x{image_size} "
-                         "px: use center or flip")
+        raise ValueError(
+            f"view {view!r} needs ImageNet-size images; these are {image_size}x{image_size} px: use center or flip"
+        )
 
 
 def small_views(images: torch.Tensor, mean: torch.Tensor, view: str) -> list[torch.Tensor]:
@@ -63,8 +64,15 @@ def large_views(image: torch.Tensor, mean: torch.Tensor, view: str) -> list[torc
 
 
 @torch.inference_mode()
-def view_probabilities(model: nn.Module, images: torch.Tensor, mean: torch.Tensor, view: str, *,
-                       batch_size: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
+def view_probabilities(
+    model: nn.Module,
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    view: str,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """One member's class probabilities, float32 ``[N, classes]`` on the CPU: for each image the
     mean of the softmax over its views. ``images`` is uint8 ``[N,C,H,W]``; ``model`` is put in eval mode."""
     check_view(view, min(images.shape[-2:]))
@@ -75,14 +83,20 @@ def view_probabilities(model: nn.Module, images: torch.Tensor, mean: torch.Tenso
     mean = mean.to(device)
     out = []
     for start in range(0, len(images), batch_size):
-        views = small_views(images[start:start + batch_size].to(device), mean, view)
+        views = small_views(images[start : start + batch_size].to(device), mean, view)
         out.append(torch.stack([model(v).float().softmax(1) for v in views]).mean(0).cpu())
     return torch.cat(out)
 
 
 @torch.inference_mode()
-def image_probabilities(model: nn.Module, images: Iterable[torch.Tensor], mean: torch.Tensor, view: str, *,
-                        device: str | torch.device = "cpu") -> torch.Tensor:
+def image_probabilities(
+    model: nn.Module,
+    images: Iterable[torch.Tensor],
+    mean: torch.Tensor,
+    view: str,
+    *,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """One member's class probabilities, float32 ``[N, classes]`` on the CPU, from the ImageNet-size
     ``view`` of each uint8 ``[3,H,W]`` image, whatever its stored size (every view resizes it
     first, as ImageNet's val images come in many sizes): per image the mean of the softmax over
@@ -149,8 +163,13 @@ def greedy_selection(probabilities: Mapping[str, torch.Tensor], labels: torch.Te
     return steps
 
 
-def write_probabilities(path: str | Path, probabilities: Mapping[str, torch.Tensor], labels: torch.Tensor,
-                        validation: torch.Tensor, metadata: dict) -> Path:
+def write_probabilities(
+    path: str | Path,
+    probabilities: Mapping[str, torch.Tensor],
+    labels: torch.Tensor,
+    validation: torch.Tensor,
+    metadata: dict,
+) -> Path:
     """One row per image: ``image`` (index in the evaluated split), ``label``, ``split`` ("val" or
     "holdout", see ``holdout_split``), and per member a column of its class probabilities (a
     fixed-size list of float32). ``metadata`` (JSON) is stored in the schema."""

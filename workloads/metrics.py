@@ -7,9 +7,7 @@ from collections.abc import Sequence
 import torch
 
 
-def topk_correct(
-    logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)
-) -> torch.Tensor:
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> torch.Tensor:
     """Number of samples whose label is among the k highest scores, for each k in `ks`.
 
     `logits` is [N, C] (any scores: logits or probabilities), `labels` is [N] int. Returns an int64
@@ -17,10 +15,7 @@ def topk_correct(
     as correct, as top-C always contains the label. Ties are broken by `torch.topk`.
     """
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(
-            f"expected logits [N, C] and labels [N], got {tuple(logits.shape)} and "
-            f"{tuple(labels.shape)}"
-        )
+        raise ValueError(f"expected logits [N, C] and labels [N], got {tuple(logits.shape)} and {tuple(labels.shape)}")
     if not ks or any(k < 1 for k in ks):
         raise ValueError(f"ks must be a non-empty sequence of integers >= 1, got {ks!r}")
     num_classes = logits.shape[1]
@@ -49,9 +44,7 @@ def ensemble_probabilities(
         raise ValueError("ensemble_probabilities needs at least one member")
     shape = outputs[0].shape
     if len(shape) != 2 or any(o.shape != shape for o in outputs):
-        raise ValueError(
-            f"every member must be [N, C] of one shape, got {[tuple(o.shape) for o in outputs]}"
-        )
+        raise ValueError(f"every member must be [N, C] of one shape, got {[tuple(o.shape) for o in outputs]}")
     if weights is None:
         weights = [1.0] * len(outputs)
     if len(weights) != len(outputs):

@@ -24,8 +24,7 @@ class MetricsLog:
         fail_fast()
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.run_id = run_id
-        history = retrying(lambda: self.client.get_metric_history(run_id, "epoch"),
-                                    "reading the run's logged epochs")
+        history = retrying(lambda: self.client.get_metric_history(run_id, "epoch"), "reading the run's logged epochs")
         self.logged_up_to = max((m.step for m in history), default=-1)
         self.pending: list[list] = []  # [step, timestamp in ms, {metric: value}], by step
 
@@ -47,10 +46,15 @@ class MetricsLog:
     def started(self, epoch: int) -> None:
         """Record a start of the run's workers, resuming from ``epoch`` (0: from scratch); the driver's
         progress reports the starts after its first as restarts."""
-        starts = len(retrying(lambda: self.client.get_metric_history(self.run_id, WORKER_STARTS),
-                              "reading the run's worker starts"))
-        batch = [Metric(WORKER_STARTS, float(starts + 1), now_ms(), starts),
-                 Metric(RESUMED_FROM_EPOCH, float(epoch), now_ms(), starts)]
+        starts = len(
+            retrying(
+                lambda: self.client.get_metric_history(self.run_id, WORKER_STARTS), "reading the run's worker starts"
+            )
+        )
+        batch = [
+            Metric(WORKER_STARTS, float(starts + 1), now_ms(), starts),
+            Metric(RESUMED_FROM_EPOCH, float(epoch), now_ms(), starts),
+        ]
         retrying(lambda: self.client.log_batch(self.run_id, metrics=batch), "recording the workers' start")
 
     def diverged(self, error) -> None:
@@ -74,12 +78,14 @@ class MetricsLog:
                 if count and size + len(metrics) > 1000:
                     break
                 count, size = count + 1, size + len(metrics)
-            batch = [Metric(k, float(v), ts, step)
-                     for step, ts, metrics in self.pending[:count] for k, v in metrics.items()]
+            batch = [
+                Metric(k, float(v), ts, step) for step, ts, metrics in self.pending[:count] for k, v in metrics.items()
+            ]
             try:
                 if final:
-                    retrying(lambda: self.client.log_batch(self.run_id, metrics=batch),
-                                      "logging the run's last metrics")
+                    retrying(
+                        lambda: self.client.log_batch(self.run_id, metrics=batch), "logging the run's last metrics"
+                    )
                 else:
                     self.client.log_batch(self.run_id, metrics=batch)
             except Exception as error:  # noqa: BLE001 - kept for the next flush when transient

@@ -84,6 +84,7 @@ def runs_uri(run_id: str, path: str) -> str:
 
 # ---- ensemble members ---------------------------------------------------------------------------
 
+
 def metric_name(name: str) -> str:
     return re.sub(r"[^\w\-. /:]", "_", name)  # characters MLflow allows in a metric key
 
@@ -100,11 +101,15 @@ def member_tag(name: str) -> str:
 
 def member_run_ids(tags: dict) -> dict[str, str]:
     """``{metric prefix: training run id}`` from an evaluation run's tags (``member_tag``)."""
-    return {key.removesuffix(".run_id"): value for key, value in sorted(tags.items())
-            if key.startswith("member.") and key.endswith(".run_id")}
+    return {
+        key.removesuffix(".run_id"): value
+        for key, value in sorted(tags.items())
+        if key.startswith("member.") and key.endswith(".run_id")
+    }
 
 
 # ---- reading runs -------------------------------------------------------------------------------
+
 
 def kind_of(run) -> str | None:
     return run.data.tags.get(KIND)
@@ -125,12 +130,20 @@ def training_tags(config) -> dict:
     from workloads.models import parse_model_name
 
     spec = parse_model_name(config.model)
-    return {CONFIG_HASH: config.hash(), MODEL: config.model, DEPTH: spec.depth, RESIDUAL: spec.residual,
-            SHORTCUT: config.shortcut or spec.default_shortcut, DATASET: config.dataset, RECIPE: config.recipe,
-            GIT_COMMIT: git_commit()}
+    return {
+        CONFIG_HASH: config.hash(),
+        MODEL: config.model,
+        DEPTH: spec.depth,
+        RESIDUAL: spec.residual,
+        SHORTCUT: config.shortcut or spec.default_shortcut,
+        DATASET: config.dataset,
+        RECIPE: config.recipe,
+        GIT_COMMIT: git_commit(),
+    }
 
 
 # ---- where runs are recorded --------------------------------------------------------------------
+
 
 def default_tracking_uri(tracking_uri: str | None, storage_path: str) -> str:
     """``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else sqlite next to the run storage
@@ -141,6 +154,8 @@ def default_tracking_uri(tracking_uri: str | None, storage_path: str) -> str:
     if uri:
         return uri
     if is_remote(storage_path):
-        raise ValueError(f"storage_path {storage_path!r} is remote: give a tracking_uri "
-                         "(--tracking-uri or MLFLOW_TRACKING_URI) that every node can reach")
+        raise ValueError(
+            f"storage_path {storage_path!r} is remote: give a tracking_uri "
+            "(--tracking-uri or MLFLOW_TRACKING_URI) that every node can reach"
+        )
     return f"sqlite:///{Path(storage_path).resolve() / 'mlflow.db'}"

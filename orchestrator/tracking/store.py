@@ -27,8 +27,14 @@ from orchestrator.tracking.schema import ATTEMPT_TAGS, ERROR, KIND, PARENT_RUN_I
 PARAM_VALUE_LIMIT = 6000  # characters MLflow keeps of one param value
 # The driver module a database tracking URI's dialect imports -> the package that provides it. The
 # project installs psycopg (SQLAlchemy's default for postgresql://); the others are the user's choice.
-DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
-                   "pymysql": "pymysql", "pyodbc": "pyodbc", "pymssql": "pymssql"}
+DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "pymysql",
+    "pyodbc": "pyodbc",
+    "pymssql": "pymssql",
+}
 
 # MLflow's sqlite store runs alembic migrations on first use and logs each one at INFO.
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -49,23 +55,29 @@ def connect(uri: str) -> MlflowClient:
     """A client for ``uri``, checked to answer; ValueError naming the URI when it does not."""
     tracking_patience_s()  # a bad setting fails here, before anything is written, not when it is needed
     if uri.startswith("file:") or ("://" not in uri and not uri.startswith("databricks")):
-        raise ValueError(f"tracking URI {uri!r} is a file store, deprecated in MLflow 3; use "
-                         "sqlite:///path/mlflow.db or an http(s):// tracking server")
+        raise ValueError(
+            f"tracking URI {uri!r} is a file store, deprecated in MLflow 3; use "
+            "sqlite:///path/mlflow.db or an http(s):// tracking server"
+        )
     if uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise ValueError(f"cannot create the MLflow database folder {folder}: {error.strerror}; "
-                             "pick another --storage-path or --tracking-uri") from None
+            raise ValueError(
+                f"cannot create the MLflow database folder {folder}: {error.strerror}; "
+                "pick another --storage-path or --tracking-uri"
+            ) from None
     fail_fast()
     try:
         client = MlflowClient(tracking_uri=uri)  # a database URI opens its store (and driver) here
         client.search_experiments(max_results=1)
     except ModuleNotFoundError as error:
         package = DRIVER_PACKAGES.get(error.name.split(".")[0], error.name)
-        raise ValueError(f"MLflow tracking URI {uri.split('://')[0]}://... needs the Python package {package!r}, "
-                         f"which is not installed (pip install {package})") from None
+        raise ValueError(
+            f"MLflow tracking URI {uri.split('://')[0]}://... needs the Python package {package!r}, "
+            f"which is not installed (pip install {package})"
+        ) from None
     except Exception as error:  # noqa: BLE001 - any transport or store error means unreachable
         reason = str(error).splitlines()[0][:200]
         raise ValueError(f"MLflow tracking URI {uri!r} is unreachable: {reason}") from None
@@ -113,15 +125,21 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
 
 
 def find_run(client: MlflowClient, experiment_id: str, run_key: str):
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY}` = '{run_key}'",
-                              max_results=2)
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY}` = '{run_key}'", max_results=2)
     if len(runs) > 1:
         raise ValueError(f"several MLflow runs carry {RUN_KEY}={run_key!r}; delete the duplicates")
     return runs[0] if runs else None
 
 
-def get_or_create_run(client: MlflowClient, experiment_id: str, run_key: str, *, run_name: str,
-                      tags: dict | None = None, parent_run_id: str | None = None):
+def get_or_create_run(
+    client: MlflowClient,
+    experiment_id: str,
+    run_key: str,
+    *,
+    run_name: str,
+    tags: dict | None = None,
+    parent_run_id: str | None = None,
+):
     """``(run, created)``: the run tagged ``run_key``, or a new one (nested under ``parent_run_id``)."""
     run = find_run(client, experiment_id, run_key)
     if run is not None:
@@ -146,8 +164,9 @@ def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: s
     """Every run matching, across MLflow's result pages, oldest first."""
     runs, token = [], None
     while True:
-        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token,
-                                  order_by=["attributes.start_time ASC"])
+        page = client.search_runs(
+            experiment_ids, filter_string, max_results=1000, page_token=token, order_by=["attributes.start_time ASC"]
+        )
         runs += page
         token = page.token
         if not token:
@@ -167,8 +186,10 @@ def find_parent(client: MlflowClient, key: str, experiment: str | None = None):
         ids = [e.experiment_id for e in client.search_experiments()]
     else:
         found = client.get_experiment_by_name(experiment)
-        ids, where = ([found.experiment_id] if found else [experiment if experiment.isdigit() else "-1"],
-                      f"experiment {experiment!r}")
+        ids, where = (
+            [found.experiment_id] if found else [experiment if experiment.isdigit() else "-1"],
+            f"experiment {experiment!r}",
+        )
     try:
         runs = search_all(client, ids, f"attributes.run_name = '{key}'") if ids else []
     except MlflowException:
@@ -178,8 +199,10 @@ def find_parent(client: MlflowClient, key: str, experiment: str | None = None):
     if not runs:
         raise ValueError(f"--parent {key!r}: no MLflow run has this id or name in {where}")
     if len(runs) > 1:
-        raise ValueError(f"--parent {key!r}: {len(runs)} runs have this name "
-                         f"({', '.join(r.info.run_id for r in runs)}); pass a run id")
+        raise ValueError(
+            f"--parent {key!r}: {len(runs)} runs have this name "
+            f"({', '.join(r.info.run_id for r in runs)}); pass a run id"
+        )
     return runs[0]
 
 
@@ -191,8 +214,7 @@ def child_runs(client: MlflowClient, parent) -> list:
 def retire_run(client: MlflowClient, run) -> None:
     """Take ``run`` out of its run key (``--force``): it stays in MLflow, marked as retired."""
     run_id = run.info.run_id
-    set_tags(client, run_id, {RUN_KEY: f"{run.data.tags.get(RUN_KEY)}@retired-{run_id}",
-                              RETIRED: "true"})
+    set_tags(client, run_id, {RUN_KEY: f"{run.data.tags.get(RUN_KEY)}@retired-{run_id}", RETIRED: "true"})
     if run.info.status == "RUNNING":
         client.set_terminated(run_id, "KILLED")
 
@@ -218,7 +240,7 @@ def log_params(client: MlflowClient, run_id: str, values: dict) -> None:
         key, (old, new) = next(iter(changed.items()))
         raise ValueError(f"run {run_id} already has param {key}={old!r}, not {new!r}")
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run_id, params=params[start:start + 100])
+        client.log_batch(run_id, params=params[start : start + 100])
 
 
 def now_ms() -> int:
@@ -267,6 +289,8 @@ def tracking_patience_s() -> float:
     if not seconds >= 0:  # also refuses nan
         raise ValueError(f"{PATIENCE_ENV}={raw!r} is not a number of seconds >= 0")
     return seconds
+
+
 _TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED", "REQUEST_LIMIT_EXCEEDED"}
 
 
@@ -277,15 +301,17 @@ class TrackingUnavailable(Unavailable):
 def is_transient(error: BaseException) -> bool:
     """An error a later attempt may not repeat: the server unreachable (refused, timed out, down
     behind a proxy), overloaded, or its sqlite file busy. Anything else is raised at once."""
-    if isinstance(error, (ConnectionError, TimeoutError, requests.exceptions.ConnectionError,
-                          requests.exceptions.Timeout)):
+    if isinstance(
+        error, (ConnectionError, TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+    ):
         return True
     if not isinstance(error, MlflowException):
         return False
     message = str(error)
     # MLflow wraps a transport failure as "API request to URL failed with exception ...".
-    return (error.error_code in _TRANSIENT_CODES or message.startswith("API request to")
-            or "database is locked" in message)
+    return (
+        error.error_code in _TRANSIENT_CODES or message.startswith("API request to") or "database is locked" in message
+    )
 
 
 def retrying(call, what: str, patience_s: float | None = None, pause_s: float = 5.0):
@@ -301,9 +327,9 @@ def retrying(call, what: str, patience_s: float | None = None, pause_s: float = 
                 raise
             if time.monotonic() >= deadline:
                 first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-                raise TrackingUnavailable(f"MLflow tracking server unreachable while {what} (gave up after "
-                                          f"{patience_s:g}s): "
-                                          f"{first_line}") from error
+                raise TrackingUnavailable(
+                    f"MLflow tracking server unreachable while {what} (gave up after {patience_s:g}s): {first_line}"
+                ) from error
             time.sleep(pause_s)
 
 
@@ -311,10 +337,16 @@ def git_commit() -> str:
     """The checkout's commit (with ``-dirty`` for local changes), or ``unknown`` outside git."""
     root = Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")

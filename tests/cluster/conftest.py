@@ -37,8 +37,12 @@ class Services:
     def job_env(self) -> dict:
         """The jobs' MLflow identity: on a real cluster these come from a Secret into the pods' env
         (cluster/kuberay/*.yaml); a runtime_env is visible to anyone holding the Ray token."""
-        return {"MLFLOW_TRACKING_USERNAME": self.user[0], "MLFLOW_TRACKING_PASSWORD": self.user[1],
-                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+        return {
+            "MLFLOW_TRACKING_USERNAME": self.user[0],
+            "MLFLOW_TRACKING_PASSWORD": self.user[1],
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+        }
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +52,7 @@ def services():
         pytest.fail("PostgreSQL is not installed: run `make test-services` (Debian: apt-get install postgresql)")
     import flask_wtf  # noqa: F401 - mlflow[auth], for --app-name basic-auth
     import psycopg2  # noqa: F401 - psycopg2-binary, for MLflow on PostgreSQL
+
     base = Path(tempfile.mkdtemp(prefix="rcl", dir="/tmp"))
     base.chmod(0o755)  # the postgres user must reach its data dir inside
     postgres = Postgres(base)
@@ -72,16 +77,35 @@ def ray_cli(env: dict, *args, timeout: float = 120) -> subprocess.CompletedProce
 
 def submit(cluster, services: Services, submission_id: str, source: Path, command: list[str]) -> None:
     """``ray job submit --no-wait`` of ``python -m ...`` with this checkout as the working dir."""
-    runtime_env = {"excludes": [".venv", ".git", "runs", "mlruns", "*.egg-info", ".pytest_cache", "reports"],
-                   "env_vars": services.job_env}
-    submitted = ray_cli(cluster.head.env, "job", "submit", "--address", cluster.dashboard.url,
-                        "--submission-id", submission_id, "--no-wait", "--working-dir", str(source),
-                        "--runtime-env-json", json.dumps(runtime_env), "--", "python", "-m", *command, timeout=300)
+    runtime_env = {
+        "excludes": [".venv", ".git", "runs", "mlruns", "*.egg-info", ".pytest_cache", "reports"],
+        "env_vars": services.job_env,
+    }
+    submitted = ray_cli(
+        cluster.head.env,
+        "job",
+        "submit",
+        "--address",
+        cluster.dashboard.url,
+        "--submission-id",
+        submission_id,
+        "--no-wait",
+        "--working-dir",
+        str(source),
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        "--",
+        "python",
+        "-m",
+        *command,
+        timeout=300,
+    )
     assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
 
 
 def waiting_logs(cluster, submission_id: str, timeout: float) -> str:
     """The job's log once it says what it waits for (it must not have ended or started training)."""
+
     def said():
         status = cluster.dashboard.job(submission_id)["status"]
         logs = cluster.dashboard.job_logs(submission_id)

@@ -107,6 +107,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
 
 # ---- PostgreSQL ------------------------------------------------------------------------------
 
+
 def postgres_bin() -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     return found[-1].parent if found else None
@@ -132,8 +133,14 @@ class Postgres:
             self.runas = ["runuser", "-u", "postgres", "--"]
 
     def _run(self, *cmd, **kw):
-        return subprocess.run(self.runas + [str(c) for c in cmd], check=True, capture_output=True,
-                              text=True, timeout=kw.pop("timeout", 120), **kw)
+        return subprocess.run(
+            self.runas + [str(c) for c in cmd],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=kw.pop("timeout", 120),
+            **kw,
+        )
 
     def start(self) -> None:
         for folder in (self.data, self.socket_dir, self.log.parent):
@@ -141,17 +148,41 @@ class Postgres:
             if self.owner:
                 os.chown(folder, self.owner.pw_uid, self.owner.pw_gid)
         self.data.chmod(0o700)
-        self._run(self.bin / "initdb", "-D", self.data, "-U", "postgres", "-E", "UTF8",
-                  "--auth-local=trust", "--auth-host=scram-sha-256", "--no-instructions")
+        self._run(
+            self.bin / "initdb",
+            "-D",
+            self.data,
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-instructions",
+        )
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off"
-        self._run(self.bin / "pg_ctl", "-D", self.data, "-o", options, "-l", self.log, "-w",
-                  "-t", "60", "start")
-        sql = (f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}';"
-               f"CREATE DATABASE mlflow OWNER {self.user};"
-               f"CREATE DATABASE mlflow_auth OWNER {self.user};")
+        self._run(self.bin / "pg_ctl", "-D", self.data, "-o", options, "-l", self.log, "-w", "-t", "60", "start")
+        sql = (
+            f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}';"
+            f"CREATE DATABASE mlflow OWNER {self.user};"
+            f"CREATE DATABASE mlflow_auth OWNER {self.user};"
+        )
         for statement in sql.split(";")[:-1]:
-            self._run(self.bin / "psql", "-h", self.socket_dir, "-p", self.port, "-U", "postgres",
-                      "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", statement)
+            self._run(
+                self.bin / "psql",
+                "-h",
+                self.socket_dir,
+                "-p",
+                self.port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                statement,
+            )
 
     def uri(self, database: str) -> str:
         # +psycopg2 explicitly: SQLAlchemy 2.1 maps plain postgresql:// to psycopg (3).
@@ -160,8 +191,14 @@ class Postgres:
     def query(self, sql: str, database: str = "mlflow", params=None) -> list[tuple]:
         import psycopg2
 
-        with psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user,
-                              password=self.password, dbname=database, connect_timeout=10) as conn:
+        with psycopg2.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=database,
+            connect_timeout=10,
+        ) as conn:
             with conn.cursor() as cursor:
                 cursor.execute(sql, params)
                 return cursor.fetchall()
@@ -184,6 +221,7 @@ class Postgres:
 
 
 # ---- MLflow tracking server ------------------------------------------------------------------
+
 
 class MlflowServer:
     """cluster/mlflow/start-server.sh on 127.0.0.1 with basic auth, PostgreSQL and served artifacts."""
@@ -214,8 +252,9 @@ class MlflowServer:
     def start(self, timeout: float = 180) -> None:
         self.artifacts.mkdir()
         with open(self.log, "w") as log:
-            self.process = subprocess.Popen([str(START_SERVER)], env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, cwd=self.runtime.parent)
+            self.process = subprocess.Popen(
+                [str(START_SERVER)], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.runtime.parent
+            )
 
         def up():
             if self.process.poll() is not None:
@@ -230,8 +269,12 @@ class MlflowServer:
     def create_user(self, username: str) -> tuple[str, str]:
         """A non-admin user for the jobs (the admin's password stays with whoever runs the server)."""
         password = secrets.token_urlsafe(18)
-        response = requests.post(f"{self.url}/api/2.0/mlflow/users/create", auth=self.admin,
-                                 json={"username": username, "password": password}, timeout=30)
+        response = requests.post(
+            f"{self.url}/api/2.0/mlflow/users/create",
+            auth=self.admin,
+            json={"username": username, "password": password},
+            timeout=30,
+        )
         response.raise_for_status()
         return username, password
 
@@ -242,22 +285,28 @@ class MlflowServer:
 
 # ---- Ray nodes -------------------------------------------------------------------------------
 
+
 class RayNode:
     """One `ray start` node with the flags a shipped config gives it (``tests/cluster/shipped.py``,
     rewritten for this machine), plus what only one machine running several nodes needs: its own
     temp dir, ports and worker port range, and ``--node-name`` (how the tests tell the nodes apart).
     Token auth on, as every shipped config turns it on."""
 
-    def __init__(self, base: Path, name: str, token: str, flags: list[str], head: bool,
-                 head_address: str | None = None):
+    def __init__(
+        self, base: Path, name: str, token: str, flags: list[str], head: bool, head_address: str | None = None
+    ):
         self.name = name
         self.temp = base / name  # short: Ray's unix socket paths must fit in 107 characters
         self.head, self.head_address, self.flags = head, head_address, list(flags)
         self.gcs_port = free_port()
         self.node_manager_port = free_port()
         self.dashboard_port = free_port()
-        self.env = os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
-                                 "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
+        self.env = os.environ | {
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": token,
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
         self.env.pop("RAY_ADDRESS", None)
         self.raylet_pid: int | None = None
         self.pids: set[int] = set()
@@ -269,14 +318,28 @@ class RayNode:
 
     def command(self) -> list[str]:
         low, high = free_port_range()
-        cmd = [str(BIN / "ray"), "start", *self.flags, f"--node-name={self.name}", f"--temp-dir={self.temp}",
-               f"--node-manager-port={self.node_manager_port}", f"--object-manager-port={free_port()}",
-               f"--min-worker-port={low}", f"--max-worker-port={high}",
-               f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-               f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+        cmd = [
+            str(BIN / "ray"),
+            "start",
+            *self.flags,
+            f"--node-name={self.name}",
+            f"--temp-dir={self.temp}",
+            f"--node-manager-port={self.node_manager_port}",
+            f"--object-manager-port={free_port()}",
+            f"--min-worker-port={low}",
+            f"--max-worker-port={high}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+        ]
         if self.head:
-            cmd += ["--head", f"--port={self.gcs_port}", f"--ray-client-server-port={free_port()}",
-                    f"--dashboard-port={self.dashboard_port}"]
+            cmd += [
+                "--head",
+                f"--port={self.gcs_port}",
+                f"--ray-client-server-port={free_port()}",
+                f"--dashboard-port={self.dashboard_port}",
+            ]
         else:
             cmd += [f"--address={self.head_address}"]
         return cmd
@@ -376,8 +439,14 @@ class LocalCluster:
         return self
 
     def add_worker(self) -> RayNode:
-        node = RayNode(self.base, f"{self.label}w{len(self.workers) + 1}", self.token,
-                       for_this_machine(self.worker_shape), head=False, head_address=self.head.address)
+        node = RayNode(
+            self.base,
+            f"{self.label}w{len(self.workers) + 1}",
+            self.token,
+            for_this_machine(self.worker_shape),
+            head=False,
+            head_address=self.head.address,
+        )
         self.workers.append(node)
         node.start()
         node.node_id = self._alive_id(node)

@@ -11,8 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-TEXT_SUFFIXES = {".py", ".sh", ".yaml", ".yml", ".md", ".toml", ".cfg", ".ini", ".json", ".txt", ".env",
-                 ".conf", ""}
+TEXT_SUFFIXES = {".py", ".sh", ".yaml", ".yml", ".md", ".toml", ".cfg", ".ini", ".json", ".txt", ".env", ".conf", ""}
 MAX_BYTES = 1_000_000
 
 # A value that names a secret instead of holding it.
@@ -22,17 +21,20 @@ PLACEHOLDER_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")  # PASSWORD, MLFLOW_PASSWORD
 PATTERNS = {
     "AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
     "AWS secret access key": re.compile(
-        r"(?i)aws_?secret_?access_?key\W{0,4}[:=]\s*[\"']?(?P<value>[A-Za-z0-9/+=]{40})\b"),
+        r"(?i)aws_?secret_?access_?key\W{0,4}[:=]\s*[\"']?(?P<value>[A-Za-z0-9/+=]{40})\b"
+    ),
     "private key": re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
     "GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
     "Slack token": re.compile(r"\bxox[baprs]-[A-Za-z0-9-]{10,}\b"),
     # `password: VALUE`, `PASSWORD="VALUE"`, `"password": "VALUE"` (YAML, env, ini, JSON, code)
     "password literal": re.compile(
-        r"(?i)\b[\w.-]*passw(?:or)?d[\w-]*[\"']?\s*[:=]\s*(?P<q>[\"']?)(?P<value>[^\s\"'#,;)}\]]+)(?P=q)"),
+        r"(?i)\b[\w.-]*passw(?:or)?d[\w-]*[\"']?\s*[:=]\s*(?P<q>[\"']?)(?P<value>[^\s\"'#,;)}\]]+)(?P=q)"
+    ),
     # token/secret/api key assigned a long literal (hex, base64, urlsafe)
     "token literal": re.compile(
         r"(?i)\b[\w.-]*(?:token|secret|api_?key)[\w-]*[\"']?\s*[:=]\s*(?P<q>[\"']?)"
-        r"(?P<value>[A-Za-z0-9+/_=-]{20,})(?P=q)"),
+        r"(?P<value>[A-Za-z0-9+/_=-]{20,})(?P=q)"
+    ),
     "URI with a password": re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s/:@\"']+:(?P<value>[^\s@/\"']+)@"),
 }
 
@@ -84,8 +86,13 @@ def _looks_random(value: str) -> bool:
 
 def repository_files(root: Path) -> list[Path]:
     """Tracked files plus untracked ones git does not ignore (what a `git add -A` would commit)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=root, capture_output=True, check=True, timeout=60).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return sorted({root / name for name in listed.decode().split("\0") if name})
 
 

@@ -28,10 +28,25 @@ AWS = CLUSTER / "aws" / "cluster.yaml"
 KUBERAY = sorted((CLUSTER / "kuberay").glob("ray*.yaml"))  # the RayCluster and the RayJobs
 LOCAL_WORKER_CPUS = 2  # this machine's cores, standing for a GPU node's
 # Flags whose value names the real machine, replaced by for_this_machine.
-MACHINE_FLAGS = ("--port", "--address", "--object-manager-port", "--node-manager-port", "--dashboard-port",
-                 "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
-                 "--runtime-env-agent-port", "--ray-client-server-port", "--min-worker-port",
-                 "--max-worker-port", "--autoscaling-config", "--temp-dir", "--node-name", "--block", "--num-gpus")
+MACHINE_FLAGS = (
+    "--port",
+    "--address",
+    "--object-manager-port",
+    "--node-manager-port",
+    "--dashboard-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--metrics-export-port",
+    "--runtime-env-agent-port",
+    "--ray-client-server-port",
+    "--min-worker-port",
+    "--max-worker-port",
+    "--autoscaling-config",
+    "--temp-dir",
+    "--node-name",
+    "--block",
+    "--num-gpus",
+)
 
 
 @dataclass(frozen=True)
@@ -55,9 +70,9 @@ class Node:
 def _ray_start(command: str) -> list[str]:
     """The flags of the `ray start` inside a shell command line (``... && ray start ...``)."""
     words = shlex.split(command)
-    start = next(i for i in range(len(words) - 1) if words[i:i + 2] == ["ray", "start"])
+    start = next(i for i in range(len(words) - 1) if words[i : i + 2] == ["ray", "start"])
     flags = []
-    for word in words[start + 2:]:
+    for word in words[start + 2 :]:
         if word in ("&&", ";", "||"):
             break
         flags.append(word)
@@ -84,21 +99,24 @@ def aws_nodes() -> list[Node]:
     (worker_command,) = [c for c in config["worker_start_ray_commands"] if "ray start" in c]
     nodes = [Node("aws/cluster.yaml head", True, _joined(_ray_start(head_command)), head_type.get("resources", {}))]
     worker_flags = _joined(_ray_start(worker_command))
-    nodes += [Node(f"aws/cluster.yaml {name}", False, worker_flags, types[name].get("resources", {}))
-              for name in workers]
+    nodes += [
+        Node(f"aws/cluster.yaml {name}", False, worker_flags, types[name].get("resources", {})) for name in workers
+    ]
     return nodes
 
 
 def _kuberay_flags(params: dict) -> list[str]:
-    return [f"--{key}" if str(value).lower() == "true" else f"--{key}={value}"
-            for key, value in params.items() if str(value).lower() != "false"]
+    return [
+        f"--{key}" if str(value).lower() == "true" else f"--{key}={value}"
+        for key, value in params.items()
+        if str(value).lower() != "false"
+    ]
 
 
 def _limits(group: dict) -> dict:
     (container,) = group["template"]["spec"]["containers"][:1]
     limits = container.get("resources", {}).get("limits", {})
-    return {"CPU": float(limits["cpu"]) if "cpu" in limits else None,
-            "GPU": float(limits.get("nvidia.com/gpu", 0))}
+    return {"CPU": float(limits["cpu"]) if "cpu" in limits else None, "GPU": float(limits.get("nvidia.com/gpu", 0))}
 
 
 def kuberay_nodes(path: Path) -> list[Node]:
@@ -106,11 +124,16 @@ def kuberay_nodes(path: Path) -> list[Node]:
     spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
     name = path.relative_to(CLUSTER).as_posix()
     head = spec["headGroupSpec"]
-    nodes = [Node(f"{name} head", True, ("--head", *_kuberay_flags(head.get("rayStartParams", {}))),
-                  _limits(head))]
+    nodes = [Node(f"{name} head", True, ("--head", *_kuberay_flags(head.get("rayStartParams", {}))), _limits(head))]
     for group in spec.get("workerGroupSpecs", []):
-        nodes.append(Node(f"{name} {group['groupName']}", False,
-                          tuple(_kuberay_flags(group.get("rayStartParams", {}))), _limits(group)))
+        nodes.append(
+            Node(
+                f"{name} {group['groupName']}",
+                False,
+                tuple(_kuberay_flags(group.get("rayStartParams", {}))),
+                _limits(group),
+            )
+        )
     return nodes
 
 

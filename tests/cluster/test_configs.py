@@ -47,10 +47,16 @@ def cluster_spec(doc: dict) -> dict:
 
 # ---- every YAML ------------------------------------------------------------------------------
 
+
 def test_there_are_cluster_configs():
     names = {p.relative_to(CLUSTER).as_posix() for p in YAMLS}
-    assert {"aws/cluster.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob-ablate.yaml",
-            "kuberay/rayjob-ensemble.yaml", "kuberay/mlflow.yaml"} <= names
+    assert {
+        "aws/cluster.yaml",
+        "kuberay/raycluster.yaml",
+        "kuberay/rayjob-ablate.yaml",
+        "kuberay/rayjob-ensemble.yaml",
+        "kuberay/mlflow.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.relative_to(CLUSTER).as_posix())
@@ -60,6 +66,7 @@ def test_every_yaml_parses(path):
 
 
 # ---- the Ray cluster launcher ----------------------------------------------------------------
+
 
 def test_the_launcher_config_passes_rays_own_schema():
     from ray.autoscaler._private.util import fillout_defaults, validate_config
@@ -180,8 +187,12 @@ def test_the_mlflow_server_runs_the_start_script_with_secrets_from_the_environme
     script = container["command"][0].split("resnet-orchestrator/", 1)[1]
     assert (ROOT / script).is_file()
     env = env_of(container)
-    for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI", "MLFLOW_FLASK_SERVER_SECRET_KEY",
-                 "MLFLOW_AUTH_ADMIN_PASSWORD"):
+    for name in (
+        "MLFLOW_BACKEND_STORE_URI",
+        "MLFLOW_AUTH_DATABASE_URI",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+    ):
         assert "secretKeyRef" in env[name]["valueFrom"], name
     assert env["MLFLOW_ARTIFACTS_DESTINATION"]["value"].startswith("s3://")
 
@@ -191,13 +202,13 @@ def test_the_start_script_refuses_to_run_without_its_secrets():
     text = script.read_text()
     for flag in ("--app-name basic-auth", "--serve-artifacts", "--artifacts-destination", "--backend-store-uri"):
         assert flag in text
-    done = subprocess.run([str(script)], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-                          timeout=30)
+    done = subprocess.run([str(script)], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "MLFLOW_BACKEND_STORE_URI" in done.stderr and "MLFLOW_FLASK_SERVER_SECRET_KEY" in done.stderr
 
 
 # ---- committed secrets -----------------------------------------------------------------------
+
 
 def test_no_secret_is_committed():
     findings = scan_files(repository_files(ROOT), ROOT)
@@ -224,11 +235,17 @@ def test_the_secret_scan_finds_a_planted_secret(tmp_path, name):
     assert scan_files([planted], tmp_path), f"missed: {PLANTED[name]!r}"
 
 
-@pytest.mark.parametrize("text", [
-    "password: ${MLFLOW_PASSWORD}", "MLFLOW_TRACKING_PASSWORD=$MLFLOW_TRACKING_PASSWORD",
-    "postgresql+psycopg2://USER:PASSWORD@HOST:5432/mlflow", "valueFrom: {secretKeyRef: {name: x, key: password}}",
-    "token = secrets.token_hex(32)", "admin_password = <strong-password>",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password: ${MLFLOW_PASSWORD}",
+        "MLFLOW_TRACKING_PASSWORD=$MLFLOW_TRACKING_PASSWORD",
+        "postgresql+psycopg2://USER:PASSWORD@HOST:5432/mlflow",
+        "valueFrom: {secretKeyRef: {name: x, key: password}}",
+        "token = secrets.token_hex(32)",
+        "admin_password = <strong-password>",
+    ],
+)
 def test_the_secret_scan_accepts_placeholders(text):
     path = Path("example.py") if "secrets." in text else Path("example.yaml")
     assert not scan_text(text, path)
@@ -244,8 +261,12 @@ def test_every_shipped_node_is_started_with_real_ray_start_flags():
 
     options = {opt for param in start.params for opt in param.opts}
     nodes = every_node()
-    assert {n.source.split()[0] for n in nodes} == {"aws/cluster.yaml", "kuberay/raycluster.yaml",
-                                                    "kuberay/rayjob-ablate.yaml", "kuberay/rayjob-ensemble.yaml"}
+    assert {n.source.split()[0] for n in nodes} == {
+        "aws/cluster.yaml",
+        "kuberay/raycluster.yaml",
+        "kuberay/rayjob-ablate.yaml",
+        "kuberay/rayjob-ensemble.yaml",
+    }
     for node in nodes:
         unknown = [f for f in node.flags if f.partition("=")[0] not in options]
         assert not unknown, (node.source, unknown)
@@ -266,7 +287,9 @@ def test_the_local_rewrite_changes_only_what_names_the_machine():
         local = for_this_machine(node)
         kept = [f for f in node.flags if f.partition("=")[0] not in MACHINE_FLAGS and f != "--head"]
         for flag in kept:
-            assert flag in local or (flag == "--dashboard-host=0.0.0.0" and "--dashboard-host=127.0.0.1" in local), \
-                (node.source, flag)
+            assert flag in local or (flag == "--dashboard-host=0.0.0.0" and "--dashboard-host=127.0.0.1" in local), (
+                node.source,
+                flag,
+            )
         added = [f for f in local if f not in kept and f != "--dashboard-host=127.0.0.1"]
         assert added in ([], ["--num-cpus=2"]), (node.source, added)  # a worker's cores: this machine's

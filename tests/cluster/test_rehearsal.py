@@ -33,8 +33,7 @@ from tests.cluster.shipped import head_of, worker_of
 NAME = "rehearsal"
 TRAIN_IMAGES, BATCH, ITERATIONS = 1024, 128, 16  # smoke recipe batch 128: 8 iterations an epoch
 EPOCHS = math.ceil(ITERATIONS / (TRAIN_IMAGES // BATCH))
-TINY = [f"train_subset={TRAIN_IMAGES}", "test_subset=256", f"recipe.total={ITERATIONS}",
-        "recipe.milestones=[12]"]
+TINY = [f"train_subset={TRAIN_IMAGES}", "test_subset=256", f"recipe.total={ITERATIONS}", "recipe.milestones=[12]"]
 TRIALS = sorted(f"{NAME}-{net}-s0" for net in ("cifar_plain8", "cifar_resnet8-A"))
 JOB_TIMEOUT_S = 540
 # The code the job ships (its working_dir): this checkout; another tree only to debug the rehearsal.
@@ -43,8 +42,9 @@ SOURCE = Path(os.environ.get("CLUSTER_REHEARSAL_SOURCE", ROOT))
 
 @pytest.fixture(scope="module")
 def aws(services):
-    cluster = LocalCluster(services.base, services.token, head_of("aws/cluster.yaml"),
-                           worker_of("aws/cluster.yaml"), "a")
+    cluster = LocalCluster(
+        services.base, services.token, head_of("aws/cluster.yaml"), worker_of("aws/cluster.yaml"), "a"
+    )
     try:
         yield cluster.start()
     finally:
@@ -82,10 +82,24 @@ def test_an_ablation_on_a_zero_cpu_head_waits_for_nodes_and_survives_losing_one(
     assert head["resources_total"].get("CPU", 0) == 0, head["resources_total"]  # as cluster.yaml starts it
     storage = services.base / "shared"  # what every node sees: stands for NFS or s3:// on a cluster
     submission_id = f"{NAME}-{secrets.token_hex(4)}"
-    submit(aws, services, submission_id, SOURCE,
-           ["orchestrator.ablate", "--name", NAME, "--axis", "depth=[8]",
-            "--storage-path", str(storage), "--tracking-uri", services.server.url]
-           + [a for pair in TINY for a in ("--set", pair)])
+    submit(
+        aws,
+        services,
+        submission_id,
+        SOURCE,
+        [
+            "orchestrator.ablate",
+            "--name",
+            NAME,
+            "--axis",
+            "depth=[8]",
+            "--storage-path",
+            str(storage),
+            "--tracking-uri",
+            services.server.url,
+        ]
+        + [a for pair in TINY for a in ("--set", pair)],
+    )
 
     # The head alone holds no trial: the job says so and waits (asking the autoscaler), writing nothing.
     logs = waiting_logs(aws, submission_id, timeout=240)
@@ -95,7 +109,8 @@ def test_an_ablation_on_a_zero_cpu_head_waits_for_nodes_and_survives_losing_one(
     client = MlflowClient(services.server.url)
     experiment = client.get_experiment_by_name("resnet-orchestrator")  # created up front: runs are not
     assert experiment is None or not client.search_runs(
-        [experiment.experiment_id], f"tags.`orchestrator.run_key` LIKE '{NAME}%'"), "an MLflow run before any node"
+        [experiment.experiment_id], f"tags.`orchestrator.run_key` LIKE '{NAME}%'"
+    ), "an MLflow run before any node"
     first = aws.add_worker()  # what the autoscaler would start
 
     placements = Placements()
@@ -112,8 +127,10 @@ def test_an_ablation_on_a_zero_cpu_head_waits_for_nodes_and_survives_losing_one(
             second = aws.add_worker()  # the next node joins, then the first is lost with its machine
             first.crash()
             lost_at = time.monotonic() - started
-            print(f"[rehearsal] lost {first.name} at {lost_at:.0f}s ({len(on_first)} train worker(s) on it, "
-                  f"{len(checkpoints)} checkpoint(s) written)")
+            print(
+                f"[rehearsal] lost {first.name} at {lost_at:.0f}s ({len(on_first)} train worker(s) on it, "
+                f"{len(checkpoints)} checkpoint(s) written)"
+            )
         time.sleep(2)
     logs = aws.dashboard.job_logs(submission_id)
     elapsed = time.monotonic() - started
@@ -137,8 +154,7 @@ def test_an_ablation_on_a_zero_cpu_head_waits_for_nodes_and_survives_losing_one(
     experiment = client.get_experiment_by_name("resnet-orchestrator")
     parent = client.search_runs([experiment.experiment_id], f"tags.`orchestrator.run_key` = '{NAME}'")[0]
     assert parent.info.status == "FINISHED"
-    children = client.search_runs([experiment.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(c.info.run_name for c in children) == TRIALS
     for child in children:
         assert child.info.status == "FINISHED", (child.info.run_name, child.data.tags.get("orchestrator.error"))
@@ -149,18 +165,23 @@ def test_an_ablation_on_a_zero_cpu_head_waits_for_nodes_and_survives_losing_one(
         assert list((storage / NAME / child.info.run_name).glob("checkpoint_*/state.pt")), child.info.run_name
         assert "checkpoints" in {a.path for a in client.list_artifacts(child.info.run_id)}
         # MLflow 3 keeps a logged model beside the run's artifacts, linked by its source run.
-        models = client.search_logged_models([experiment.experiment_id],
-                                             filter_string=f"source_run_id = '{child.info.run_id}'")
+        models = client.search_logged_models(
+            [experiment.experiment_id], filter_string=f"source_run_id = '{child.info.run_id}'"
+        )
         assert [m.name for m in models] == ["model"], child.info.run_name
 
     # ...and straight from PostgreSQL: the server wrote there, not to a local file.
     ids = [c.info.run_id for c in children]
-    rows = services.postgres.query("SELECT status, count(*) FROM runs WHERE run_uuid = ANY(%s) GROUP BY status",
-                                   params=(ids,))
+    rows = services.postgres.query(
+        "SELECT status, count(*) FROM runs WHERE run_uuid = ANY(%s) GROUP BY status", params=(ids,)
+    )
     assert rows == [("FINISHED", len(TRIALS))]
     (epochs_in_db,) = services.postgres.query(
-        "SELECT count(*) FROM metrics WHERE key = 'epoch' AND run_uuid = ANY(%s)", params=(ids,))[0]
+        "SELECT count(*) FROM metrics WHERE key = 'epoch' AND run_uuid = ANY(%s)", params=(ids,)
+    )[0]
     assert epochs_in_db == EPOCHS * len(TRIALS)
     assert list(services.server.artifacts.rglob("state.pt")), "no checkpoint reached the artifact store"
-    print(f"[rehearsal] {len(TRIALS)} trials FINISHED, worker actors per node "
-          f"{ {str(k)[:8]: len(v) for k, v in worker_nodes.items()} }, total {time.monotonic() - started:.0f}s")
+    print(
+        f"[rehearsal] {len(TRIALS)} trials FINISHED, worker actors per node "
+        f"{ {str(k)[:8]: len(v) for k, v in worker_nodes.items()} }, total {time.monotonic() - started:.0f}s"
+    )

@@ -35,14 +35,27 @@ def rayjob(services):
         cluster.stop()
 
 
-def test_ensemble_train_on_a_zero_cpu_head_waits_for_a_node_then_trains_and_evaluates(rayjob, services,
-                                                                                     monkeypatch):
+def test_ensemble_train_on_a_zero_cpu_head_waits_for_a_node_then_trains_and_evaluates(rayjob, services, monkeypatch):
     started = time.monotonic()
     storage = services.base / "shared-ensemble"
     submission_id = f"{NAME}-{secrets.token_hex(4)}"
-    submit(rayjob, services, submission_id, SOURCE,
-           ["orchestrator.ensemble", "train", "--name", NAME, "--storage-path", str(storage),
-            "--tracking-uri", services.server.url] + [a for pair in TINY for a in ("--set", pair)])
+    submit(
+        rayjob,
+        services,
+        submission_id,
+        SOURCE,
+        [
+            "orchestrator.ensemble",
+            "train",
+            "--name",
+            NAME,
+            "--storage-path",
+            str(storage),
+            "--tracking-uri",
+            services.server.url,
+        ]
+        + [a for pair in TINY for a in ("--set", pair)],
+    )
     logs = waiting_logs(rayjob, submission_id, timeout=240)
     assert "the cluster has 0 CPU; autoscaler asked" in logs, logs[-3000:]
     node = rayjob.add_worker()
@@ -76,6 +89,7 @@ def test_ensemble_train_on_a_zero_cpu_head_waits_for_a_node_then_trains_and_eval
     assert len(members) == MEMBERS and {m.info.status for m in members} == {"FINISHED"}
     (evaluation,) = client.search_runs(
         [experiment.experiment_id],
-        f"tags.`orchestrator.kind` = 'ensemble-evaluation' and tags.`orchestrator.ensemble_parent` = '{parent.info.run_id}'")
+        f"tags.`orchestrator.kind` = 'ensemble-evaluation' and tags.`orchestrator.ensemble_parent` = '{parent.info.run_id}'",
+    )
     assert evaluation.data.metrics["members"] == MEMBERS
     assert 0 <= evaluation.data.metrics["ensemble_top1_error"] <= 100

@@ -27,23 +27,33 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_smoke_preset_expands_to_plain_and_residual_at_two_depths():
     ablation = load_ablation("smoke")
     assert [t.name for t in ablation.trials] == [
-        "smoke-cifar_plain8-s0", "smoke-cifar_resnet8-A-s0", "smoke-cifar_plain32-s0", "smoke-cifar_resnet32-A-s0"]
+        "smoke-cifar_plain8-s0",
+        "smoke-cifar_resnet8-A-s0",
+        "smoke-cifar_plain32-s0",
+        "smoke-cifar_resnet32-A-s0",
+    ]
     assert {t.config.dataset for t in ablation.trials} == {"fashion-mnist"}
 
 
 def test_plain_nets_run_once_whatever_the_shortcut_axis_and_include_adds_cells():
-    spec = {"name": "t3", "base": {"dataset": "synthetic"},
-            "matrix": {"family": "imagenet", "depth": [34], "residual": [False, True], "shortcut": ["A", "B", "C"]},
-            "include": [{"depth": 50, "residual": True, "shortcut": "B"}]}
+    spec = {
+        "name": "t3",
+        "base": {"dataset": "synthetic"},
+        "matrix": {"family": "imagenet", "depth": [34], "residual": [False, True], "shortcut": ["A", "B", "C"]},
+        "include": [{"depth": 50, "residual": True, "shortcut": "B"}],
+    }
     names = [t.name for t in expand(spec, {}).trials]
     assert names == ["t3-plain34", "t3-resnet34-A", "t3-resnet34-B", "t3-resnet34-C", "t3-resnet50-B"]
 
 
-@pytest.mark.parametrize("axes, message", [
-    ({"depth": "[21]"}, "not 6n+2"),
-    ({"colour": "[1]"}, "unknown matrix axis 'colour'"),
-    ({"recipe": "[fast]"}, "unknown recipe 'fast'"),
-])
+@pytest.mark.parametrize(
+    "axes, message",
+    [
+        ({"depth": "[21]"}, "not 6n+2"),
+        ({"colour": "[1]"}, "unknown matrix axis 'colour'"),
+        ({"recipe": "[fast]"}, "unknown recipe 'fast'"),
+    ],
+)
 def test_bad_matrices_are_refused_before_any_trial(axes, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         load_ablation("smoke", axes=axes)
@@ -58,15 +68,32 @@ def test_trials_run_as_many_at_once_as_the_machine_holds_and_an_impossible_one_i
     assert trials_at_once(demands(load_ablation("smoke")), None, **at_once) == 2  # 0.95 CPU a trial, 2 CPUs
     assert trials_at_once(demands(load_ablation("smoke")), 1, **at_once) == 1
     wide = load_ablation("smoke", parse_overrides(["workers=4"]))
-    with pytest.raises(ValueError, match=r"trial smoke-cifar_plain8-s0 asks for 4 workers x \{0.95 CPU\} = 3.8 CPU; "
-                                         r"this machine has 2 CPU"):
+    with pytest.raises(
+        ValueError,
+        match=r"trial smoke-cifar_plain8-s0 asks for 4 workers x \{0.95 CPU\} = 3.8 CPU; "
+        r"this machine has 2 CPU",
+    ):
         trials_at_once(demands(wide), None, **at_once)
 
 
 def test_cli_refuses_bad_input_in_one_line_before_ray_starts(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "orchestrator.ablate", "--axis", "depth=[21]",
-                          "--storage-path", str(tmp_path / "runs"), "--json", str(tmp_path / "s.json")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.ablate",
+            "--axis",
+            "depth=[21]",
+            "--storage-path",
+            str(tmp_path / "runs"),
+            "--json",
+            str(tmp_path / "s.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert out.stderr.strip().startswith("error:") and len(out.stderr.strip().splitlines()) == 1
     assert "not 6n+2" in out.stderr
@@ -82,8 +109,7 @@ def test_smoke_matrix_end_to_end(tiny_ablation):
     assert summary["trials_at_once"] == 2  # 2 CPUs, 0.95 + 0.01 per one-worker trial
     parent = client.get_run(summary["parent_run_id"])
     assert parent.info.status == "FINISHED"
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == sorted(t.name for t in ablation.trials)
     for child in children:
         assert child.info.status == "FINISHED"
@@ -107,15 +133,30 @@ def test_smoke_matrix_end_to_end(tiny_ablation):
     again = ablate(ablation, echo=lines.append)
     assert again["parent_run_id"] == parent.info.run_id
     assert "4 finished, 0 to run" in "\n".join(lines)
-    assert len(client.search_runs([parent.info.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")) == 4
+    assert (
+        len(client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")) == 4
+    )
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     storage = tmp_path / "runs"
-    command = [sys.executable, "-m", "orchestrator.ablate", "--name", "resume", "--axis", "depth=[8]",
-               "--axis", "residual=[true]", "--axis", "seed=[0, 1]", "--max-concurrent", "1",
-               "--storage-path", str(storage)]
+    command = [
+        sys.executable,
+        "-m",
+        "orchestrator.ablate",
+        "--name",
+        "resume",
+        "--axis",
+        "depth=[8]",
+        "--axis",
+        "residual=[true]",
+        "--axis",
+        "seed=[0, 1]",
+        "--max-concurrent",
+        "1",
+        "--storage-path",
+        str(storage),
+    ]
     command += [arg for pair in TINY for arg in ("--set", pair)]
     uri = f"sqlite:///{storage / 'mlflow.db'}"
     log = tmp_path / "first.log"
@@ -133,10 +174,10 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     assert "2 trials: 1 finished, 1 to run" in second.stdout
 
     client = MlflowClient(uri)
-    parent = client.search_runs([client.get_experiment_by_name("resnet-orchestrator").experiment_id],
-                                "tags.`orchestrator.run_key` = 'resume'")[0]
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    parent = client.search_runs(
+        [client.get_experiment_by_name("resnet-orchestrator").experiment_id], "tags.`orchestrator.run_key` = 'resume'"
+    )[0]
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     for run_id, end_time in finished.items():  # not retrained
         assert client.get_run(run_id).info.end_time == end_time
@@ -152,8 +193,9 @@ def wait_for_finished_children(db: Path, log: Path, at_least: int, timeout: floa
             client = MlflowClient(f"sqlite:///{db}")
             experiment = client.get_experiment_by_name("resnet-orchestrator")
             if experiment is not None:
-                runs = client.search_runs([experiment.experiment_id],
-                                          "attributes.status = 'FINISHED' and tags.ablation = 'resume'")
+                runs = client.search_runs(
+                    [experiment.experiment_id], "attributes.status = 'FINISHED' and tags.ablation = 'resume'"
+                )
                 if len(runs) >= at_least:
                     return {r.info.run_id: r.info.end_time for r in runs}
         time.sleep(2)
@@ -169,8 +211,9 @@ def test_results_table_goes_to_local_storage_or_a_temp_folder_for_remote_storage
 def test_a_failed_trial_does_not_stop_the_others(ray_local, tmp_path):
     # inject_nan is a config key, so it can be an axis: one trial diverges at its first step.
     overrides = parse_overrides(TINY) | {"storage_path": str(tmp_path / "runs")}
-    ablation = load_ablation("smoke", overrides, name="fails",
-                             axes={"depth": "[8]", "residual": "[true]", "inject_nan": "[null, '0:1']"})
+    ablation = load_ablation(
+        "smoke", overrides, name="fails", axes={"depth": "[8]", "residual": "[true]", "inject_nan": "[null, '0:1']"}
+    )
     lines = []
     summary = ablate(ablation, echo=lines.append)
 

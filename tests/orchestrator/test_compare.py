@@ -36,19 +36,32 @@ CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; make test-services ins
 
 def record(model, seed=0, dataset="cifar10", shortcut=None, top1=None, top5=None, status="FINISHED"):
     residual = "resnet" in model
-    return {"run_id": f"{model}-{shortcut}-{seed}", "name": model, "status": status, "dataset": dataset,
-            "model": model, "net": "residual" if residual else "plain",
-            "depth": int(re.sub(r"\D", "", model)), "shortcut": shortcut, "seed": seed, "setting": "recipe=cifar",
-            "train_error": 1.0, "test_top1_error": top1, "test_top5_error": top5}
+    return {
+        "run_id": f"{model}-{shortcut}-{seed}",
+        "name": model,
+        "status": status,
+        "dataset": dataset,
+        "model": model,
+        "net": "residual" if residual else "plain",
+        "depth": int(re.sub(r"\D", "", model)),
+        "shortcut": shortcut,
+        "seed": seed,
+        "setting": "recipe=cifar",
+        "train_error": 1.0,
+        "test_top1_error": top1,
+        "test_top5_error": top5,
+    }
 
 
 def test_parity_table_puts_the_papers_numbers_beside_mean_and_std_over_seeds():
     records = [record("cifar_resnet110", seed, shortcut="A", top1=e) for seed, e in enumerate([6.5, 6.7, 6.9])]
-    records += [record("cifar_resnet110", 3, shortcut="A", top1=50.0, status="FAILED"),
-                record("cifar_plain20", top1=9.0),
-                record("resnet34", dataset="imagenet", shortcut="B", top1=25.0, top5=8.0),
-                record("resnet34", 1, dataset="imagenet", shortcut="B", top1=25.5, top5=8.5),
-                record("plain34", dataset="imagenet", top1=29.0, top5=10.5)]
+    records += [
+        record("cifar_resnet110", 3, shortcut="A", top1=50.0, status="FAILED"),
+        record("cifar_plain20", top1=9.0),
+        record("resnet34", dataset="imagenet", shortcut="B", top1=25.0, top5=8.0),
+        record("resnet34", 1, dataset="imagenet", shortcut="B", top1=25.5, top5=8.5),
+        record("plain34", dataset="imagenet", top1=29.0, top5=10.5),
+    ]
     rows = {(r["dataset"], r["model"], r["shortcut"]): r for r in parity.parity_table(records)}
 
     r110 = rows["cifar10", "cifar_resnet110", "A"]
@@ -68,14 +81,26 @@ def test_parity_table_puts_the_papers_numbers_beside_mean_and_std_over_seeds():
     assert r34["diff_top5"] == pytest.approx(8.25 - 7.46)
     assert rows["imagenet", "plain34", None]["paper_top1_error"] == 28.54
     assert [r["model"] for r in parity.parity_table(records)] == [
-        "cifar_plain20", "cifar_resnet110", "plain34", "resnet34"]  # by data set, net, depth
+        "cifar_plain20",
+        "cifar_resnet110",
+        "plain34",
+        "resnet34",
+    ]  # by data set, net, depth
 
 
 def evaluation(run_id, view, members, top1=20.0, top5=4.0):
     """An ensemble evaluation as ``comparison.evaluation_record`` reads it: members are (run id, top-1, top-5)."""
-    return {"run_id": run_id, "name": run_id, "dataset": "imagenet", "view": view, "weights": "None",
-            "setting": "checkpoint=last eval_test_subset=None", "top1_error": top1, "top5_error": top5,
-            "members": [{"run_id": i, "top1_error": e1, "top5_error": e5} for i, e1, e5 in members]}
+    return {
+        "run_id": run_id,
+        "name": run_id,
+        "dataset": "imagenet",
+        "view": view,
+        "weights": "None",
+        "setting": "checkpoint=last eval_test_subset=None",
+        "top1_error": top1,
+        "top5_error": top5,
+        "members": [{"run_id": i, "top1_error": e1, "top5_error": e5} for i, e1, e5 in members],
+    }
 
 
 def test_parity_table_puts_evaluated_views_beside_tables_3_4_and_ensembles_beside_table_5():
@@ -97,11 +122,18 @@ def test_parity_table_puts_evaluated_views_beside_tables_3_4_and_ensembles_besid
     assert multiscale["test_top1_error"] == pytest.approx(19.5)
     assert multiscale["test_top5_std"] == pytest.approx(statistics.stdev([4.4, 4.6]))
     assert (multiscale["paper_table"], multiscale["paper_top1_error"], multiscale["paper_top5_error"]) == (
-        "Table 4", 19.38, 4.49)
+        "Table 4",
+        19.38,
+        4.49,
+    )
     assert multiscale["diff_top5"] == pytest.approx(4.5 - 4.49)
     assert multiscale["evaluation_run_ids"] == ["six"]
     ten_crop = cells["resnet152", "10crop", "eval_test_subset=None"]
-    assert (ten_crop["paper_table"], ten_crop["paper_top1_error"], ten_crop["test_top1_error"]) == ("Table 3", 21.43, 21.0)
+    assert (ten_crop["paper_table"], ten_crop["paper_top1_error"], ten_crop["test_top1_error"]) == (
+        "Table 3",
+        21.43,
+        21.0,
+    )
     assert cells["resnet18", "multiscale", "eval_test_subset=None"]["paper_table"] is None  # not in Table 4
 
     ensembles = [r for r in rows if r["model"] == "ensemble"]
@@ -122,12 +154,20 @@ def ablation_report(tiny_ablation, tmp_path_factory):
     client = MlflowClient(uri)
     selection = comparison.select_runs(client, parent=ablation.name)
     lines = []
-    report = comparison.compare(client, uri, selection, folder / "report", fig7_images=FIG7_IMAGES,
-                             echo=lines.append)
-    runs = client.search_runs([selection["experiment"].experiment_id],
-                              f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'")
-    return {"folder": folder, "uri": uri, "client": client, "report": report, "runs": runs,
-            "out": folder / "report", "lines": lines, "selection": selection}
+    report = comparison.compare(client, uri, selection, folder / "report", fig7_images=FIG7_IMAGES, echo=lines.append)
+    runs = client.search_runs(
+        [selection["experiment"].experiment_id], f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'"
+    )
+    return {
+        "folder": folder,
+        "uri": uri,
+        "client": client,
+        "report": report,
+        "runs": runs,
+        "out": folder / "report",
+        "lines": lines,
+        "selection": selection,
+    }
 
 
 def table(ablation_report, name):
@@ -154,11 +194,14 @@ def test_curve_points_are_the_runs_logged_metrics(ablation_report):
     for run in ablation_report["runs"]:
         for metric in ("train_error_step", "test_top1_error"):
             logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric))
-            drawn = [(p["step"], p["value"]) for p in points
-                     if p["run_id"] == run.info.run_id and p["metric"] == metric]
+            drawn = [
+                (p["step"], p["value"]) for p in points if p["run_id"] == run.info.run_id and p["metric"] == metric
+            ]
             assert drawn == logged and len(logged) >= 2
         assert {p["metric"] for p in points if p["run_id"] == run.info.run_id} == {
-            "train_error_step", "test_top1_error"}
+            "train_error_step",
+            "test_top1_error",
+        }
 
 
 def test_fig7_values_come_from_each_runs_checkpoint(ablation_report):
@@ -174,9 +217,12 @@ def test_fig7_values_come_from_each_runs_checkpoint(ablation_report):
 
     # Recomputed here from the run's checkpoint artifact on the same images: the same numbers.
     run = next(r for r in ablation_report["runs"] if r.info.run_name == "tiny-cifar_resnet14-A-s0")
-    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=tracking.checkpoint_artifact("last"),
-                                               dst_path=str(ablation_report["folder"] / "check"),
-                                               tracking_uri=ablation_report["uri"])
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id,
+        artifact_path=tracking.checkpoint_artifact("last"),
+        dst_path=str(ablation_report["folder"] / "check"),
+        tracking_uri=ablation_report["uri"],
+    )
     state = load_checkpoint(path)
     config = ExperimentConfig(**state["config"])
     model = build_run_model(config, state["model"]["conv1.weight"].shape[1], state["model"]["fc.weight"].shape[0])
@@ -208,8 +254,19 @@ def test_html_embeds_both_figures_and_the_report_run_holds_every_file(ablation_r
 
 def test_cli_selects_by_filter_and_writes_json(ablation_report, capsys):
     out, summary = ablation_report["folder"] / "by-filter", ablation_report["folder"] / "s.json"
-    argv = ["--tracking-uri", ablation_report["uri"], "--experiment", "resnet-orchestrator", "--filter",
-            "params.model = 'cifar_resnet8'", "--no-fig7", "--out", str(out), "--json", str(summary)]
+    argv = [
+        "--tracking-uri",
+        ablation_report["uri"],
+        "--experiment",
+        "resnet-orchestrator",
+        "--filter",
+        "params.model = 'cifar_resnet8'",
+        "--no-fig7",
+        "--out",
+        str(out),
+        "--json",
+        str(summary),
+    ]
     with pytest.raises(SystemExit) as exit_info:
         cli.run(compare.main, argv)
     assert exit_info.value.code == 0
@@ -219,18 +276,22 @@ def test_cli_selects_by_filter_and_writes_json(ablation_report, capsys):
     assert "report:" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--experiment", "nope"], "unknown MLflow experiment 'nope'; valid: Default, resnet-orchestrator"),
-    (["--parent", "no-such-ablation"], "--parent 'no-such-ablation': no MLflow run has this id or name"),
-    (["--filter", "params.model ==== 'x'"], "is not a valid MLflow filter"),
-    (["--filter", "params.model = 'cifar_resnet1202'"], "no training runs matched"),
-    (["--parent", "tiny", "--data-root", "/nonexistent"], "Fig. 7 needs the fashion-mnist images"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--experiment", "nope"], "unknown MLflow experiment 'nope'; valid: Default, resnet-orchestrator"),
+        (["--parent", "no-such-ablation"], "--parent 'no-such-ablation': no MLflow run has this id or name"),
+        (["--filter", "params.model ==== 'x'"], "is not a valid MLflow filter"),
+        (["--filter", "params.model = 'cifar_resnet1202'"], "no training runs matched"),
+        (["--parent", "tiny", "--data-root", "/nonexistent"], "Fig. 7 needs the fashion-mnist images"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(ablation_report, capsys, args, message):
     out, summary = ablation_report["folder"] / "bad" / "report", ablation_report["folder"] / "bad.json"
     with pytest.raises(SystemExit) as exit_info:
-        cli.run(compare.main, ["--tracking-uri", ablation_report["uri"], "--out", str(out),
-                               "--json", str(summary), *args])
+        cli.run(
+            compare.main, ["--tracking-uri", ablation_report["uri"], "--out", str(out), "--json", str(summary), *args]
+        )
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
     assert err.startswith("error:") and message in err
@@ -239,14 +300,28 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(ablation_report, capsys
 
 def test_cli_refuses_a_missing_database_in_one_line(tmp_path):
     missing = tmp_path / "nowhere" / "mlflow.db"
-    result = subprocess.run([sys.executable, "-m", "orchestrator.compare", "--tracking-uri", f"sqlite:///{missing}",
-                             "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.compare",
+            "--tracking-uri",
+            f"sqlite:///{missing}",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert f"no MLflow database at {missing}" in result.stderr
     assert not missing.parent.exists() and not (tmp_path / "out").exists()
 
 
 # ---- the page in a real browser ----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -255,8 +330,12 @@ def browser():
         pytest.fail(f"no Chromium at {CHROMIUM}: run `make test-services` (installs Debian's chromium)")
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=list(report.CHROMIUM_FLAGS),
-            viewport={"width": report.PAGE_WIDTH, "height": report.PAGE_HEIGHT})
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=list(report.CHROMIUM_FLAGS),
+            viewport={"width": report.PAGE_WIDTH, "height": report.PAGE_HEIGHT},
+        )
         yield context
         context.close()
 
@@ -290,13 +369,16 @@ def layout(page) -> dict:
 
 def column(page, heading: str, header: str) -> list[str]:
     """The cells under ``header`` in the table after the subsection ``heading``."""
-    return page.evaluate("""([heading, header]) => {
+    return page.evaluate(
+        """([heading, header]) => {
         const h = [...document.querySelectorAll('h3')].find(h => h.textContent === heading);
         let table = h.nextElementSibling;
         while (table.tagName !== 'TABLE') table = table.nextElementSibling;
         const i = [...table.querySelectorAll('th')].findIndex(th => th.textContent === header);
         return [...table.querySelectorAll('tbody tr')].map(tr => tr.children[i].textContent);
-    }""", [heading, header])
+    }""",
+        [heading, header],
+    )
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -311,8 +393,10 @@ def test_the_report_reads_summary_first_and_fits_a_laptop_screen_in_chromium(abl
     assert problems == []
     # Both figures loaded, at the size of the PNG files beside the page.
     assert [i[:2] for i in seen["images"]] == [["training curves", True], ["Fig. 7", True]]
-    assert [tuple(i[2:]) for i in seen["images"]] == [png_size((out / "curves.png").read_bytes()),
-                                                      png_size((out / "fig7.png").read_bytes())]
+    assert [tuple(i[2:]) for i in seen["images"]] == [
+        png_size((out / "curves.png").read_bytes()),
+        png_size((out / "fig7.png").read_bytes()),
+    ]
     # Nothing wider than the window: no sideways scrolling, every table inside it.
     assert seen["page"] <= seen["viewport"] and len(seen["tables"]) == 2
     assert all(right <= seen["viewport"] for right in seen["tables"])
@@ -329,9 +413,12 @@ def test_the_report_run_holds_a_screenshot_of_the_whole_page(ablation_report, br
     client, summary = ablation_report["client"], ablation_report["report"]
     run = client.get_run(summary["report_run_id"])
     assert summary["screenshot"] == "taken" and run.data.tags[tracking.REPORT_SCREENSHOT] == "taken"
-    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=f"report/{comparison.SCREENSHOT}",
-                                               dst_path=str(ablation_report["folder"] / "shot"),
-                                               tracking_uri=ablation_report["uri"])
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id,
+        artifact_path=f"report/{comparison.SCREENSHOT}",
+        dst_path=str(ablation_report["folder"] / "shot"),
+        tracking_uri=ablation_report["uri"],
+    )
     shot = Path(path).read_bytes()
     assert shot == (ablation_report["out"] / comparison.SCREENSHOT).read_bytes()
     # A laptop's width, and as tall as the page Playwright lays out at that width: the whole page.
@@ -347,8 +434,12 @@ def test_the_summary_puts_each_paper_cell_beside_its_number_and_judges_depth(tmp
     summary lists the measured ones with seed counts and signed diffs, and marks each depth trend
     as agreeing with the paper or not."""
     records = [record("cifar_resnet110", seed, shortcut="A", top1=e) for seed, e in enumerate([6.5, 6.7, 6.9])]
-    records += [record("cifar_resnet20", shortcut="A", top1=8.9), record("cifar_resnet56", shortcut="A", status="FAILED"),
-                record("cifar_plain20", top1=9.0), record("cifar_plain56", top1=12.0)]
+    records += [
+        record("cifar_resnet20", shortcut="A", top1=8.9),
+        record("cifar_resnet56", shortcut="A", status="FAILED"),
+        record("cifar_plain20", top1=9.0),
+        record("cifar_plain56", top1=12.0),
+    ]
     train = {"cifar_plain20": 5.0, "cifar_plain56": 7.0, "cifar_resnet20": 2.0, "cifar_resnet110": 3.0}
     for r in records:
         r.update(train_error=train.get(r["model"]), iteration=64000, git_commit="0" * 40, train_metric="train_error")
@@ -362,9 +453,15 @@ def test_the_summary_puts_each_paper_cell_beside_its_number_and_judges_depth(tmp
     assert column(page, "Against the paper", "top-1 err") == ["8.90", "6.70 ± 0.20"]
     assert column(page, "Against the paper", "diff")[:2] == ["+0.15", "+0.27"]
     assert seen["findings"] == [
-        ["agree", "plain nets (seed 0): training error rises with depth, 20 layers 5.0% -> 56 layers 7.0%: "
-                  "as in the paper"],
-        ["disagree", "residual nets (seed 0): training error rises with depth, 20 layers 2.0% -> 110 layers 3.0%: "
-                     "unlike the paper"]]
+        [
+            "agree",
+            "plain nets (seed 0): training error rises with depth, 20 layers 5.0% -> 56 layers 7.0%: as in the paper",
+        ],
+        [
+            "disagree",
+            "residual nets (seed 0): training error rises with depth, 20 layers 2.0% -> 110 layers 3.0%: "
+            "unlike the paper",
+        ],
+    ]
     assert "cifar_resnet56 (FAILED)" in page.inner_text("p.lead")
     page.close()

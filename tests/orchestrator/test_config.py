@@ -32,6 +32,7 @@ def config_of(*argv: str) -> ExperimentConfig:
 
 # --- presets ----------------------------------------------------------------------------------------
 
+
 def test_presets_are_listed_and_load():
     presets = list_presets()
     assert {"smoke", "cifar10"} <= set(presets)
@@ -51,14 +52,24 @@ def test_smoke_preset_is_the_cli_default_and_a_cpu_run():
     config = config_of()
     assert config == load_config("smoke")
     assert (config.model, config.dataset, config.recipe, config.workers, config.use_gpu) == (
-        "cifar_resnet20", "fashion-mnist", "smoke", 2, False)
+        "cifar_resnet20",
+        "fashion-mnist",
+        "smoke",
+        2,
+        False,
+    )
 
 
 def test_cifar10_preset_is_the_paper_recipe():
     config = load_config("cifar10")
     recipe = get_recipe(config.recipe, **config.recipe_overrides)
     assert (config.dataset, recipe.batch_size, recipe.lr, recipe.total, recipe.milestones) == (
-        "cifar10", 128, 0.1, 64_000, (32_000, 48_000))
+        "cifar10",
+        128,
+        0.1,
+        64_000,
+        (32_000, 48_000),
+    )
 
 
 def test_imagenet_presets_decode_on_the_gpu():
@@ -66,8 +77,9 @@ def test_imagenet_presets_decode_on_the_gpu():
     the ImageNet ablations take the train preset's decode."""
     from orchestrator.matrix import load_ablation
 
-    configs = [load_config("imagenet")] + [trial.config for preset in ("imagenet-table2", "imagenet-table3")
-                                           for trial in load_ablation(preset).trials]
+    configs = [load_config("imagenet")] + [
+        trial.config for preset in ("imagenet-table2", "imagenet-table3") for trial in load_ablation(preset).trials
+    ]
     assert {(c.dataset, c.use_gpu, c.decode) for c in configs} == {("imagenet", True, "device")}
 
 
@@ -102,11 +114,16 @@ def test_yaml_with_an_unknown_key_is_refused(tmp_path):
 
 # --- --set parsing -----------------------------------------------------------------------------------
 
+
 def test_parse_overrides_splits_recipe_fields():
-    out = parse_overrides(["seed=3", "recipe.lr=0.05", "recipe.milestones=[10, 20]", "recipe.nesterov=true",
-                           "name=a=b"])
-    assert out == {"seed": "3", "recipe_overrides": {"lr": 0.05, "milestones": [10, 20], "nesterov": True},
-                   "name": "a=b"}
+    out = parse_overrides(
+        ["seed=3", "recipe.lr=0.05", "recipe.milestones=[10, 20]", "recipe.nesterov=true", "name=a=b"]
+    )
+    assert out == {
+        "seed": "3",
+        "recipe_overrides": {"lr": 0.05, "milestones": [10, 20], "nesterov": True},
+        "name": "a=b",
+    }
     assert isinstance(out["seed"], RawValue)  # typed later, against the field it sets
 
 
@@ -116,22 +133,25 @@ def test_parse_overrides_refuses_a_pair_without_key_or_value(pair):
         parse_overrides([pair])
 
 
-@pytest.mark.parametrize("pair, key, value", [
-    ("seed=7", "seed", 7),
-    ("train_subset=4096", "train_subset", 4096),
-    ("train_subset=null", "train_subset", None),
-    ("cpus_per_worker=1", "cpus_per_worker", 1.0),  # an int where a float is wanted
-    ("cpus_per_worker=0.5", "cpus_per_worker", 0.5),
-    ("use_gpu=true", "use_gpu", True),
-    ("compile=false", "compile", False),
-    ("model=cifar_plain56", "model", "cifar_plain56"),
-    ("shortcut=B", "shortcut", "B"),
-    ("shortcut=null", "shortcut", None),
-    ("name=123", "name", "123"),  # a string field keeps digits as text
-    ("experiment=yes", "experiment", "yes"),  # ... and YAML 1.1 booleans too
-    ("inject_nan=1:20", "inject_nan", "1:20"),  # YAML 1.1 would read sexagesimal 80
-    ("recipe_overrides={lr: 0.05}", "recipe_overrides", {"lr": 0.05}),
-])
+@pytest.mark.parametrize(
+    "pair, key, value",
+    [
+        ("seed=7", "seed", 7),
+        ("train_subset=4096", "train_subset", 4096),
+        ("train_subset=null", "train_subset", None),
+        ("cpus_per_worker=1", "cpus_per_worker", 1.0),  # an int where a float is wanted
+        ("cpus_per_worker=0.5", "cpus_per_worker", 0.5),
+        ("use_gpu=true", "use_gpu", True),
+        ("compile=false", "compile", False),
+        ("model=cifar_plain56", "model", "cifar_plain56"),
+        ("shortcut=B", "shortcut", "B"),
+        ("shortcut=null", "shortcut", None),
+        ("name=123", "name", "123"),  # a string field keeps digits as text
+        ("experiment=yes", "experiment", "yes"),  # ... and YAML 1.1 booleans too
+        ("inject_nan=1:20", "inject_nan", "1:20"),  # YAML 1.1 would read sexagesimal 80
+        ("recipe_overrides={lr: 0.05}", "recipe_overrides", {"lr": 0.05}),
+    ],
+)
 def test_set_values_are_typed_by_their_field(pair, key, value):
     config = load_config("smoke", parse_overrides([pair]))
     assert getattr(config, key) == value
@@ -139,62 +159,76 @@ def test_set_values_are_typed_by_their_field(pair, key, value):
 
 
 def test_recipe_overrides_merge_with_the_preset_and_reach_the_recipe():
-    config = load_config("smoke", parse_overrides(["recipe.lr=0.05", "recipe.total=800",
-                                                   "recipe.milestones=[400, 600]"]))
+    config = load_config(
+        "smoke", parse_overrides(["recipe.lr=0.05", "recipe.total=800", "recipe.milestones=[400, 600]"])
+    )
     recipe = get_recipe(config.recipe, **config.recipe_overrides)
     assert (recipe.lr, recipe.total, recipe.milestones, recipe.batch_size) == (0.05, 800, (400, 600), 128)
 
 
 def test_cli_flags_and_set_build_the_same_config():
     a = config_of("--model", "cifar_plain20", "--workers", "1", "--name", "p20", "--gpu")
-    b = config_of("--set", "model=cifar_plain20", "--set", "workers=1", "--set", "name=p20",
-                  "--set", "use_gpu=true")
+    b = config_of("--set", "model=cifar_plain20", "--set", "workers=1", "--set", "name=p20", "--set", "use_gpu=true")
     assert a == b
     assert (a.model, a.workers, a.name, a.use_gpu) == ("cifar_plain20", 1, "p20", True)
 
 
 # --- refusals name the valid choices -----------------------------------------------------------------
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"seedx": "1"}, r"unknown config key\(s\) seedx; valid: name, model, shortcut"),
-    ({"seed": "abc"}, r"config key 'seed' must be int, got \"abc\""),
-    ({"seed": "1.5"}, r"config key 'seed' must be int, got 1\.5"),
-    ({"seed": "true"}, r"config key 'seed' must be int, got true"),
-    ({"use_gpu": "yes please"}, r"config key 'use_gpu' must be bool"),
-    ({"use_gpu": "1"}, r"config key 'use_gpu' must be bool, got 1"),
-    ({"train_subset": "many"}, r"config key 'train_subset' must be int or null"),
-    ({"name": ""}, r"config key 'name' must be str, got null"),
-    ({"model": "resnet21"}, r"unknown ImageNet depth 21 in 'resnet21'; valid: 18, 34, 50, 101, 152"),
-    ({"model": "cifar_resnet21"}, r"CIFAR depth 21 in 'cifar_resnet21' is not 6n\+2.*valid: 8, 14, 20"),
-    ({"model": "vgg16"}, r"unknown model 'vgg16'; valid: resnet18"),
-    ({"shortcut": "D"}, r"shortcut.*'D'.*A.*B.*C"),
-    ({"stride_placement": "middle"}, r"stride.*'middle'"),
-    ({"dataset": "mnist"}, r"unknown dataset 'mnist'; valid: .*fashion-mnist"),
-    ({"recipe": "fast"}, r"unknown recipe 'fast'; valid: cifar, imagenet, smoke"),
-    ({"recipe_overrides": {"momentum": 0.9, "lrr": 0.1}}, r"unknown recipe field\(s\) lrr; valid fields: batch_size"),
-    ({"recipe_overrides": {"lr": -1}}, r"lr must be"),
-    ({"workers": "3"}, r"batch_size 128 of recipe 'smoke' is not divisible by world_size 3"),
-    ({"workers": "0"}, r"world_size must be an integer >= 1|workers must be >= 1"),
-    ({"keep_checkpoints": "0"}, r"keep_checkpoints must be >= 1, got 0"),
-    ({"checkpoint_every": "0"}, r"checkpoint_every must be >= 1, got 0"),
-    ({"log_every": "0"}, r"log_every must be >= 1, got 0"),
-    ({"train_subset": "0"}, r"train_subset must be a positive number of images or null, got 0"),
-    ({"max_failures": "-1"}, r"max_failures must be >= 0, got -1"),
-    ({"cpus_per_worker": "0"}, r"cpus_per_worker must be > 0, got 0"),
-    ({"use_gpu": "true", "gpus_per_worker": "1.5"}, r"gpus_per_worker must be a fraction in \(0, 1\]"),
-    ({"inject_nan": "1"}, r"inject_nan '1' must be RANK:ITERATION"),
-    ({"inject_nan": "a:b"}, r"inject_nan 'a:b' must be RANK:ITERATION"),
-    ({"name": "a/b"}, r"name 'a/b' must be non-empty, without '/'"),
-    ({"name": " a"}, r"name ' a' must be non-empty, without '/' or edge spaces"),
-    ({"engine": "turbo"}, r"unknown engine 'turbo'; valid: loop, fast"),
-    ({"engine": "fast", "workers": "2"}, r"engine 'fast' trains one worker per run .* got workers 2"),
-    ({"engine": "fast", "workers": "1", "dataset": "imagenet", "model": "resnet18", "recipe": "imagenet"},
-     r"engine 'fast' needs an in-memory data set, not the sharded 'imagenet'"),
-    ({"engine": "fast", "workers": "1", "recipe_overrides": {"unit": "epoch", "total": 4, "milestones": [2]}},
-     r"engine 'fast' needs a recipe counted in iterations; 'smoke' counts epochs"),
-    ({"decode": "gpu"}, r"unknown decode 'gpu'; valid: cpu, device"),
-    ({"decode": "device"}, r"decode 'device' needs a sharded data set \(imagenet\), not the in-memory 'fashion-mnist'"),
-])
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"seedx": "1"}, r"unknown config key\(s\) seedx; valid: name, model, shortcut"),
+        ({"seed": "abc"}, r"config key 'seed' must be int, got \"abc\""),
+        ({"seed": "1.5"}, r"config key 'seed' must be int, got 1\.5"),
+        ({"seed": "true"}, r"config key 'seed' must be int, got true"),
+        ({"use_gpu": "yes please"}, r"config key 'use_gpu' must be bool"),
+        ({"use_gpu": "1"}, r"config key 'use_gpu' must be bool, got 1"),
+        ({"train_subset": "many"}, r"config key 'train_subset' must be int or null"),
+        ({"name": ""}, r"config key 'name' must be str, got null"),
+        ({"model": "resnet21"}, r"unknown ImageNet depth 21 in 'resnet21'; valid: 18, 34, 50, 101, 152"),
+        ({"model": "cifar_resnet21"}, r"CIFAR depth 21 in 'cifar_resnet21' is not 6n\+2.*valid: 8, 14, 20"),
+        ({"model": "vgg16"}, r"unknown model 'vgg16'; valid: resnet18"),
+        ({"shortcut": "D"}, r"shortcut.*'D'.*A.*B.*C"),
+        ({"stride_placement": "middle"}, r"stride.*'middle'"),
+        ({"dataset": "mnist"}, r"unknown dataset 'mnist'; valid: .*fashion-mnist"),
+        ({"recipe": "fast"}, r"unknown recipe 'fast'; valid: cifar, imagenet, smoke"),
+        (
+            {"recipe_overrides": {"momentum": 0.9, "lrr": 0.1}},
+            r"unknown recipe field\(s\) lrr; valid fields: batch_size",
+        ),
+        ({"recipe_overrides": {"lr": -1}}, r"lr must be"),
+        ({"workers": "3"}, r"batch_size 128 of recipe 'smoke' is not divisible by world_size 3"),
+        ({"workers": "0"}, r"world_size must be an integer >= 1|workers must be >= 1"),
+        ({"keep_checkpoints": "0"}, r"keep_checkpoints must be >= 1, got 0"),
+        ({"checkpoint_every": "0"}, r"checkpoint_every must be >= 1, got 0"),
+        ({"log_every": "0"}, r"log_every must be >= 1, got 0"),
+        ({"train_subset": "0"}, r"train_subset must be a positive number of images or null, got 0"),
+        ({"max_failures": "-1"}, r"max_failures must be >= 0, got -1"),
+        ({"cpus_per_worker": "0"}, r"cpus_per_worker must be > 0, got 0"),
+        ({"use_gpu": "true", "gpus_per_worker": "1.5"}, r"gpus_per_worker must be a fraction in \(0, 1\]"),
+        ({"inject_nan": "1"}, r"inject_nan '1' must be RANK:ITERATION"),
+        ({"inject_nan": "a:b"}, r"inject_nan 'a:b' must be RANK:ITERATION"),
+        ({"name": "a/b"}, r"name 'a/b' must be non-empty, without '/'"),
+        ({"name": " a"}, r"name ' a' must be non-empty, without '/' or edge spaces"),
+        ({"engine": "turbo"}, r"unknown engine 'turbo'; valid: loop, fast"),
+        ({"engine": "fast", "workers": "2"}, r"engine 'fast' trains one worker per run .* got workers 2"),
+        (
+            {"engine": "fast", "workers": "1", "dataset": "imagenet", "model": "resnet18", "recipe": "imagenet"},
+            r"engine 'fast' needs an in-memory data set, not the sharded 'imagenet'",
+        ),
+        (
+            {"engine": "fast", "workers": "1", "recipe_overrides": {"unit": "epoch", "total": 4, "milestones": [2]}},
+            r"engine 'fast' needs a recipe counted in iterations; 'smoke' counts epochs",
+        ),
+        ({"decode": "gpu"}, r"unknown decode 'gpu'; valid: cpu, device"),
+        (
+            {"decode": "device"},
+            r"decode 'device' needs a sharded data set \(imagenet\), not the in-memory 'fashion-mnist'",
+        ),
+    ],
+)
 def test_bad_values_are_refused_with_the_choices_named(overrides, message):
     values = {k: RawValue(v) if isinstance(v, str) else v for k, v in overrides.items()}
     with pytest.raises(ValueError, match=message):
@@ -221,9 +255,19 @@ def test_to_dict_round_trips_as_the_workers_rebuild_it():
 
 # --- schedule scaling --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("iterations, milestones", [
-    (400, [200, 300]), (1000, [500, 750]), (48, [24, 36]), (160, [80, 120]), (8, [4, 6]), (2, [1]), (1, []),
-])
+
+@pytest.mark.parametrize(
+    "iterations, milestones",
+    [
+        (400, [200, 300]),
+        (1000, [500, 750]),
+        (48, [24, 36]),
+        (160, [80, 120]),
+        (8, [4, 6]),
+        (2, [1]),
+        (1, []),
+    ],
+)
 def test_scaled_schedule_keeps_milestones_proportional(iterations, milestones):
     config = load_config("smoke")  # 400 iterations, /10 at 200 and 300
     overrides = scaled_schedule(config, iterations=iterations)
@@ -265,12 +309,26 @@ def test_cli_iterations_scale_the_schedule():
 
 # --- config identity (the hash that guards a resume) -------------------------------------------------
 
+
 def test_hash_ignores_how_the_run_is_executed():
     base = load_config("smoke")
-    same = [{"workers": 1}, {"workers": 4}, {"use_gpu": True}, {"cpus_per_worker": 0.5}, {"name": "other"},
-            {"storage_path": "/elsewhere"}, {"tracking_uri": "sqlite:///x.db"}, {"max_failures": 0},
-            {"keep_checkpoints": 5}, {"checkpoint_every": 2}, {"log_every": 7}, {"compile": True},
-            {"data_root": "/data"}, {"experiment": "e2"}, {"decode": "device"}]
+    same = [
+        {"workers": 1},
+        {"workers": 4},
+        {"use_gpu": True},
+        {"cpus_per_worker": 0.5},
+        {"name": "other"},
+        {"storage_path": "/elsewhere"},
+        {"tracking_uri": "sqlite:///x.db"},
+        {"max_failures": 0},
+        {"keep_checkpoints": 5},
+        {"checkpoint_every": 2},
+        {"log_every": 7},
+        {"compile": True},
+        {"data_root": "/data"},
+        {"experiment": "e2"},
+        {"decode": "device"},
+    ]
     for change in same:
         changed = dataclasses.replace(base, **change)
         assert changed.hash() == base.hash(), change
@@ -279,9 +337,18 @@ def test_hash_ignores_how_the_run_is_executed():
 
 def test_hash_changes_with_what_is_trained():
     base = load_config("smoke")
-    different = [{"model": "cifar_resnet32"}, {"model": "cifar_plain20"}, {"seed": 1}, {"shortcut": "B"},
-                 {"stride_placement": "torchvision"}, {"dataset": "synthetic"}, {"train_subset": 100},
-                 {"test_subset": None}, {"recipe": "cifar"}, {"recipe_overrides": {"lr": 0.05}}]
+    different = [
+        {"model": "cifar_resnet32"},
+        {"model": "cifar_plain20"},
+        {"seed": 1},
+        {"shortcut": "B"},
+        {"stride_placement": "torchvision"},
+        {"dataset": "synthetic"},
+        {"train_subset": 100},
+        {"test_subset": None},
+        {"recipe": "cifar"},
+        {"recipe_overrides": {"lr": 0.05}},
+    ]
     hashes = {base.hash()}
     for change in different:
         changed = dataclasses.replace(base, **change)
@@ -297,6 +364,7 @@ def test_hash_does_not_depend_on_key_order_of_recipe_overrides():
 
 
 # --- tracking URI resolution -------------------------------------------------------------------------
+
 
 def test_tracking_uri_defaults_to_sqlite_next_to_the_storage(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -319,7 +387,9 @@ def test_remote_storage_needs_a_tracking_uri(monkeypatch):
 def test_ablate_iterations_scale_every_trials_schedule():
     from orchestrator import ablate
 
-    ablation = ablate.ablation_from_args(ablate.build_parser().parse_args(["-p", "cifar10-table6", "--iterations", "24"]))
+    ablation = ablate.ablation_from_args(
+        ablate.build_parser().parse_args(["-p", "cifar10-table6", "--iterations", "24"])
+    )
     recipes = {t.name: get_recipe(t.config.recipe, **t.config.recipe_overrides) for t in ablation.trials}
     assert len(recipes) == 10 and {(r.total, tuple(r.milestones)) for r in recipes.values()} == {(24, (12, 18))}
 
@@ -337,6 +407,9 @@ def test_ensemble_epochs_scale_every_members_schedule_and_refuse_the_wrong_unit(
 
 
 def test_one_schedule_cannot_scale_runs_of_different_recipes():
-    configs = [load_config("smoke", {"name": "a"}), load_config("smoke", {"name": "b", "recipe_overrides": {"lr": 0.05}})]
+    configs = [
+        load_config("smoke", {"name": "a"}),
+        load_config("smoke", {"name": "b", "recipe_overrides": {"lr": 0.05}}),
+    ]
     with pytest.raises(ValueError, match=r"different recipes: a, b; set recipe.total and recipe.milestones"):
         common_scaled_schedule(configs, iterations=10)

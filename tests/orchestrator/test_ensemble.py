@@ -23,8 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 # Three members of 48 iterations each (1024 images, batch 128: 6 epochs; fewer leave BatchNorm's
 # running statistics near chance on the test set), one worker of 0.6 CPU each so all three train at
 # once on 2 cores, scored on 512 test images.
-TINY = ["train_subset=1024", "test_subset=512", "recipe.total=48", "recipe.milestones=[36]", "log_every=8",
-        "workers=1", "cpus_per_worker=0.6"]
+TINY = [
+    "train_subset=1024",
+    "test_subset=512",
+    "recipe.total=48",
+    "recipe.milestones=[36]",
+    "log_every=8",
+    "workers=1",
+    "cpus_per_worker=0.6",
+]
 MEMBERS = """name: tiny-ensemble
 base: {preset: smoke}
 members:
@@ -64,15 +71,16 @@ def test_members_are_child_runs_of_one_ensemble_parent(trained):
     client = MlflowClient(uri)
     parent = client.get_run(summary["parent_run_id"])
     assert parent.data.tags["orchestrator.kind"] == "ensemble" and parent.info.status == "FINISHED"
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(c.data.tags["model"] for c in children) == ["cifar_plain8", "cifar_resnet8", "cifar_resnet8"]
     evaluation = client.get_run(summary["evaluation"]["run_id"])
     assert evaluation.data.tags["orchestrator.kind"] == "ensemble-evaluation"
     assert evaluation.data.tags["orchestrator.ensemble_parent"] == parent.info.run_id
     assert evaluation.data.metrics["ensemble_top1_error"] == summary["evaluation"]["ensemble"]["top1_error"]
     assert [a.path for a in client.list_artifacts(evaluation.info.run_id, "ensemble")] == [
-        "ensemble/probabilities.parquet", "ensemble/summary.json"]
+        "ensemble/probabilities.parquet",
+        "ensemble/summary.json",
+    ]
 
 
 def by_hand(table, names, weights=None):
@@ -108,8 +116,9 @@ def test_the_ensemble_beats_the_mean_member_on_top1(trained):
 def test_greedy_selection_never_adds_a_member_that_raises_validation_error(trained):
     evaluation = trained[0]["evaluation"]
     greedy = evaluation["greedy"]
-    table = pq.read_table(evaluation["parquet"]).filter(pq.read_table(evaluation["parquet"]).column("split")
-                                                        .to_numpy(zero_copy_only=False) == "val")
+    table = pq.read_table(evaluation["parquet"]).filter(
+        pq.read_table(evaluation["parquet"]).column("split").to_numpy(zero_copy_only=False) == "val"
+    )
     assert table.num_rows == greedy["val_images"] == 256
     picked, previous = [], (float("inf"), float("inf"))
     for step in greedy["steps"]:
@@ -125,25 +134,53 @@ def test_combine_of_a_subset_equals_evaluating_that_subset(trained, tmp_path, ca
     summary, uri, _ = trained
     ids = member_ids(summary)
     names = ["tiny-ensemble-cifar_resnet8-s0", "tiny-ensemble-cifar_plain8-s0"]
-    code, _, err = run_cli(["evaluate", "--runs", ",".join(ids[n] for n in names), "--weights", "2,1",
-                            "--tracking-uri", uri, "--out", str(tmp_path / "direct"),
-                            "--json", str(tmp_path / "direct.json")], capsys)
+    code, _, err = run_cli(
+        [
+            "evaluate",
+            "--runs",
+            ",".join(ids[n] for n in names),
+            "--weights",
+            "2,1",
+            "--tracking-uri",
+            uri,
+            "--out",
+            str(tmp_path / "direct"),
+            "--json",
+            str(tmp_path / "direct.json"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     direct = json.loads((tmp_path / "direct.json").read_text())
-    code, out, err = run_cli(["combine", "--from", summary["evaluation"]["run_id"], "--members",
-                              f"{names[0]},{ids[names[1]]}", "--weights", "2,1", "--tracking-uri", uri,
-                              "--json", str(tmp_path / "combined.json")], capsys)
+    code, out, err = run_cli(
+        [
+            "combine",
+            "--from",
+            summary["evaluation"]["run_id"],
+            "--members",
+            f"{names[0]},{ids[names[1]]}",
+            "--weights",
+            "2,1",
+            "--tracking-uri",
+            uri,
+            "--json",
+            str(tmp_path / "combined.json"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     combined = json.loads((tmp_path / "combined.json").read_text())
     assert "ENSEMBLE (average)" in out
     assert combined["ensemble"] == direct["ensemble"]
     assert combined["members"] == direct["members"]
     assert combined["ensemble"] == pytest.approx(
-        dict(zip(("top1_error", "top5_error"), by_hand(pq.read_table(direct["parquet"]), names, [2, 1]))))
+        dict(zip(("top1_error", "top5_error"), by_hand(pq.read_table(direct["parquet"]), names, [2, 1])))
+    )
 
 
-def fake_run(client, experiment_id, name, *, status="FINISHED", dataset="fashion-mnist", state=None,
-             garbage=False, folder=None):
+def fake_run(
+    client, experiment_id, name, *, status="FINISHED", dataset="fashion-mnist", state=None, garbage=False, folder=None
+):
     run = client.create_run(experiment_id, run_name=name, tags={"dataset": dataset, "model": "cifar_resnet8"})
     if state is not None or garbage:
         path = Path(folder) / name / "state.pt"
@@ -165,8 +202,9 @@ def refused_runs(trained, tmp_path_factory):
     client = MlflowClient(uri)
     experiment_id = client.get_run(summary["parent_run_id"]).info.experiment_id
     folder = tmp_path_factory.mktemp("fakes")
-    real = client.download_artifacts(member_ids(summary)["tiny-ensemble-cifar_resnet8-s0"],
-                                     "checkpoints/last/state.pt", str(folder))
+    real = client.download_artifacts(
+        member_ids(summary)["tiny-ensemble-cifar_resnet8-s0"], "checkpoints/last/state.pt", str(folder)
+    )
     five_classes = load_checkpoint(real)
     five_classes["model"]["fc.weight"] = five_classes["model"]["fc.weight"][:5]
     five_classes["model"]["fc.bias"] = five_classes["model"]["fc.bias"][:5]
@@ -182,26 +220,34 @@ def refused_runs(trained, tmp_path_factory):
     }
 
 
-@pytest.mark.parametrize("label, extra, message", [
-    ("unknown", [], "unknown MLflow run id '00000000000000000000000000000000'"),
-    ("failed", [], "run failed (ID) is FAILED, not FINISHED"),
-    ("running", [], "run running (ID) is RUNNING, not FINISHED"),
-    ("missing", [], "run no-checkpoint (ID) has no checkpoint checkpoints/last/state.pt"),
-    ("corrupt", [], "run corrupt (ID): checkpoint checkpoints/last/state.pt is unusable"),
-    ("classes", [], "members have different class counts"),
-    ("dataset", [], "members were trained on different data sets"),
-    ("imagenet", [], "members were trained on different data sets"),
-    (None, ["--view", "10crop"], "view '10crop' needs ImageNet-size images; these are 28x28 px: use center or flip"),
-    (None, ["--weights", "1,2"], "--weights gives 2 weight(s) for 3 members"),
-    (None, ["--weights", "1,-1,1"], "each must be a finite number >= 0"),
-    (None, ["--weights", "1,x,1"], "must be comma-separated numbers"),
-])
+@pytest.mark.parametrize(
+    "label, extra, message",
+    [
+        ("unknown", [], "unknown MLflow run id '00000000000000000000000000000000'"),
+        ("failed", [], "run failed (ID) is FAILED, not FINISHED"),
+        ("running", [], "run running (ID) is RUNNING, not FINISHED"),
+        ("missing", [], "run no-checkpoint (ID) has no checkpoint checkpoints/last/state.pt"),
+        ("corrupt", [], "run corrupt (ID): checkpoint checkpoints/last/state.pt is unusable"),
+        ("classes", [], "members have different class counts"),
+        ("dataset", [], "members were trained on different data sets"),
+        ("imagenet", [], "members were trained on different data sets"),
+        (
+            None,
+            ["--view", "10crop"],
+            "view '10crop' needs ImageNet-size images; these are 28x28 px: use center or flip",
+        ),
+        (None, ["--weights", "1,2"], "--weights gives 2 weight(s) for 3 members"),
+        (None, ["--weights", "1,-1,1"], "each must be a finite number >= 0"),
+        (None, ["--weights", "1,x,1"], "must be comma-separated numbers"),
+    ],
+)
 def test_refusals_exit_2_with_one_line(trained, refused_runs, tmp_path, capsys, label, extra, message):
     summary, uri, _ = trained
     ids = list(member_ids(summary).values())
     runs = ids + ([refused_runs[label]] if label else [])
-    code, _, err = run_cli(["evaluate", "--runs", ",".join(runs), "--tracking-uri", uri,
-                            "--out", str(tmp_path), *extra], capsys)
+    code, _, err = run_cli(
+        ["evaluate", "--runs", ",".join(runs), "--tracking-uri", uri, "--out", str(tmp_path), *extra], capsys
+    )
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert message.replace("(ID)", f"({refused_runs.get(label)})") in err
@@ -210,30 +256,70 @@ def test_refusals_exit_2_with_one_line(trained, refused_runs, tmp_path, capsys, 
 
 def test_parent_by_name_best_n_and_the_real_cli(trained, tmp_path, capsys):
     summary, uri, _ = trained
-    code, _, err = run_cli(["evaluate", "--parent", "tiny-ensemble", "--view", "flip", "--tracking-uri", uri,
-                            "--out", str(tmp_path / "flip"), "--json", str(tmp_path / "flip.json")], capsys)
+    code, _, err = run_cli(
+        [
+            "evaluate",
+            "--parent",
+            "tiny-ensemble",
+            "--view",
+            "flip",
+            "--tracking-uri",
+            uri,
+            "--out",
+            str(tmp_path / "flip"),
+            "--json",
+            str(tmp_path / "flip.json"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     flip = json.loads((tmp_path / "flip.json").read_text())
     assert flip["view"] == "flip" and len(flip["members"]) == 3
-    code, _, err = run_cli(["evaluate", "--best", "2", "--filter", "tags.model = 'cifar_resnet8'",
-                            "--tracking-uri", uri, "--out", str(tmp_path / "best"),
-                            "--json", str(tmp_path / "best.json")], capsys)
+    code, _, err = run_cli(
+        [
+            "evaluate",
+            "--best",
+            "2",
+            "--filter",
+            "tags.model = 'cifar_resnet8'",
+            "--tracking-uri",
+            uri,
+            "--out",
+            str(tmp_path / "best"),
+            "--json",
+            str(tmp_path / "best.json"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     best = json.loads((tmp_path / "best.json").read_text())
-    assert sorted(m["name"] for m in best["members"]) == ["tiny-ensemble-cifar_resnet8-s0",
-                                                          "tiny-ensemble-cifar_resnet8-s1"]
-    out = subprocess.run([sys.executable, "-m", "orchestrator.ensemble", "evaluate", "--parent", "no-such",
-                          "--tracking-uri", uri], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert sorted(m["name"] for m in best["members"]) == [
+        "tiny-ensemble-cifar_resnet8-s0",
+        "tiny-ensemble-cifar_resnet8-s1",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.ensemble", "evaluate", "--parent", "no-such", "--tracking-uri", uri],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-        "error: --parent 'no-such': no MLflow run has this id or name in experiment 'resnet-orchestrator'"]
+        "error: --parent 'no-such': no MLflow run has this id or name in experiment 'resnet-orchestrator'"
+    ]
 
 
 def test_presets_list_the_papers_six_models_and_validate():
     ablation, view = load_ensemble("ilsvrc2015")
     assert view == "multiscale"
     assert [(t.config.model, t.config.shortcut, t.config.seed) for t in ablation.trials] == [
-        ("resnet34", "B", 0), ("resnet34", "C", 0), ("resnet50", "B", 0), ("resnet101", "B", 0),
-        ("resnet152", "B", 0), ("resnet152", "B", 1)]
+        ("resnet34", "B", 0),
+        ("resnet34", "C", 0),
+        ("resnet50", "B", 0),
+        ("resnet101", "B", 0),
+        ("resnet152", "B", 0),
+        ("resnet152", "B", 1),
+    ]
     assert len(load_ensemble("cifar10")[0].trials) == 6
     smoke = load_ensemble("smoke")[0]
     assert smoke.name == "ensemble-smoke" and {t.config.dataset for t in smoke.trials} == {"fashion-mnist"}
@@ -246,18 +332,30 @@ def test_compare_puts_each_evaluation_beside_the_training_runs(trained, tmp_path
     summary, uri, _ = trained
     client = MlflowClient(uri)
     evaluation = client.get_run(summary["evaluation"]["run_id"]).data.metrics
-    report = comparison.compare(client, uri, comparison.select_runs(client, parent="tiny-ensemble"), tmp_path / "report",
-                             fig7=False, echo=lambda line: None)
+    report = comparison.compare(
+        client,
+        uri,
+        comparison.select_runs(client, parent="tiny-ensemble"),
+        tmp_path / "report",
+        fig7=False,
+        echo=lambda line: None,
+    )
     assert summary["evaluation"]["run_id"] in report["evaluation_run_ids"]
     evaluated = [r for r in report["parity"] if summary["evaluation"]["run_id"] in r["evaluation_run_ids"]]
     resnet8 = next(r for r in evaluated if r["model"] == "cifar_resnet8")
     assert resnet8["view"] == "center" and resnet8["seeds"] == [0, 1] and "checkpoint=last" in resnet8["setting"]
     assert resnet8["test_top1_error"] == pytest.approx(
-        (evaluation["member.tiny-ensemble-cifar_resnet8-s0.top1_error"]
-         + evaluation["member.tiny-ensemble-cifar_resnet8-s1.top1_error"]) / 2)
+        (
+            evaluation["member.tiny-ensemble-cifar_resnet8-s0.top1_error"]
+            + evaluation["member.tiny-ensemble-cifar_resnet8-s1.top1_error"]
+        )
+        / 2
+    )
     ensemble = next(r for r in evaluated if r["model"] == "ensemble")
     assert (ensemble["test_top1_error"], ensemble["test_top5_error"]) == (
-        evaluation["ensemble_top1_error"], evaluation["ensemble_top5_error"])
+        evaluation["ensemble_top1_error"],
+        evaluation["ensemble_top5_error"],
+    )
     assert ensemble["runs"] == 3 and ensemble["paper_table"] is None  # Fashion-MNIST: not in the paper
     trained_rows = [r for r in report["parity"] if not r["evaluation_run_ids"]]
     assert sorted(i for r in trained_rows for i in r["run_ids"]) == sorted(member_ids(summary).values())

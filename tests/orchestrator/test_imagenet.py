@@ -55,19 +55,40 @@ def shards(tmp_path_factory):
     folder = tmp_path_factory.mktemp("imagenet")
     write_imagenet_tree(folder / "ilsvrc", {"train": 16, "val": VAL_PER_CLASS})
     for split, shard_size in (("train", 1000), ("val", 1)):
-        prepare("imagenet", str(folder / "shards"), split=split, data_root=str(folder / "ilsvrc"),
-                shard_size=shard_size, echo=lambda line: None)
+        prepare(
+            "imagenet",
+            str(folder / "shards"),
+            split=split,
+            data_root=str(folder / "ilsvrc"),
+            shard_size=shard_size,
+            echo=lambda line: None,
+        )
     return folder
 
 
 def run_config(folder, *overrides: str) -> ExperimentConfig:
     """A CPU-sized ResNet-18 run of the imagenet preset on the module's shards."""
     # Half a CPU per worker leaves the other core to Ray Data's read and evaluation-view tasks.
-    return load_config("imagenet", parse_overrides([
-        "model=resnet18", "name=imagenet-resnet18", f"data_root={folder / 'shards'}",
-        f"storage_path={folder / 'runs'}", "use_gpu=false",
-        "workers=2", "cpus_per_worker=0.5", "recipe.batch_size=8", "recipe.total=2",
-        "recipe.milestones=[1]", "recipe.unit=epoch", "log_every=1", *overrides]))
+    return load_config(
+        "imagenet",
+        parse_overrides(
+            [
+                "model=resnet18",
+                "name=imagenet-resnet18",
+                f"data_root={folder / 'shards'}",
+                f"storage_path={folder / 'runs'}",
+                "use_gpu=false",
+                "workers=2",
+                "cpus_per_worker=0.5",
+                "recipe.batch_size=8",
+                "recipe.total=2",
+                "recipe.milestones=[1]",
+                "recipe.unit=epoch",
+                "log_every=1",
+                *overrides,
+            ]
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +103,23 @@ def test_shard_loader_yields_augmented_batches_whose_labels_are_their_rows(ray_l
     """A worker's training loader over the pipeline the driver builds: with decode=device the rows
     arrive undecoded and the loader decodes and augments them on its device (the CPU here)."""
     config = run_config(shards, f"decode={decode}")
-    loader = ShardLoader("train", 8, 32, torch.device("cpu"), drop_last=True, decode=config.decode,
-                         data=ray_datasets(config)["train"], mean=IMAGENET_MEAN)
+    loader = ShardLoader(
+        "train",
+        8,
+        32,
+        torch.device("cpu"),
+        drop_last=True,
+        decode=config.decode,
+        data=ray_datasets(config)["train"],
+        mean=IMAGENET_MEAN,
+    )
     batches = list(loader)
     assert len(batches) == len(loader) == 4
     for images, labels in batches:
         assert images.shape == (8, 3, 224, 224) and images.dtype == torch.float32 and images.device.type == "cpu"
         assert labels.dtype == torch.int64
         # Each image's dominant colour is its class (write_imagenet_tree): images and labels stay paired.
-        assert torch.equal(images.mean(dim=(2, 3))[:, :len(WNIDS)].argmax(1), labels)
+        assert torch.equal(images.mean(dim=(2, 3))[:, : len(WNIDS)].argmax(1), labels)
     assert torch.cat([labels for _, labels in batches]).bincount().tolist() == [16, 16]
 
 
@@ -112,17 +141,38 @@ def untrained_member(folder, summary) -> str:
     """A finished ResNet-34 B run on the same shards whose checkpoint is its initialisation, logged
     the way a training run logs itself (params, tags, checkpoints/last): the evaluator and compare
     read it like any member, and its model has Table 3 and 4 cells, which ResNet-18 B has not."""
-    config = load_config("imagenet", parse_overrides([
-        "model=resnet34", "name=resnet34-init", f"data_root={folder / 'shards'}",
-        f"storage_path={folder / 'runs'}", "use_gpu=false"]))
+    config = load_config(
+        "imagenet",
+        parse_overrides(
+            [
+                "model=resnet34",
+                "name=resnet34-init",
+                f"data_root={folder / 'shards'}",
+                f"storage_path={folder / 'runs'}",
+                "use_gpu=false",
+            ]
+        ),
+    )
     client = tracking.connect(summary.tracking_uri)
-    run, _ = tracking.get_or_create_run(client, tracking.ensure_experiment(client, config.experiment), config.name,
-                                        run_name=config.name, tags=tracking.training_tags(config))
+    run, _ = tracking.get_or_create_run(
+        client,
+        tracking.ensure_experiment(client, config.experiment),
+        config.name,
+        run_name=config.name,
+        tags=tracking.training_tags(config),
+    )
     tracking.log_params(client, run.info.run_id, config.to_dict())
     torch.manual_seed(1)
     model = build_run_model(config, 3, len(WNIDS))
-    state = make_checkpoint(model, torch.optim.SGD(model.parameters(), lr=0.1), iteration=0, epoch=0,
-                            config_hash=config.hash(), config=config.to_dict(), metrics={})
+    state = make_checkpoint(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        iteration=0,
+        epoch=0,
+        config_hash=config.hash(),
+        config=config.to_dict(),
+        metrics={},
+    )
     path = save_checkpoint(state, folder / "resnet34-init" / CHECKPOINT_FILE)
     client.log_artifact(run.info.run_id, str(path), "checkpoints/last")
     tracking.finish(client, run.info.run_id, ok=True)
@@ -137,11 +187,26 @@ def evaluations(imagenet):
     assert summary.status == "FINISHED", summary.error
     ids = {"resnet18": summary.run_id, "resnet34": untrained_member(folder, summary)}
     out = {}
-    for view, runs, extra in (("10crop", [ids["resnet18"], ids["resnet34"]], []),
-                              ("multiscale", [ids["resnet34"]], ["--test-subset", str(MULTISCALE_SUBSET)])):
-        code = ensemble.main(["evaluate", "--runs", ",".join(runs), "--view", view, "--tracking-uri",
-                              summary.tracking_uri, "--out", str(folder / view), "--json",
-                              str(folder / f"{view}.json"), *extra])
+    for view, runs, extra in (
+        ("10crop", [ids["resnet18"], ids["resnet34"]], []),
+        ("multiscale", [ids["resnet34"]], ["--test-subset", str(MULTISCALE_SUBSET)]),
+    ):
+        code = ensemble.main(
+            [
+                "evaluate",
+                "--runs",
+                ",".join(runs),
+                "--view",
+                view,
+                "--tracking-uri",
+                summary.tracking_uri,
+                "--out",
+                str(folder / view),
+                "--json",
+                str(folder / f"{view}.json"),
+                *extra,
+            ]
+        )
         assert code == 0
         out[view] = json.loads((folder / f"{view}.json").read_text())
     return {"ids": ids, "uri": summary.tracking_uri, "folder": folder, **out}
@@ -151,8 +216,11 @@ def direct_probabilities(evaluations, run_id: str, view: str, subset: int | None
     """``(probabilities, labels)`` of one member computed here, in one process, with the workloads
     functions: its checkpoint from MLflow, every val shard read and decoded in manifest order."""
     folder = evaluations["folder"]
-    state = load_checkpoint(MlflowClient(evaluations["uri"]).download_artifacts(
-        run_id, f"checkpoints/last/{CHECKPOINT_FILE}", str(folder / "direct" / run_id)))
+    state = load_checkpoint(
+        MlflowClient(evaluations["uri"]).download_artifacts(
+            run_id, f"checkpoints/last/{CHECKPOINT_FILE}", str(folder / "direct" / run_id)
+        )
+    )
     model = build_run_model(ExperimentConfig(**state["config"]), 3, len(WNIDS))
     model.load_state_dict(state["model"])
     manifest = json.loads((folder / "shards" / "val" / "manifest.json").read_text())
@@ -163,37 +231,46 @@ def direct_probabilities(evaluations, run_id: str, view: str, subset: int | None
             batch[column] += rows[column]
     keep = subset_indices(len(batch["label"]), subset).tolist()
     images = decode_images(batch)
-    probabilities = ensemble_math.image_probabilities(model, [images[i] for i in keep],
-                                                      torch.tensor(IMAGENET_MEAN), view)
+    probabilities = ensemble_math.image_probabilities(
+        model, [images[i] for i in keep], torch.tensor(IMAGENET_MEAN), view
+    )
     return probabilities, torch.tensor(batch["label"])[keep]
 
 
-@pytest.mark.parametrize("view, members, direct, images", [
-    ("10crop", 2, "resnet18", 2 * VAL_PER_CLASS),
-    ("multiscale", 1, "resnet34", MULTISCALE_SUBSET),
-])
+@pytest.mark.parametrize(
+    "view, members, direct, images",
+    [
+        ("10crop", 2, "resnet18", 2 * VAL_PER_CLASS),
+        ("multiscale", 1, "resnet34", MULTISCALE_SUBSET),
+    ],
+)
 def test_imagenet_views_give_one_vector_per_image_and_the_metrics_follow(evaluations, view, members, direct, images):
     result = evaluations[view]
     table = pq.read_table(result["parquet"])
     assert result["view"] == view and result["dataset"] == "imagenet" and len(result["members"]) == members
     assert table.num_rows == result["images"] == images
     labels = torch.tensor(table.column("label").to_pylist())
-    stored = {m["name"]: torch.tensor(np.stack(table.column(m["name"]).to_numpy(zero_copy_only=False)))
-              for m in result["members"]}
+    stored = {
+        m["name"]: torch.tensor(np.stack(table.column(m["name"]).to_numpy(zero_copy_only=False)))
+        for m in result["members"]
+    }
     logged = MlflowClient(evaluations["uri"]).get_run(result["run_id"]).data.metrics
     for name, probabilities in stored.items():
         assert probabilities.shape == (images, len(WNIDS))
         assert torch.allclose(probabilities.sum(1), torch.ones(images), atol=1e-5)
         errors = ensemble_math.errors(probabilities, labels)
         assert (logged[f"member.{name}.top1_error"], logged[f"member.{name}.top5_error"]) == pytest.approx(
-            (errors["top1_error"], errors["top5_error"]))
+            (errors["top1_error"], errors["top5_error"])
+        )
     errors = ensemble_math.errors(ensemble_math.combine(list(stored.values())), labels)
     assert (logged["ensemble_top1_error"], logged["ensemble_top5_error"]) == pytest.approx(
-        (errors["top1_error"], errors["top5_error"]))
+        (errors["top1_error"], errors["top5_error"])
+    )
     # One member recomputed here, in one process: the distributed per-shard scoring changes nothing.
     name = next(m["name"] for m in result["members"] if m["model"] == direct)
-    probabilities, direct_labels = direct_probabilities(evaluations, evaluations["ids"][direct], view,
-                                                        MULTISCALE_SUBSET if view == "multiscale" else None)
+    probabilities, direct_labels = direct_probabilities(
+        evaluations, evaluations["ids"][direct], view, MULTISCALE_SUBSET if view == "multiscale" else None
+    )
     assert torch.equal(direct_labels, labels)
     assert torch.allclose(stored[name], probabilities, atol=1e-5)
 
@@ -201,8 +278,9 @@ def test_imagenet_views_give_one_vector_per_image_and_the_metrics_follow(evaluat
 def test_parity_table_maps_views_to_tables_3_and_4_and_the_ensemble_to_table_5(evaluations):
     client = MlflowClient(evaluations["uri"])
     selection = comparison.select_runs(client, experiment="resnet-orchestrator")
-    report = comparison.compare(client, evaluations["uri"], selection, evaluations["folder"] / "report", fig7=False,
-                             echo=lambda line: None)
+    report = comparison.compare(
+        client, evaluations["uri"], selection, evaluations["folder"] / "report", fig7=False, echo=lambda line: None
+    )
     rows = {(r["model"], r["view"]): r for r in report["parity"]}
     assert set(report["evaluation_run_ids"]) == {evaluations[v]["run_id"] for v in ("10crop", "multiscale")}
     ten_crop = client.get_run(evaluations["10crop"]["run_id"]).data.metrics
@@ -224,27 +302,48 @@ def test_parity_table_maps_views_to_tables_3_and_4_and_the_ensemble_to_table_5(e
     ensembles = [r for r in report["parity"] if r["model"] == "ensemble"]
     assert len(ensembles) == 1  # the multi-scale evaluation has one member: no ensemble
     assert (ensembles[0]["view"], ensembles[0]["paper_table"], ensembles[0]["paper_top5_error"]) == (
-        "10crop", "Table 5", 3.57)
+        "10crop",
+        "Table 5",
+        3.57,
+    )
     assert ensembles[0]["paper_top1_error"] is None
     assert (ensembles[0]["test_top1_error"], ensembles[0]["test_top5_error"]) == (
-        ten_crop["ensemble_top1_error"], ten_crop["ensemble_top5_error"])
+        ten_crop["ensemble_top1_error"],
+        ten_crop["ensemble_top5_error"],
+    )
     assert sorted(ensembles[0]["run_ids"]) == sorted(evaluations["ids"].values())
     stored = pq.read_table(evaluations["folder"] / "report" / "parity.parquet").to_pylist()
     assert [(r["model"], r["view"], r["paper_table"]) for r in stored] == [
-        (r["model"], r["view"], r["paper_table"]) for r in report["parity"]]
+        (r["model"], r["view"], r["paper_table"]) for r in report["parity"]
+    ]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--data-root", "{folder}/ilsvrc"], "no manifest.json in {folder}/ilsvrc/val"),
-    (["--shards", "2"], "--shards 2: imagenet members are scored one task per val shard file"),
-    (["--view", "10crop", "--test-subset", "0"], "--test-subset must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--data-root", "{folder}/ilsvrc"], "no manifest.json in {folder}/ilsvrc/val"),
+        (["--shards", "2"], "--shards 2: imagenet members are scored one task per val shard file"),
+        (["--view", "10crop", "--test-subset", "0"], "--test-subset must be >= 1, got 0"),
+    ],
+)
 def test_bad_imagenet_evaluations_are_one_error_line(evaluations, tmp_path, capsys, extra, message):
     folder = evaluations["folder"]
     with pytest.raises(SystemExit) as exit_:
-        cli.run(ensemble.main, ["evaluate", "--runs", evaluations["ids"]["resnet34"], "--tracking-uri",
-                                evaluations["uri"], "--out", str(tmp_path / "out"),
-                                "--json", str(tmp_path / "out.json"), *[a.format(folder=folder) for a in extra]])
+        cli.run(
+            ensemble.main,
+            [
+                "evaluate",
+                "--runs",
+                evaluations["ids"]["resnet34"],
+                "--tracking-uri",
+                evaluations["uri"],
+                "--out",
+                str(tmp_path / "out"),
+                "--json",
+                str(tmp_path / "out.json"),
+                *[a.format(folder=folder) for a in extra],
+            ],
+        )
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("error: ") and message.format(folder=folder) in err

@@ -20,8 +20,20 @@ from tests.reliability.procs import Command
 from tests.s3_server import S3Server
 
 # One worker, 2 epochs of 8 iterations: killed once the first epoch's checkpoint is registered.
-KILL_ARGS = ["--model", "cifar_resnet8", "--set", "workers=1", "--set", "train_subset=1024", "--set", "test_subset=256",
-             "--iterations", "16", "--set", "keep_checkpoints=2"]
+KILL_ARGS = [
+    "--model",
+    "cifar_resnet8",
+    "--set",
+    "workers=1",
+    "--set",
+    "train_subset=1024",
+    "--set",
+    "test_subset=256",
+    "--iterations",
+    "16",
+    "--set",
+    "keep_checkpoints=2",
+]
 KILL_EPOCHS = 2
 
 
@@ -74,7 +86,7 @@ def test_a_run_checkpoints_to_s3_is_killed_and_resumes_from_s3(s3, start_cli, tm
     assert f"[s3kill] resuming MLflow run {run_id}" in out
     assert re.findall(r"\[s3kill\] epoch (\d+)/2", out)[-1:] == ["2"], out
     after = registered(s3, "kill/s3kill")
-    assert after[:len(before)] == before and [epoch for _, epoch in after] == list(range(1, KILL_EPOCHS + 1))
+    assert after[: len(before)] == before and [epoch for _, epoch in after] == list(range(1, KILL_EPOCHS + 1))
     assert not (tmp_path / "kill").exists()  # nothing went to a local folder instead
     summary = json.loads((tmp_path / "out.json").read_text())
     assert summary["status"] == "FINISHED" and summary["storage_path"] == "s3://runs/kill"
@@ -86,17 +98,42 @@ def test_a_run_checkpoints_to_s3_is_killed_and_resumes_from_s3(s3, start_cli, tm
 def test_prepare_writes_shards_to_s3_and_a_run_trains_from_them(s3, start_cli, tmp_path):
     write_imagenet_tree(tmp_path / "ilsvrc", {"train": 8, "val": 1})
     for split in ("train", "val"):
-        summary = prepare.prepare("imagenet", "s3://data/imagenet", split=split, data_root=str(tmp_path / "ilsvrc"),
-                                  echo=lambda line: None)
+        summary = prepare.prepare(
+            "imagenet", "s3://data/imagenet", split=split, data_root=str(tmp_path / "ilsvrc"), echo=lambda line: None
+        )
         assert summary["rows"] == (16 if split == "train" else 2)
     assert "imagenet/train/manifest.json" in s3.keys("data", "imagenet/")
     # The imagenet preset on the CPU; a CIFAR-style net reads the same 224x224 crops for a fraction of
     # ResNet-18's work. As a process of its own: its Ray workers reach the store as the CLI does.
-    run = start_cli(tmp_path, ["-p", "imagenet", "--model", "cifar_resnet8", "--name", "s3-imagenet",
-                               "--data-root", "s3://data/imagenet", "--storage-path", "s3://runs/imagenet",
-                               "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--epochs", "1",
-                               "--set", "use_gpu=false", "--set", "workers=2", "--set", "cpus_per_worker=0.5",
-                               "--set", "recipe.batch_size=8", "--json", str(tmp_path / "out.json")])
+    run = start_cli(
+        tmp_path,
+        [
+            "-p",
+            "imagenet",
+            "--model",
+            "cifar_resnet8",
+            "--name",
+            "s3-imagenet",
+            "--data-root",
+            "s3://data/imagenet",
+            "--storage-path",
+            "s3://runs/imagenet",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--epochs",
+            "1",
+            "--set",
+            "use_gpu=false",
+            "--set",
+            "workers=2",
+            "--set",
+            "cpus_per_worker=0.5",
+            "--set",
+            "recipe.batch_size=8",
+            "--json",
+            str(tmp_path / "out.json"),
+        ],
+    )
     assert run.wait(timeout=400) == 0, run.describe()
     result = json.loads((tmp_path / "out.json").read_text())
     assert result["status"] == "FINISHED" and result["metrics"]["iteration"] == 2  # 16 images, global batch 8
@@ -104,10 +141,26 @@ def test_prepare_writes_shards_to_s3_and_a_run_trains_from_them(s3, start_cli, t
 
 
 def test_an_ablation_on_s3_storage_logs_its_results_table_to_mlflow(s3, tmp_path):
-    command = Command("orchestrator.ablate", ["--name", "s3abl", "--axis", "depth=[8]", "--axis", "residual=[true]",
-                                              "--storage-path", "s3://runs/ablations", "--tracking-uri",
-                                              f"sqlite:///{tmp_path / 'mlflow.db'}", "--json", str(tmp_path / "out.json")]
-                      + [a for pair in TINY for a in ("--set", pair)], tmp_path, "ablate")
+    command = Command(
+        "orchestrator.ablate",
+        [
+            "--name",
+            "s3abl",
+            "--axis",
+            "depth=[8]",
+            "--axis",
+            "residual=[true]",
+            "--storage-path",
+            "s3://runs/ablations",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--json",
+            str(tmp_path / "out.json"),
+        ]
+        + [a for pair in TINY for a in ("--set", pair)],
+        tmp_path,
+        "ablate",
+    )
     try:
         assert command.wait(timeout=400) == 0, command.describe()
     finally:
@@ -115,22 +168,31 @@ def test_an_ablation_on_s3_storage_logs_its_results_table_to_mlflow(s3, tmp_path
     summary = json.loads((tmp_path / "out.json").read_text())
     assert summary["failed"] == [] and summary["storage_path"] == "s3://runs/ablations/s3abl"
     client = MlflowClient(summary["tracking_uri"])
-    assert {a.path for a in client.list_artifacts(summary["parent_run_id"], "results")} == \
-        {"results/results.csv", "results/results.parquet"}
+    assert {a.path for a in client.list_artifacts(summary["parent_run_id"], "results")} == {
+        "results/results.csv",
+        "results/results.parquet",
+    }
     assert any(k.endswith("/state.pt") for k in s3.keys("runs", "ablations/s3abl/"))
 
 
-@pytest.mark.parametrize("command,argv", [
-    (train, ["--storage-path", "s3://runs/x", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"]),
-    (ablate, ["--storage-path", "s3://runs/x", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"]),
-    (prepare, ["--dataset", "fashion-mnist", "--out", "s3://data/x"]),
-])
-@pytest.mark.parametrize("fault,message", [
-    ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, r"cannot reach the object store at http://127\.0\.0\.1:9"),
-    ("nobucket", r"bucket 'nobucket' does not exist at http://127\.0\.0\.1:\d+ \(AWS_ENDPOINT_URL\)"),
-])
-def test_a_wrong_endpoint_or_bucket_is_one_line_before_ray_starts(s3, monkeypatch, capsys, tmp_path,
-                                                                  command, argv, fault, message):
+@pytest.mark.parametrize(
+    "command,argv",
+    [
+        (train, ["--storage-path", "s3://runs/x", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"]),
+        (ablate, ["--storage-path", "s3://runs/x", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"]),
+        (prepare, ["--dataset", "fashion-mnist", "--out", "s3://data/x"]),
+    ],
+)
+@pytest.mark.parametrize(
+    "fault,message",
+    [
+        ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, r"cannot reach the object store at http://127\.0\.0\.1:9"),
+        ("nobucket", r"bucket 'nobucket' does not exist at http://127\.0\.0\.1:\d+ \(AWS_ENDPOINT_URL\)"),
+    ],
+)
+def test_a_wrong_endpoint_or_bucket_is_one_line_before_ray_starts(
+    s3, monkeypatch, capsys, tmp_path, command, argv, fault, message
+):
     if isinstance(fault, dict):
         for key, value in fault.items():
             monkeypatch.setenv(key, value)

@@ -63,18 +63,54 @@ def test_only_engine_fast_runs_can_be_packed(tmp_path):
 
 
 def test_the_cli_refuses_a_pack_of_loop_runs_in_one_line(tmp_path):
-    cli = subprocess.run([sys.executable, "-m", "orchestrator.ablate", "--pack", "2", "--set", "workers=1",
-                          "--storage-path", str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.ablate",
+            "--pack",
+            "2",
+            "--set",
+            "workers=1",
+            "--storage-path",
+            str(tmp_path / "runs"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert cli.returncode == 2
     assert cli.stderr.strip().splitlines() == [
         "error: pack 2 needs engine=fast trials (one worker, in-memory data); trial smoke-cifar_plain8-s0 has "
-        "engine 'loop' (set engine=fast, or pack 1)"]
+        "engine 'loop' (set engine=fast, or pack 1)"
+    ]
     assert not (tmp_path / "runs").exists()  # refused before anything was written
-    dry = subprocess.run([sys.executable, "-m", "orchestrator.ablate", "--pack", "3", "--set", "workers=1",
-                          "--set", "engine=fast", "--dry-run"], cwd=ROOT, capture_output=True, text=True)
+    dry = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.ablate",
+            "--pack",
+            "3",
+            "--set",
+            "workers=1",
+            "--set",
+            "engine=fast",
+            "--dry-run",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.splitlines() == ["pack of 3:", "  smoke-cifar_plain8-s0", "  smoke-cifar_resnet8-A-s0",
-                                       "  smoke-cifar_plain32-s0", "pack of 1:", "  smoke-cifar_resnet32-A-s0"]
+    assert dry.stdout.splitlines() == [
+        "pack of 3:",
+        "  smoke-cifar_plain8-s0",
+        "  smoke-cifar_resnet8-A-s0",
+        "  smoke-cifar_plain32-s0",
+        "pack of 1:",
+        "  smoke-cifar_resnet32-A-s0",
+    ]
 
 
 def test_a_member_restores_from_its_own_folder_of_the_pack_checkpoint(tmp_path):
@@ -82,8 +118,15 @@ def test_a_member_restores_from_its_own_folder_of_the_pack_checkpoint(tmp_path):
     models = {name: build_model("cifar_resnet8", in_channels=1) for name in ("a", "b")}
     for epoch, folder in ((1, "checkpoint_2026-11-27_10-00-00.000001"), (2, "checkpoint_2026-11-27_10-00-01.000001")):
         for name, model in models.items():
-            state = make_checkpoint(model, build_optimizer(model, recipe), iteration=4 * epoch, epoch=epoch,
-                                    config_hash="h", config={}, metrics={"epoch": epoch})
+            state = make_checkpoint(
+                model,
+                build_optimizer(model, recipe),
+                iteration=4 * epoch,
+                epoch=epoch,
+                config_hash="h",
+                config={},
+                metrics={"epoch": epoch},
+            )
             save_checkpoint(state, tmp_path / folder / name / CHECKPOINT_FILE)
     (tmp_path / folder / "b" / CHECKPOINT_FILE).write_bytes(b"torn")  # b's newest file is unreadable
     latest = ray.train.Checkpoint(str(tmp_path / folder))
@@ -145,8 +188,16 @@ def run_alone(config) -> dict:
         data = build_run_data(config, recipe.per_worker_batch(1), 0, 1, torch.device("cpu"))
         recipe = resolved_recipe(config, len(data.train))
         model = prepare_model(build_run_model(config, data.in_channels, data.num_classes), "cpu")
-        fast = FastCifarTrainer(model, data.train.images, data.train.labels, recipe, device="cpu",
-                                mean=data.train.mean, seed=config.seed, pad=data.train.pad)
+        fast = FastCifarTrainer(
+            model,
+            data.train.images,
+            data.train.labels,
+            recipe,
+            device="cpu",
+            mean=data.train.mean,
+            seed=config.seed,
+            pad=data.train.pad,
+        )
         out, iteration = {"train_loss": [], "test_loss": [], "test_top1_error": []}, 0
         for epoch in range(recipe.total_iterations // len(data.train)):
             stats = fast.train_epoch(epoch, iteration)

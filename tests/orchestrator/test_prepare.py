@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _keys(folder: Path) -> list[str]:
-    return [key for path in sorted(folder.glob("part-*.parquet"))
-            for key in pq.read_table(path, columns=["key"])["key"].to_pylist()]
+    return [
+        key
+        for path in sorted(folder.glob("part-*.parquet"))
+        for key in pq.read_table(path, columns=["key"])["key"].to_pylist()
+    ]
 
 
 def _collect(dataset, batch_size=4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,8 +46,18 @@ def ordered(ray_local):
 def test_cifar_pickles_to_shards_to_ray_tensors_exactly(tmp_path, ordered, capsys):
     images, labels = write_cifar10(tmp_path / "src", per_batch=6)["train"]  # 30 images
     out, summary = tmp_path / "shards", tmp_path / "summary.json"
-    argv = ["--dataset", "cifar10", "--data-root", str(tmp_path / "src"), "--out", str(out),
-            "--shard-size", "8", "--json", str(summary)]
+    argv = [
+        "--dataset",
+        "cifar10",
+        "--data-root",
+        str(tmp_path / "src"),
+        "--out",
+        str(out),
+        "--shard-size",
+        "8",
+        "--json",
+        str(summary),
+    ]
     assert prepare.main(argv) == 0
     assert "[train] shard 1/4 part-00000-of-00004.parquet: 8 rows, 0.0 MB, " in capsys.readouterr().out
     index = [int(k.split("/")[1]) for k in _keys(out / "train")]
@@ -64,8 +77,9 @@ def test_jpeg_tree_with_odd_files_through_ray_views_and_augmentation(tmp_path, o
     write_png_tree(tree, ["cat", "dog"], per_class=2, size=8, suffix=".JPEG")  # lossless PNGs named .JPEG
     write_odd_files(tree / "dog")  # CMYK, PNG as .JPEG, truncated, zero bytes
     out = (tmp_path / "shards").as_uri()  # a pyarrow filesystem URI, as for s3://
-    prepare.prepare("folder", out, split="val", data_root=str(tree), shard_size=3, max_bad_fraction=0.5,
-                    echo=lambda line: None)
+    prepare.prepare(
+        "folder", out, split="val", data_root=str(tree), shard_size=3, max_bad_fraction=0.5, echo=lambda line: None
+    )
     keys = _keys(tmp_path / "shards" / "val")
     assert keys == ["cat/0000.JPEG", "cat/0001.JPEG", "dog/0000.JPEG", "dog/0001.JPEG", "dog/cmyk.JPEG", "dog/png.JPEG"]
     mean = torch.tensor([0.4, 0.5, 0.6])
@@ -94,11 +108,17 @@ def test_help_shows_examples(capsys):
     assert exit_info.value.code == 0 and "Examples:" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--dataset", "mnist", "--out", "x"], "error: unknown data set 'mnist'; valid: ['cifar10', 'cifar10-jpeg', "),
-    (["--dataset", "cifar10", "--data-root", "/nonexistent", "--out", "x"],
-     "error: CIFAR-10 python batches (cifar-10-batches-py): expected a directory at /nonexistent, found none"),
-], ids=["unknown-dataset", "missing-root"])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "mnist", "--out", "x"], "error: unknown data set 'mnist'; valid: ['cifar10', 'cifar10-jpeg', "),
+        (
+            ["--dataset", "cifar10", "--data-root", "/nonexistent", "--out", "x"],
+            "error: CIFAR-10 python batches (cifar-10-batches-py): expected a directory at /nonexistent, found none",
+        ),
+    ],
+    ids=["unknown-dataset", "missing-root"],
+)
 def test_bad_inputs_are_one_line_with_exit_code_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.run(prepare.main, argv)
@@ -109,13 +129,26 @@ def test_bad_inputs_are_one_line_with_exit_code_2(argv, message, capsys):
 def test_too_many_corrupt_files_exit_2_leaving_only_whole_shards(tmp_path):
     write_png_tree(tmp_path / "tree", ["a"], per_class=3)
     write_odd_files(tmp_path / "tree" / "a")  # sorted after the PNGs: inputs 3-6 of 7
-    argv = ["--dataset", "folder", "--data-root", str(tmp_path / "tree"), "--out", str(tmp_path / "out"),
-            "--split", "val", "--shard-size", "4"]
-    done = subprocess.run([sys.executable, "-m", "orchestrator.prepare", *argv], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    argv = [
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(tmp_path / "tree"),
+        "--out",
+        str(tmp_path / "out"),
+        "--split",
+        "val",
+        "--shard-size",
+        "4",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.prepare", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr.startswith("error: 2 of 7 inputs are corrupt so far, more than --max-bad-fraction 0.001 "
-                                  "allows (0); e.g. a/empty.JPEG: zero bytes")
+    assert done.stderr.startswith(
+        "error: 2 of 7 inputs are corrupt so far, more than --max-bad-fraction 0.001 "
+        "allows (0); e.g. a/empty.JPEG: zero bytes"
+    )
     # Shard 0 (3 PNGs + the CMYK JPEG) is written; shard 1 (zero-byte, PNG-as-JPEG, truncated) is not,
     # and no temp file is left behind.
     left = sorted(p.name for p in (tmp_path / "out" / "val").iterdir())

@@ -26,11 +26,15 @@ def test_copies_that_fit_places_whole_bundles_on_single_nodes():
 
 
 def test_shortfall_names_what_was_asked_and_what_there_is():
-    assert shortfall(Demand("run smoke", 64, {"CPU": 1.0}), [{"CPU": 2.0}], "this machine") == \
-        "asks for 64 workers x {1 CPU} = 64 CPU; this machine has 2 CPU"
+    assert (
+        shortfall(Demand("run smoke", 64, {"CPU": 1.0}), [{"CPU": 2.0}], "this machine")
+        == "asks for 64 workers x {1 CPU} = 64 CPU; this machine has 2 CPU"
+    )
     too_big = shortfall(Demand("run r50", 1, {"CPU": 1.0, "GPU": 8.0}), [{"CPU": 64.0, "GPU": 4.0}] * 2, "the cluster")
-    assert too_big == "asks for 1 worker x {1 CPU, 8 GPU}; no node of the cluster holds one worker " \
-                      "(the largest has 64 CPU, 4 GPU)"
+    assert (
+        too_big == "asks for 1 worker x {1 CPU, 8 GPU}; no node of the cluster holds one worker "
+        "(the largest has 64 CPU, 4 GPU)"
+    )
 
 
 def test_a_run_demand_is_its_scaling():
@@ -61,8 +65,11 @@ def test_ray_trains_worker_group_start_is_bounded_by_the_wait(monkeypatch):
 
 def test_on_a_private_ray_an_impossible_demand_is_refused_at_once(ray_local):
     gpus = Demand("run big", 2, {"CPU": 1.0, "GPU": 1.0})
-    with pytest.raises(ValueError, match=r"run big asks for 2 workers x \{1 CPU, 1 GPU\} = 2 CPU, 2 GPU; "
-                                         r"this machine has 2 CPU, 0 GPU \(a private local Ray: it cannot grow\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"run big asks for 2 workers x \{1 CPU, 1 GPU\} = 2 CPU, 2 GPU; "
+        r"this machine has 2 CPU, 0 GPU \(a private local Ray: it cannot grow\)",
+    ):
         resources.ensure([gpus], private=True, wait_s=1800, echo=print)
     resources.ensure([Demand("run small", 2, {"CPU": 1.0})], private=True, wait_s=0, echo=print)  # fits
 
@@ -78,8 +85,10 @@ def test_on_a_cluster_a_demand_is_waited_for_visibly_then_refused(ray_local, mon
         resources.ensure([gpu], private=False, wait_s=3, echo=lines.append, who="abl")
     assert asked == [[{"CPU": 1.0, "GPU": 1.0}], []]  # asked for, then withdrawn
     assert len(lines) >= 3, lines
-    assert lines[0].startswith("[abl] waiting for 1 CPU, 1 GPU (trial t: 1 worker x {1 CPU, 1 GPU}): the cluster "
-                               "has 2 CPU, 0 GPU; autoscaler asked; giving up in 3s"), lines
+    assert lines[0].startswith(
+        "[abl] waiting for 1 CPU, 1 GPU (trial t: 1 worker x {1 CPU, 1 GPU}): the cluster "
+        "has 2 CPU, 0 GPU; autoscaler asked; giving up in 3s"
+    ), lines
     with pytest.raises(ResourcesUnavailable, match="--wait-for-resources is 0"):
         resources.ensure([gpu], private=False, wait_s=0, echo=lines.append)
 
@@ -101,6 +110,8 @@ def test_a_waiting_placement_group_of_the_job_is_reported(ray_local):
         line = watch.poll()
     finally:
         remove_placement_group(group)
-    assert line.startswith("[abl] waiting ") and "1 worker group(s) not placed yet, asking 1 CPU, 1 GPU; " \
-        "the cluster has 2 CPU, 0 GPU in all" in line, line
+    assert (
+        line.startswith("[abl] waiting ")
+        and "1 worker group(s) not placed yet, asking 1 CPU, 1 GPU; the cluster has 2 CPU, 0 GPU in all" in line
+    ), line
     assert watch.poll() is None

@@ -42,9 +42,13 @@ def test_a_plain_postgresql_uri_tracks_runs(postgres):
     assert postgres.query("SELECT status FROM runs WHERE run_uuid = %s", params=(run.info.run_id,)) == [("FINISHED",)]
 
 
-@pytest.mark.parametrize("uri,package", [("mysql://127.0.0.1:1/db", "mysqlclient"),
-                                         ("mssql+pyodbc://127.0.0.1:1/db", "pyodbc")])
+@pytest.mark.parametrize(
+    "uri,package", [("mysql://127.0.0.1:1/db", "mysqlclient"), ("mssql+pyodbc://127.0.0.1:1/db", "pyodbc")]
+)
 def test_a_missing_database_driver_is_named(uri, package):
-    with pytest.raises(ValueError, match=rf"^MLflow tracking URI \w+(\+\w+)?://\.\.\. needs the Python package "
-                                         rf"'{package}', which is not installed \(pip install {package}\)$"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^MLflow tracking URI \w+(\+\w+)?://\.\.\. needs the Python package "
+        rf"'{package}', which is not installed \(pip install {package}\)$",
+    ):
         tracking.connect(uri)

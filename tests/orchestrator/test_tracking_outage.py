@@ -49,8 +49,11 @@ def test_metrics_stay_pending_while_the_server_is_down_and_land_once(run):
         log.add({"epoch": epoch, "train_loss": 2.0 - epoch / 10}, 10 * epoch)
         assert log.flush() is False  # training goes on; nothing raised
     assert [step for step, _, _ in log.pending] == [20, 30]
-    with pytest.raises(tracking.TrackingUnavailable, match=r"MLflow tracking server unreachable while logging "
-                                                           r"the run's last metrics \(gave up after 1s\)"):
+    with pytest.raises(
+        tracking.TrackingUnavailable,
+        match=r"MLflow tracking server unreachable while logging "
+        r"the run's last metrics \(gave up after 1s\)",
+    ):
         log.flush(final=True)
     assert [step for step, _, _ in log.pending] == [20, 30]  # still held: nothing dropped
 
@@ -98,8 +101,11 @@ def test_retrying_gives_up_on_a_lasting_outage_and_passes_real_errors_through():
         calls.append(1)
         raise ConnectionRefusedError("[Errno 111] Connection refused")
 
-    with pytest.raises(tracking.TrackingUnavailable, match=r"unreachable while closing the run \(gave up after "
-                                                           r"0\.2s\): \[Errno 111\] Connection refused"):
+    with pytest.raises(
+        tracking.TrackingUnavailable,
+        match=r"unreachable while closing the run \(gave up after "
+        r"0\.2s\): \[Errno 111\] Connection refused",
+    ):
         tracking.retrying(refused, "closing the run", patience_s=0.2, pause_s=0.05)
     assert len(calls) >= 2  # it did try again
 
@@ -126,11 +132,14 @@ def test_a_command_that_gives_up_on_the_server_says_so_in_one_line(capsys):
     from orchestrator import cli
 
     def main(argv):
-        raise tracking.TrackingUnavailable("MLflow tracking server unreachable while closing the run "
-                                           "(gave up after 600s): connection refused")
+        raise tracking.TrackingUnavailable(
+            "MLflow tracking server unreachable while closing the run (gave up after 600s): connection refused"
+        )
 
     with pytest.raises(SystemExit) as exit_:
         cli.run(main, [])
     assert exit_.value.code == 1
-    assert capsys.readouterr().err == ("error: MLflow tracking server unreachable while closing the run (gave up "
-                                       "after 600s): connection refused; rerun the same command to resume\n")
+    assert capsys.readouterr().err == (
+        "error: MLflow tracking server unreachable while closing the run (gave up "
+        "after 600s): connection refused; rerun the same command to resume\n"
+    )

@@ -40,15 +40,29 @@ from workloads.engine import evaluate, load_checkpoint
 MLFLOW_URI_AT_IMPORT = os.environ.get("MLFLOW_TRACKING_URI")  # before any test of this session ran
 FASHION_MNIST = Path(os.environ.get("FASHION_MNIST_ROOT", "/usr/share/datasets/fashion-mnist"))
 ROOT = Path(__file__).resolve().parents[2]
-EPOCH_METRICS = ("epoch", "iteration", "epochs", "total_iterations", "train_loss", "train_error", "test_loss",
-                 "test_top1_error", "test_top5_error", "images_per_second", "image_size")
+EPOCH_METRICS = (
+    "epoch",
+    "iteration",
+    "epochs",
+    "total_iterations",
+    "train_loss",
+    "train_error",
+    "test_loss",
+    "test_top1_error",
+    "test_top5_error",
+    "images_per_second",
+    "image_size",
+)
 RUN_ID = re.compile(r"(starting|resuming) MLflow run ([0-9a-f]{32})")
 
-pytestmark = pytest.mark.skipif(not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
-                                reason=f"Fashion-MNIST not at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)")
+pytestmark = pytest.mark.skipif(
+    not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+    reason=f"Fashion-MNIST not at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)",
+)
 
 
 # --- helpers -----------------------------------------------------------------------------------------
+
 
 def config_of(folder: Path, *argv: str) -> ExperimentConfig:
     """The config ``python -m orchestrator.train ARGV --storage-path FOLDER/runs`` would train."""
@@ -72,7 +86,8 @@ def assert_each_epoch_once(client, run_id: str, epochs: int, iterations_per_epoc
         assert steps == [iterations_per_epoch * e for e in range(1, epochs + 1)], (key, points)
     assert [v for _, v in history(client, run_id, "epoch")] == list(range(1, epochs + 1))
     assert [v for _, v in history(client, run_id, "iteration")] == [
-        iterations_per_epoch * e for e in range(1, epochs + 1)]
+        iterations_per_epoch * e for e in range(1, epochs + 1)
+    ]
     for key in ("train_loss_step", "train_error_step", "lr"):  # the log_every points: each step once
         steps = [step for step, _ in history(client, run_id, key)]
         assert steps == sorted(set(steps)), (key, steps)
@@ -95,10 +110,11 @@ def _clean_env(tmp_path, monkeypatch):
 
 # --- processes (via /proc, so no psutil is needed) ---------------------------------------------------
 
+
 def _stat(pid: int) -> tuple[int, int]:
     """``(ppid, session id)`` of ``pid``."""
     text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()  # state ppid pgrp session ...
+    fields = text[text.rindex(")") + 2 :].split()  # state ppid pgrp session ...
     return int(fields[1]), int(fields[3])
 
 
@@ -166,9 +182,15 @@ class CLI:
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.stdout, "w") as out, open(self.stderr, "w") as err:
-            self.process = subprocess.Popen([sys.executable, "-m", "orchestrator.train", *args], cwd=folder,
-                                            env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator.train", *args],
+                cwd=folder,
+                env=env,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     @property
     def pid(self) -> int:
@@ -178,8 +200,7 @@ class CLI:
         return self.stdout.read_text()
 
     def run_id(self, timeout: float) -> str:
-        return wait_for(lambda: (m := RUN_ID.search(self.output())) and m.group(2), timeout, self,
-                        "the MLflow run id")
+        return wait_for(lambda: (m := RUN_ID.search(self.output())) and m.group(2), timeout, self, "the MLflow run id")
 
     def wait(self, timeout: float) -> int:
         try:
@@ -229,8 +250,18 @@ def logged_epochs(client, run_id: str) -> int:
 
 # CIFAR ResNet-8 on 4,096 Fashion-MNIST images, 160 iterations of batch 128 (5 epochs of 32; lr
 # /10 at 80 and 120): measured 27-30% test top-1 error on 1,000 test images (chance: 90%).
-LEARN_ARGS = ("--model", "cifar_resnet8", "--name", "learn", "--set", "train_subset=4096",
-              "--set", "test_subset=1000", "--iterations", "160")
+LEARN_ARGS = (
+    "--model",
+    "cifar_resnet8",
+    "--name",
+    "learn",
+    "--set",
+    "train_subset=4096",
+    "--set",
+    "test_subset=1000",
+    "--iterations",
+    "160",
+)
 LEARN_EPOCHS, LEARN_ITERATIONS_PER_EPOCH = 5, 32
 
 
@@ -264,7 +295,9 @@ def test_two_workers_learn_far_below_chance(learned):
     assert summary.metrics["test_top1_error"] < 35.0  # chance is 90%
     assert summary.metrics["test_top5_error"] < 5.0  # chance is 50%
     assert summary.metrics["train_error"] < 35.0
-    assert lines[0].startswith(f"[learn] starting MLflow run {summary.run_id} (cifar_resnet8 on fashion-mnist, 2 worker(s))")
+    assert lines[0].startswith(
+        f"[learn] starting MLflow run {summary.run_id} (cifar_resnet8 on fashion-mnist, 2 worker(s))"
+    )
     progress = [int(re.match(r"\[learn\] epoch (\d+)/5 iter \d+/160 \|", line).group(1)) for line in lines[1:]]
     assert progress and progress == sorted(set(progress)) and progress[-1] == LEARN_EPOCHS, lines
     assert all("img/s" in line for line in lines[1:])
@@ -282,7 +315,12 @@ def test_mlflow_run_holds_config_metrics_tags_and_status(learned):
     assert run.data.params["model"] == "cifar_resnet8" and run.data.params["workers"] == "2"
     tags = run.data.tags
     assert {k: tags.get(k) for k in ("model", "depth", "shortcut", "dataset", "recipe")} == {
-        "model": "cifar_resnet8", "depth": "8", "shortcut": "A", "dataset": "fashion-mnist", "recipe": "smoke"}
+        "model": "cifar_resnet8",
+        "depth": "8",
+        "shortcut": "A",
+        "dataset": "fashion-mnist",
+        "recipe": "smoke",
+    }
     assert tags["residual"] in ("True", "1")  # "1": see test_tags_are_written_as_strings
     assert tags[tracking.CONFIG_HASH] == config.hash()
     assert tags[tracking.RUN_KEY] == "learn"
@@ -304,9 +342,11 @@ def reevaluated(learned, tmp_path_factory):
     config, summary, _, _ = learned
     import mlflow.artifacts
 
-    path = mlflow.artifacts.download_artifacts(artifact_uri=summary.artifacts["last"],
-                                               dst_path=str(tmp_path_factory.mktemp("download")),
-                                               tracking_uri=config.resolved_tracking_uri())
+    path = mlflow.artifacts.download_artifacts(
+        artifact_uri=summary.artifacts["last"],
+        dst_path=str(tmp_path_factory.mktemp("download")),
+        tracking_uri=config.resolved_tracking_uri(),
+    )
     state = load_checkpoint(path)
     train_data, test_data = load_split(config, "train"), load_split(config, "test")
     model = build_run_model(config, train_data.in_channels, train_data.num_classes)
@@ -316,16 +356,31 @@ def reevaluated(learned, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a worker with 1 CPU runs 1 thread
     try:
-        shards = [evaluate(model, ResidentLoader(test_data.images, test_data.labels, 256, train=False, mean=mean,
-                                                 rank=rank, world_size=2), "cpu") for rank in (0, 1)]
+        shards = [
+            evaluate(
+                model,
+                ResidentLoader(
+                    test_data.images, test_data.labels, 256, train=False, mean=mean, rank=rank, world_size=2
+                ),
+                "cpu",
+            )
+            for rank in (0, 1)
+        ]
     finally:
         torch.set_num_threads(threads)
     count = sum(s["count"] for s in shards)
     sharded = {key: sum(s[key] * s["count"] for s in shards) / count for key in ("loss", "top1_error", "top5_error")}
     loader = ResidentLoader(test_data.images, test_data.labels, 256, train=False, mean=mean)
     whole = evaluate(model, loader, "cpu")
-    return {"state": state, "model": model, "loader": loader, "sizes": (len(train_data), len(test_data)),
-            "count": count, "sharded": sharded, "whole": whole}
+    return {
+        "state": state,
+        "model": model,
+        "loader": loader,
+        "sizes": (len(train_data), len(test_data)),
+        "count": count,
+        "sharded": sharded,
+        "whole": whole,
+    }
 
 
 @pytest.mark.timeout(300)
@@ -395,6 +450,7 @@ def test_artifacts_live_next_to_the_database_not_in_the_working_folder(learned):
 
 # --- 5. a finished run is not retrained; a changed config needs --force -----------------------------
 
+
 @pytest.mark.timeout(300)
 def test_finished_run_is_reported_and_a_changed_config_needs_force(learned, monkeypatch):
     config, summary, _, _ = learned
@@ -409,8 +465,19 @@ def test_finished_run_is_reported_and_a_changed_config_needs_force(learned, monk
     assert again.artifacts["last"] == summary.artifacts["last"]
 
     folder = Path(config.storage_path).parent
-    changed = config_of(folder, "--model", "cifar_resnet8", "--name", "learn", "--set", "train_subset=1024",
-                        "--set", "test_subset=200", "--iterations", "8")
+    changed = config_of(
+        folder,
+        "--model",
+        "cifar_resnet8",
+        "--name",
+        "learn",
+        "--set",
+        "train_subset=1024",
+        "--set",
+        "test_subset=200",
+        "--iterations",
+        "8",
+    )
     assert changed.hash() != config.hash()
     with pytest.raises(ValueError, match=r"run 'learn' exists with another config .*--force"):
         train(changed, echo=lines.append)
@@ -439,6 +506,7 @@ def test_finished_run_is_reported_and_a_changed_config_needs_force(learned, monk
 
 # --- 3a. which fit() failures are a dead Ray process (fitted again) and which are the training's ------
 
+
 def test_only_a_dead_ray_process_outside_the_worker_groups_own_retries_is_fitted_again():
     import ray.exceptions
     from ray.train import ControllerError, WorkerGroupError
@@ -464,8 +532,20 @@ def test_only_a_dead_ray_process_outside_the_worker_groups_own_retries_is_fitted
 # --- 3b. engine=fast: the same run as the loop, through Ray Train, MLflow and a resume --------------
 
 # One worker, 512 images = 4 iterations of batch 128 per epoch, 12 iterations, logged every 2.
-FAST_ARGS = ["--model", "cifar_resnet8", "--workers", "1", "--set", "train_subset=512", "--set", "test_subset=256",
-             "--iterations", "12", "--set", "log_every=2"]
+FAST_ARGS = [
+    "--model",
+    "cifar_resnet8",
+    "--workers",
+    "1",
+    "--set",
+    "train_subset=512",
+    "--set",
+    "test_subset=256",
+    "--iterations",
+    "12",
+    "--set",
+    "log_every=2",
+]
 
 
 @pytest.mark.timeout(600)
@@ -494,12 +574,26 @@ def test_fast_engine_trains_what_the_loop_trains_and_resumes(ray_local, tmp_path
 
 # --- 4. a NaN on one rank fails the run, promptly, keeping the last good checkpoint ------------------
 
+
 @pytest.mark.timeout(300)
 def test_nan_on_one_rank_fails_the_run_and_keeps_the_last_checkpoint(ray_local, tmp_path):
     # 1,024 images = 8 iterations per epoch; rank 1's logits go NaN at iteration 20 (epoch 3), which
     # the ranks agree on at the end of epoch 3; epochs 1 and 2 are checkpointed.
-    config = config_of(tmp_path, "--model", "cifar_resnet8", "--name", "nan", "--set", "train_subset=1024",
-                       "--set", "test_subset=200", "--iterations", "48", "--set", "inject_nan=1:20")
+    config = config_of(
+        tmp_path,
+        "--model",
+        "cifar_resnet8",
+        "--name",
+        "nan",
+        "--set",
+        "train_subset=1024",
+        "--set",
+        "test_subset=200",
+        "--iterations",
+        "48",
+        "--set",
+        "inject_nan=1:20",
+    )
     assert config.inject_nan == "1:20"
     started = time.monotonic()
     summary = train(config, echo=lambda line: None)
@@ -528,16 +622,38 @@ def test_nan_on_one_rank_fails_the_run_and_keeps_the_last_checkpoint(ray_local, 
 # --- 2. a killed worker: the run restarts from its checkpoint and logs each epoch once ---------------
 
 # 2,048 images = 16 iterations of batch 128 per epoch, 4 epochs; every checkpoint kept.
-KILL_ARGS = ["--model", "cifar_resnet8", "--set", "train_subset=2048", "--set", "test_subset=500",
-             "--iterations", "64", "--set", "keep_checkpoints=4", "--set", "max_failures=2"]
+KILL_ARGS = [
+    "--model",
+    "cifar_resnet8",
+    "--set",
+    "train_subset=2048",
+    "--set",
+    "test_subset=500",
+    "--iterations",
+    "64",
+    "--set",
+    "keep_checkpoints=4",
+    "--set",
+    "max_failures=2",
+]
 KILL_EPOCHS, KILL_ITERATIONS_PER_EPOCH = 4, 16
 
 
 @pytest.mark.timeout(420)
 def test_worker_sigkill_redoes_at_most_one_epoch(start_cli, tmp_path):
     started = time.monotonic()
-    cli = start_cli(tmp_path, [*KILL_ARGS, "--name", "workerkill", "--storage-path", str(tmp_path / "runs"),
-                               "--json", str(tmp_path / "out.json")])
+    cli = start_cli(
+        tmp_path,
+        [
+            *KILL_ARGS,
+            "--name",
+            "workerkill",
+            "--storage-path",
+            str(tmp_path / "runs"),
+            "--json",
+            str(tmp_path / "out.json"),
+        ],
+    )
     config = config_of(tmp_path, *KILL_ARGS, "--name", "workerkill")
     run_id = cli.run_id(timeout=120)
     client = client_of(config)
@@ -554,8 +670,10 @@ def test_worker_sigkill_redoes_at_most_one_epoch(start_cli, tmp_path):
 
     assert cli.wait(timeout=300) == 0, cli.describe()
     seconds = time.monotonic() - started
-    print(f"\nworker-kill run: {seconds:.1f}s (epoch 1 logged at {first_epoch:.1f}s, killed after "
-          f"{epochs_at_kill} epoch(s))")
+    print(
+        f"\nworker-kill run: {seconds:.1f}s (epoch 1 logged at {first_epoch:.1f}s, killed after "
+        f"{epochs_at_kill} epoch(s))"
+    )
     summary = json.loads((tmp_path / "out.json").read_text())
     assert summary["status"] == "FINISHED" and summary["run_id"] == run_id
     assert summary["metrics"]["iteration"] == KILL_EPOCHS * KILL_ITERATIONS_PER_EPOCH  # as uninterrupted
@@ -569,11 +687,15 @@ def test_worker_sigkill_redoes_at_most_one_epoch(start_cli, tmp_path):
     assert reports == KILL_EPOCHS
     assert "Traceback" not in cli.output()
     # The restart in the project's words, with where it resumed from.
-    assert re.search(r"\[workerkill\] a worker was lost or failed: Ray Train restarted the run's workers "
-                     r"\(restart 1\), resuming from (epoch \d+'s checkpoint|the start)", cli.output()), cli.output()
+    assert re.search(
+        r"\[workerkill\] a worker was lost or failed: Ray Train restarted the run's workers "
+        r"\(restart 1\), resuming from (epoch \d+'s checkpoint|the start)",
+        cli.output(),
+    ), cli.output()
 
 
 # --- 3. the driver killed: rerunning the command resumes from the latest checkpoint ------------------
+
 
 # Long (make chaos): the ablation's driver-kill resume (tests/orchestrator/test_ablate.py) covers the
 # same path in the normal run, and the full suite must stay under 20 minutes on 2 cores.
@@ -608,8 +730,10 @@ def test_driver_sigkill_then_rerun_resumes(start_cli, tmp_path):
     second = start_cli(tmp_path, [*args, "--json", str(tmp_path / "out.json")])
     assert second.wait(timeout=300) == 0, second.describe()
     seconds = time.monotonic() - started
-    print(f"\ndriver-kill run: {seconds:.1f}s (killed at {killed_at:.1f}s after {len(before)} checkpoint(s), "
-          f"{logged_before} logged epoch(s); the rerun took {seconds - killed_at:.1f}s)")
+    print(
+        f"\ndriver-kill run: {seconds:.1f}s (killed at {killed_at:.1f}s after {len(before)} checkpoint(s), "
+        f"{logged_before} logged epoch(s); the rerun took {seconds - killed_at:.1f}s)"
+    )
     out = second.output()
     assert f"[driverkill] resuming MLflow run {run_id}" in out and "starting" not in out
     progress = [int(e) for e in re.findall(r"\[driverkill\] epoch (\d+)/4", out)]
@@ -642,10 +766,15 @@ BAD_INPUT = {
     "cifar-depth-not-6n+2": (["--model", "cifar_resnet21"], r"CIFAR depth 21 in 'cifar_resnet21' is not 6n\+2"),
     "unknown-preset": (["-p", "nope"], r"unknown preset 'nope'; valid: .*smoke"),
     "missing-data-root": (["--data-root", "{folder}/nowhere"], r"expected a directory at .*/nowhere"),
-    "unreachable-tracking-uri": (["--tracking-uri", "http://127.0.0.1:9"],
-                                 r"MLflow tracking URI 'http://127.0.0.1:9' is unreachable"),
+    "unreachable-tracking-uri": (
+        ["--tracking-uri", "http://127.0.0.1:9"],
+        r"MLflow tracking URI 'http://127.0.0.1:9' is unreachable",
+    ),
     "zero-iterations": (["--iterations", "0"], r"--iterations must be a positive integer, got 0"),
-    "workers-not-dividing-batch": (["--workers", "3"], r"batch_size 128 of recipe 'smoke' is not divisible by world_size 3"),
+    "workers-not-dividing-batch": (
+        ["--workers", "3"],
+        r"batch_size 128 of recipe 'smoke' is not divisible by world_size 3",
+    ),
 }
 
 
@@ -657,10 +786,28 @@ def bad_input_runs(tmp_path_factory):
     for name, (args, _) in BAD_INPUT.items():
         folder = tmp_path_factory.mktemp(name)
         argv = [a.format(folder=folder) for a in args]
-        command = [sys.executable, "-m", "orchestrator.train", *argv, "--storage-path", str(folder / "runs"),
-                   "--json", str(folder / "out.json")]
-        started[name] = folder, subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE,
-                                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+        command = [
+            sys.executable,
+            "-m",
+            "orchestrator.train",
+            *argv,
+            "--storage-path",
+            str(folder / "runs"),
+            "--json",
+            str(folder / "out.json"),
+        ]
+        started[name] = (
+            folder,
+            subprocess.Popen(
+                command,
+                cwd=folder,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            ),
+        )
     results = {}
     for name, (folder, process) in started.items():
         try:

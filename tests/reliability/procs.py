@@ -42,9 +42,15 @@ class Command:
     def __init__(self, module: str, args: list[str], folder: Path, label: str, cwd: Path | None = None):
         self.stdout_path, self.stderr_path = folder / f"{label}.out", folder / f"{label}.err"
         with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
-            self.process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd or folder,
-                                            env=clean_env(), stdout=out, stderr=err,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                cwd=cwd or folder,
+                env=clean_env(),
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.pid = self.process.pid
 
     def stdout(self) -> str:
@@ -146,11 +152,27 @@ class MlflowServer:
         started = time.monotonic()
         with open(self.folder / "mlflow-server.log", "a") as log:
             self.process = subprocess.Popen(
-                [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
-                 "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1",
-                 "--port", str(self.port), "--workers", "1"],
-                cwd=self.folder, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True)
+                [
+                    str(BIN / "mlflow"),
+                    "server",
+                    "--backend-store-uri",
+                    f"sqlite:///{self.folder / 'server.db'}",
+                    "--artifacts-destination",
+                    str(self.folder / "artifacts"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                ],
+                cwd=self.folder,
+                env=clean_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         wait_until(self.healthy, timeout, "MLflow server health")
         return time.monotonic() - started
 

@@ -60,24 +60,42 @@ CASES: dict[str, list[tuple[str, list[str], str]]] = {
         ("json-folder-missing", ["--json", "{case}/no/such/out.json"], r"--json .*does not exist or is not writable"),
         ("epochs-for-iteration-recipe", ["--epochs", "2"], r"recipe 'smoke' counts iterations; use --iterations"),
         ("unknown-decode", ["--set", "decode=gpu"], r"unknown decode 'gpu'; valid: cpu, device"),
-        ("device-decode-in-memory", ["--set", "decode=device"],
-         r"decode 'device' needs a sharded data set \(imagenet\), not the in-memory 'fashion-mnist'"),
+        (
+            "device-decode-in-memory",
+            ["--set", "decode=device"],
+            r"decode 'device' needs a sharded data set \(imagenet\), not the in-memory 'fashion-mnist'",
+        ),
         # The imagenet preset decodes on the device; these shards hold pixels.
         # Demands a private local Ray can never meet (it cannot grow): refused before any MLflow write.
-        ("gpu-without-gpu", ["--gpu", "--iterations", "4"],
-         r"run smoke asks for 2 workers x \{1 CPU, 1 GPU\} = 2 CPU, 2 GPU; this machine has \d+ CPU, 0 GPU "
-         r"\(a private local Ray: it cannot grow\)"),
-        ("more-workers-than-cores", ["--set", "workers=64", "--iterations", "4"],
-         r"run smoke asks for 64 workers x \{1 CPU\} = 64 CPU; this machine has \d+ CPU"),
-        ("gpu-fraction-above-one", ["--gpu", "--set", "gpus_per_worker=1.5"],
-         r"gpus_per_worker must be a fraction in \(0, 1\] or a whole number, got 1.5"),
+        (
+            "gpu-without-gpu",
+            ["--gpu", "--iterations", "4"],
+            r"run smoke asks for 2 workers x \{1 CPU, 1 GPU\} = 2 CPU, 2 GPU; this machine has \d+ CPU, 0 GPU "
+            r"\(a private local Ray: it cannot grow\)",
+        ),
+        (
+            "more-workers-than-cores",
+            ["--set", "workers=64", "--iterations", "4"],
+            r"run smoke asks for 64 workers x \{1 CPU\} = 64 CPU; this machine has \d+ CPU",
+        ),
+        (
+            "gpu-fraction-above-one",
+            ["--gpu", "--set", "gpus_per_worker=1.5"],
+            r"gpus_per_worker must be a fraction in \(0, 1\] or a whole number, got 1.5",
+        ),
         ("negative-wait", ["--wait-for-resources", "-1"], r"--wait-for-resources -1.0: give minutes >= 0"),
         ("name-too-long", ["--name", "n" * 300], r"name 'n+'\.\.\. is 300 bytes long; at most 200"),
-        ("missing-db-driver", ["--tracking-uri", "mysql://127.0.0.1:1/db"],
-         r"MLflow tracking URI mysql://\.\.\. needs the Python package 'mysqlclient'"),
-        ("device-decode-raw-shards", ["-p", "imagenet", "--data-root", "{store}/raw-shards"],
-         r"decode 'device' decodes JPEG bytes, but .*raw-shards/train holds 'raw' pixels .*use decode=cpu, or "
-         r"prepare the train split again with --format encoded"),
+        (
+            "missing-db-driver",
+            ["--tracking-uri", "mysql://127.0.0.1:1/db"],
+            r"MLflow tracking URI mysql://\.\.\. needs the Python package 'mysqlclient'",
+        ),
+        (
+            "device-decode-raw-shards",
+            ["-p", "imagenet", "--data-root", "{store}/raw-shards"],
+            r"decode 'device' decodes JPEG bytes, but .*raw-shards/train holds 'raw' pixels .*use decode=cpu, or "
+            r"prepare the train split again with --format encoded",
+        ),
     ],
     "orchestrator.ablate": [
         ("unknown-preset", ["-p", "nope"], r"unknown preset 'nope'; valid: "),
@@ -88,33 +106,58 @@ CASES: dict[str, list[tuple[str, list[str], str]]] = {
         ("name-with-slash", ["--name", "a/b"], r"ablation name 'a/b' must be non-empty and without '/'"),
         ("missing-data-root", ["--data-root", "{case}/nowhere", "--axis", "depth=[8]"], r"nowhere"),
         ("max-concurrent-zero", ["--max-concurrent", "0"], r"max_concurrent must be >= 1 trial at a time, got 0"),
-        ("gpu-trials-without-gpu", ["--set", "use_gpu=true", "--axis", "depth=[8]"],
-         r"trial smoke-cifar_\S+ asks for 1 worker x \{0.95 CPU, 1 GPU\} = 0.95 CPU, 1 GPU; this machine has "
-         r"\d+ CPU, 0 GPU"),
+        (
+            "gpu-trials-without-gpu",
+            ["--set", "use_gpu=true", "--axis", "depth=[8]"],
+            r"trial smoke-cifar_\S+ asks for 1 worker x \{0.95 CPU, 1 GPU\} = 0.95 CPU, 1 GPU; this machine has "
+            r"\d+ CPU, 0 GPU",
+        ),
         ("name-too-long", ["--name", "n" * 300], r"ablation name 'n+'\.\.\. is 300 bytes long; at most 200"),
     ],
     "orchestrator.prepare": [
         ("unknown-dataset", ["--dataset", "nope", "--out", "{case}/shards"], r"unknown data set 'nope'; valid: "),
-        ("missing-data-root", ["--dataset", "cifar10", "--data-root", "{case}/nowhere", "--out", "{case}/shards"],
-         r"nowhere"),
-        ("bad-split", ["--dataset", "folder", "--data-root", "{store}", "--split", "dev", "--out", "{case}/shards"],
-         r"folder split 'dev'; valid: "),
-        ("zero-shard-size", ["--dataset", "fashion-mnist", "--shard-size", "0", "--out", "{case}/shards"],
-         r"shard size 0: must be >= 1"),
-        ("bad-fraction", ["--dataset", "fashion-mnist", "--max-bad-fraction", "1.5", "--out", "{case}/shards"],
-         r"max bad fraction 1.5"),
-        ("encoded-from-memory", ["--dataset", "fashion-mnist", "--format", "encoded", "--out", "{case}/shards"],
-         r"held in memory as pixels"),
+        (
+            "missing-data-root",
+            ["--dataset", "cifar10", "--data-root", "{case}/nowhere", "--out", "{case}/shards"],
+            r"nowhere",
+        ),
+        (
+            "bad-split",
+            ["--dataset", "folder", "--data-root", "{store}", "--split", "dev", "--out", "{case}/shards"],
+            r"folder split 'dev'; valid: ",
+        ),
+        (
+            "zero-shard-size",
+            ["--dataset", "fashion-mnist", "--shard-size", "0", "--out", "{case}/shards"],
+            r"shard size 0: must be >= 1",
+        ),
+        (
+            "bad-fraction",
+            ["--dataset", "fashion-mnist", "--max-bad-fraction", "1.5", "--out", "{case}/shards"],
+            r"max bad fraction 1.5",
+        ),
+        (
+            "encoded-from-memory",
+            ["--dataset", "fashion-mnist", "--format", "encoded", "--out", "{case}/shards"],
+            r"held in memory as pixels",
+        ),
     ],
     "orchestrator.compare": [
         ("no-database", ["--tracking-uri", "sqlite:///{case}/none/mlflow.db"], r"no MLflow database at "),
         ("unknown-parent", ["--tracking-uri", "{uri}", "--parent", "nope"], r"--parent 'nope': no MLflow run"),
         ("traversal-parent", ["--tracking-uri", "{uri}", "--parent", "../../etc"], r"--parent '../../etc'"),
         ("quote-parent", ["--tracking-uri", "{uri}", "--parent", "a' or '1'='1"], r"cannot contain a quote"),
-        ("unknown-experiment", ["--tracking-uri", "{uri}", "--experiment", "nope"], r"unknown MLflow experiment 'nope'"),
+        (
+            "unknown-experiment",
+            ["--tracking-uri", "{uri}", "--experiment", "nope"],
+            r"unknown MLflow experiment 'nope'",
+        ),
         ("bad-filter", ["--tracking-uri", "{uri}", "--filter", "params.seed = = '0'"], r"not a valid MLflow filter"),
-        ("injection-filter", ["--tracking-uri", "{uri}", "--filter", "1=1; DROP TABLE runs"],
-         r"not a valid MLflow filter"),
+        (
+            "injection-filter",
+            ["--tracking-uri", "{uri}", "--filter", "1=1; DROP TABLE runs"],
+            r"not a valid MLflow filter",
+        ),
         ("nothing-matches", ["--tracking-uri", "{uri}", "--filter", "params.seed = '99'"], r"no training runs matched"),
         ("out-is-a-file", ["--tracking-uri", "{uri}", "--out", "{store}/a-file"], r"exists and is not a report folder"),
         ("zero-fig7-images", ["--tracking-uri", "{uri}", "--fig7-images", "0"], r"--fig7-images must be >= 1"),
@@ -125,51 +168,117 @@ CASES: dict[str, list[tuple[str, list[str], str]]] = {
         ("train-same-members", ["train", "-p", "{store}/twins.yaml"], r"two members give the same run"),
         ("train-unknown-key", ["train", "--set", "colour=red"], r"unknown config key\(s\) colour"),
         ("train-max-concurrent-zero", ["train", "--max-concurrent", "0"], r"max_concurrent must be >= 1"),
-        ("train-gpu-without-gpu", ["train", "--set", "use_gpu=true"],
-         r"trial ensemble-smoke-cifar_resnet\S+ asks for 1 worker x \{0.95 CPU, 1 GPU\}.*0 GPU"),
-        ("eval-unknown-run", ["evaluate", "--tracking-uri", "{uri}", "--runs", UNKNOWN_ID],
-         rf"unknown MLflow run id '{UNKNOWN_ID}'"),
-        ("eval-traversal-run-id", ["evaluate", "--tracking-uri", "{uri}", "--runs", "../../etc/passwd"],
-         r"unknown MLflow run id '../../etc/passwd'"),
-        ("eval-duplicate-runs", ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt},{nockpt}"],
-         r"a run is listed twice"),
-        ("eval-unfinished-run", ["evaluate", "--tracking-uri", "{uri}", "--runs", "{running}"],
-         r"is RUNNING, not FINISHED"),
-        ("eval-run-without-checkpoint", ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt}"],
-         r"has no checkpoint checkpoints/last/state.pt"),
-        ("eval-garbage-checkpoint", ["evaluate", "--tracking-uri", "{uri}", "--runs", "{garbage}"],
-         r"checkpoint checkpoints/last/state.pt is unusable"),
-        ("eval-unknown-parent", ["evaluate", "--tracking-uri", "{uri}", "--parent", "nope"],
-         r"--parent 'nope': no MLflow run has this id or name in experiment 'resnet-orchestrator'"),
+        (
+            "train-gpu-without-gpu",
+            ["train", "--set", "use_gpu=true"],
+            r"trial ensemble-smoke-cifar_resnet\S+ asks for 1 worker x \{0.95 CPU, 1 GPU\}.*0 GPU",
+        ),
+        (
+            "eval-unknown-run",
+            ["evaluate", "--tracking-uri", "{uri}", "--runs", UNKNOWN_ID],
+            rf"unknown MLflow run id '{UNKNOWN_ID}'",
+        ),
+        (
+            "eval-traversal-run-id",
+            ["evaluate", "--tracking-uri", "{uri}", "--runs", "../../etc/passwd"],
+            r"unknown MLflow run id '../../etc/passwd'",
+        ),
+        (
+            "eval-duplicate-runs",
+            ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt},{nockpt}"],
+            r"a run is listed twice",
+        ),
+        (
+            "eval-unfinished-run",
+            ["evaluate", "--tracking-uri", "{uri}", "--runs", "{running}"],
+            r"is RUNNING, not FINISHED",
+        ),
+        (
+            "eval-run-without-checkpoint",
+            ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt}"],
+            r"has no checkpoint checkpoints/last/state.pt",
+        ),
+        (
+            "eval-garbage-checkpoint",
+            ["evaluate", "--tracking-uri", "{uri}", "--runs", "{garbage}"],
+            r"checkpoint checkpoints/last/state.pt is unusable",
+        ),
+        (
+            "eval-unknown-parent",
+            ["evaluate", "--tracking-uri", "{uri}", "--parent", "nope"],
+            r"--parent 'nope': no MLflow run has this id or name in experiment 'resnet-orchestrator'",
+        ),
         ("eval-best-zero", ["evaluate", "--tracking-uri", "{uri}", "--best", "0"], r"--best must be >= 1"),
-        ("eval-bad-filter", ["evaluate", "--tracking-uri", "{uri}", "--best", "1", "--filter", "tags.x ~ 'y'"],
-         r"bad --filter"),
-        ("eval-bad-weights", ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt}", "--weights", "a"],
-         r"--weights 'a' must be comma-separated numbers"),
-        ("eval-unknown-view", ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt}", "--view", "5crop"],
-         r"argument --view: invalid choice: '5crop' \(choose from 'center', 'flip', '10crop', 'multiscale'\)"),
-        ("eval-zero-test-subset", ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt}", "--test-subset", "0"],
-         r"--test-subset must be >= 1, got 0"),
-        ("eval-zero-shards", ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt}", "--shards", "0"],
-         r"--shards must be >= 1, got 0"),
-        ("eval-zero-cpus", ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt}", "--cpus", "0"],
-         r"--cpus must be > 0, got 0.0"),
-        ("combine-missing-source", ["combine", "--tracking-uri", "{uri}", "--from", "{case}/none.parquet"],
-         r"unknown MLflow run id"),
-        ("combine-not-parquet", ["combine", "--tracking-uri", "{uri}", "--from", "{store}/list.yaml"],
-         r"is not a readable Parquet file"),
-        ("combine-run-without-table", ["combine", "--tracking-uri", "{uri}", "--from", "{nockpt}"],
-         r"has no ensemble/probabilities.parquet"),
-        ("combine-unknown-member", ["combine", "--tracking-uri", "{uri}", "--from", "{parquet}", "--members", "a,zz"],
-         r"--members a,zz: unknown or repeated"),
-        ("combine-repeated-member", ["combine", "--tracking-uri", "{uri}", "--from", "{parquet}", "--members", "a,a"],
-         r"unknown or repeated"),
-        ("combine-weights-count", ["combine", "--tracking-uri", "{uri}", "--from", "{parquet}", "--members", "a,b",
-                                   "--weights", "1,2,3"], r"--weights gives 3 weight\(s\) for 2 members"),
-        ("combine-negative-weight", ["combine", "--tracking-uri", "{uri}", "--from", "{parquet}", "--weights=-1,1"],
-         r"each must be a finite number >= 0"),
-        ("combine-nan-weight", ["combine", "--tracking-uri", "{uri}", "--from", "{parquet}", "--weights=nan,1"],
-         r"each must be a finite number >= 0"),
+        (
+            "eval-bad-filter",
+            ["evaluate", "--tracking-uri", "{uri}", "--best", "1", "--filter", "tags.x ~ 'y'"],
+            r"bad --filter",
+        ),
+        (
+            "eval-bad-weights",
+            ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt}", "--weights", "a"],
+            r"--weights 'a' must be comma-separated numbers",
+        ),
+        (
+            "eval-unknown-view",
+            ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt}", "--view", "5crop"],
+            r"argument --view: invalid choice: '5crop' \(choose from 'center', 'flip', '10crop', 'multiscale'\)",
+        ),
+        (
+            "eval-zero-test-subset",
+            ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt}", "--test-subset", "0"],
+            r"--test-subset must be >= 1, got 0",
+        ),
+        (
+            "eval-zero-shards",
+            ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt}", "--shards", "0"],
+            r"--shards must be >= 1, got 0",
+        ),
+        (
+            "eval-zero-cpus",
+            ["evaluate", "--tracking-uri", "{uri}", "--runs", "{nockpt}", "--cpus", "0"],
+            r"--cpus must be > 0, got 0.0",
+        ),
+        (
+            "combine-missing-source",
+            ["combine", "--tracking-uri", "{uri}", "--from", "{case}/none.parquet"],
+            r"unknown MLflow run id",
+        ),
+        (
+            "combine-not-parquet",
+            ["combine", "--tracking-uri", "{uri}", "--from", "{store}/list.yaml"],
+            r"is not a readable Parquet file",
+        ),
+        (
+            "combine-run-without-table",
+            ["combine", "--tracking-uri", "{uri}", "--from", "{nockpt}"],
+            r"has no ensemble/probabilities.parquet",
+        ),
+        (
+            "combine-unknown-member",
+            ["combine", "--tracking-uri", "{uri}", "--from", "{parquet}", "--members", "a,zz"],
+            r"--members a,zz: unknown or repeated",
+        ),
+        (
+            "combine-repeated-member",
+            ["combine", "--tracking-uri", "{uri}", "--from", "{parquet}", "--members", "a,a"],
+            r"unknown or repeated",
+        ),
+        (
+            "combine-weights-count",
+            ["combine", "--tracking-uri", "{uri}", "--from", "{parquet}", "--members", "a,b", "--weights", "1,2,3"],
+            r"--weights gives 3 weight\(s\) for 2 members",
+        ),
+        (
+            "combine-negative-weight",
+            ["combine", "--tracking-uri", "{uri}", "--from", "{parquet}", "--weights=-1,1"],
+            r"each must be a finite number >= 0",
+        ),
+        (
+            "combine-nan-weight",
+            ["combine", "--tracking-uri", "{uri}", "--from", "{parquet}", "--weights=nan,1"],
+            r"each must be a finite number >= 0",
+        ),
     ],
 }
 
@@ -177,18 +286,24 @@ CASES: dict[str, list[tuple[str, list[str], str]]] = {
 # nothing written; argparse prints its usage first, so more than one line.
 ARGPARSE_CASES = [
     ("orchestrator.train", "workers-not-int", ["--workers", "two"], r"argument --workers: invalid int value"),
-    ("orchestrator.ensemble", "checkpoint-uri", ["evaluate", "--runs", UNKNOWN_ID, "--checkpoint", "s3://b/x.pt"],
-     r"argument --checkpoint: invalid choice"),
+    (
+        "orchestrator.ensemble",
+        "checkpoint-uri",
+        ["evaluate", "--runs", UNKNOWN_ID, "--checkpoint", "s3://b/x.pt"],
+        r"argument --checkpoint: invalid choice",
+    ),
     ("orchestrator.prepare", "no-out", ["--dataset", "cifar10"], r"the following arguments are required: --out"),
 ]
 
 pytestmark = pytest.mark.skipif(not HAVE_FASHION_MNIST, reason="Fashion-MNIST not installed (make data)")
 
 
-
 # A few cases run again as real ``python -m`` processes (one wave of 4: spawns are slow here).
-SUBPROCESS_CASES = {("orchestrator.train", "gpu-without-gpu"), ("orchestrator.compare", "bad-filter"),
-                    ("orchestrator.ensemble", "eval-garbage-checkpoint")}
+SUBPROCESS_CASES = {
+    ("orchestrator.train", "gpu-without-gpu"),
+    ("orchestrator.compare", "bad-filter"),
+    ("orchestrator.ensemble", "eval-garbage-checkpoint"),
+}
 
 pytestmark = pytest.mark.skipif(not HAVE_FASHION_MNIST, reason="Fashion-MNIST not installed (make data)")
 
@@ -224,14 +339,24 @@ def store(tmp_path_factory) -> dict:
     (folder / "a-file").write_text("a file, not a folder\n")
     for split in ("train", "val"):  # ImageNet shards of pixels, which decode=device cannot read
         write_png_tree(folder / "ilsvrc" / split, ["n01440764", "n01443537"], per_class=1, suffix=".JPEG")
-        prepare("imagenet", str(folder / "raw-shards"), split=split, data_root=str(folder / "ilsvrc"),
-                image_format="raw", echo=lambda line: None)
+        prepare(
+            "imagenet",
+            str(folder / "raw-shards"),
+            split=split,
+            data_root=str(folder / "ilsvrc"),
+            image_format="raw",
+            echo=lambda line: None,
+        )
     (folder / "classes" / "cat").mkdir(parents=True)
     labels = torch.tensor([0, 1, 2, 1])
     probabilities = {name: torch.softmax(torch.randn(4, 3), 1) for name in ("a", "b", "c")}
-    parquet = ensemble_math.write_probabilities(folder / "probs" / "probabilities.parquet", probabilities, labels,
-                                                ensemble_math.holdout_split(4),
-                                                {"members": [{"name": n, "run_id": n} for n in probabilities]})
+    parquet = ensemble_math.write_probabilities(
+        folder / "probs" / "probabilities.parquet",
+        probabilities,
+        labels,
+        ensemble_math.holdout_split(4),
+        {"members": [{"name": n, "run_id": n} for n in probabilities]},
+    )
     return {"folder": folder, "uri": uri, "parquet": str(parquet), **ids}
 
 
@@ -273,17 +398,38 @@ def in_process(module: str, case: str, argv: list[str], store: dict, base: Path)
                 code = 1
     finally:
         os.chdir(cwd)
-    return {"folder": folder, "argv": argv, "code": code, "stdout": out.getvalue(), "stderr": err.getvalue(),
-            "seconds": time.monotonic() - started, "left": sorted(_snapshot(folder))}
+    return {
+        "folder": folder,
+        "argv": argv,
+        "code": code,
+        "stdout": out.getvalue(),
+        "stderr": err.getvalue(),
+        "seconds": time.monotonic() - started,
+        "left": sorted(_snapshot(folder)),
+    }
 
 
 def as_subprocess(module: str, case: str, argv: list[str], store: dict, base: Path) -> dict:
     folder, argv = prepare_case(module, case, argv, store, base)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", module, *argv], cwd=folder, env=clean_env(),
-                          capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
-    return {"folder": folder, "argv": argv, "code": done.returncode, "stdout": done.stdout,
-            "stderr": done.stderr, "seconds": time.monotonic() - started, "left": sorted(_snapshot(folder))}
+    done = subprocess.run(
+        [sys.executable, "-m", module, *argv],
+        cwd=folder,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )
+    return {
+        "folder": folder,
+        "argv": argv,
+        "code": done.returncode,
+        "stdout": done.stdout,
+        "stderr": done.stderr,
+        "seconds": time.monotonic() - started,
+        "left": sorted(_snapshot(folder)),
+    }
 
 
 def problems_of(r: dict, pattern: str) -> list[str]:
@@ -303,8 +449,11 @@ def problems_of(r: dict, pattern: str) -> list[str]:
 
 
 def check_all(results: list[tuple[tuple, dict]], label: str) -> None:
-    failures = [f"{module} {name} {' '.join(r['argv'])}: {'; '.join(p)}\n    stderr: {r['stderr'][-600:]!r}"
-                for (module, name, _, pattern), r in results if (p := problems_of(r, pattern))]
+    failures = [
+        f"{module} {name} {' '.join(r['argv'])}: {'; '.join(p)}\n    stderr: {r['stderr'][-600:]!r}"
+        for (module, name, _, pattern), r in results
+        if (p := problems_of(r, pattern))
+    ]
     assert not failures, f"{label}: {len(failures)} of {len(results)} cases misbehave:\n" + "\n".join(failures)
 
 
@@ -314,8 +463,10 @@ def test_every_cli_refuses_bad_input_in_one_line_with_exit_2(store, tmp_path, cl
     started = time.monotonic()
     results = [(case, in_process(case[0], case[1], case[2], store, tmp_path)) for case in cases]
     seconds = time.monotonic() - started
-    print(f"\n{len(cases)} bad-input cases in-process in {seconds:.1f}s "
-          f"(slowest {max(r['seconds'] for _, r in results):.1f}s)")
+    print(
+        f"\n{len(cases)} bad-input cases in-process in {seconds:.1f}s "
+        f"(slowest {max(r['seconds'] for _, r in results):.1f}s)"
+    )
     check_all(results, "in-process")
     assert _snapshot(store["folder"]) == before, "a bad command wrote into the shared MLflow store"
 
@@ -323,20 +474,27 @@ def test_every_cli_refuses_bad_input_in_one_line_with_exit_2(store, tmp_path, cl
 def test_one_bad_input_per_entry_point_as_a_real_process(store, tmp_path):
     """The real processes: exit code 2, one "error:" line (no warnings or logs from imports), no
     traceback, nothing written; and argparse's own mistakes exit 2 without a traceback."""
-    cases = [(module, name, argv, pattern) for module, rows in CASES.items() for name, argv, pattern in rows
-             if (module, name) in SUBPROCESS_CASES]
+    cases = [
+        (module, name, argv, pattern)
+        for module, rows in CASES.items()
+        for name, argv, pattern in rows
+        if (module, name) in SUBPROCESS_CASES
+    ]
     assert len(cases) == len(SUBPROCESS_CASES)
     before = _snapshot(store["folder"])
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [(case, pool.submit(as_subprocess, case[0], case[1], case[2], store, tmp_path))
-                   for case in cases + ARGPARSE_CASES[:1]]
+        futures = [
+            (case, pool.submit(as_subprocess, case[0], case[1], case[2], store, tmp_path))
+            for case in cases + ARGPARSE_CASES[:1]
+        ]
         results = [(case, future.result()) for case, future in futures]
     seconds = time.monotonic() - started
-    print(f"\n{len(results)} bad-input processes in {seconds:.1f}s "
-          f"(slowest {max(r['seconds'] for _, r in results):.1f}s)")
-    check_all(results[:len(cases)], "subprocess")
-    for (module, name, _, pattern), r in results[len(cases):]:
+    print(
+        f"\n{len(results)} bad-input processes in {seconds:.1f}s (slowest {max(r['seconds'] for _, r in results):.1f}s)"
+    )
+    check_all(results[: len(cases)], "subprocess")
+    for (module, name, _, pattern), r in results[len(cases) :]:
         assert r["code"] == 2, (module, name, r["stderr"])
         assert "Traceback" not in r["stderr"], (module, name, r["stderr"])
         assert re.search(pattern, r["stderr"].splitlines()[-1]), (module, name, r["stderr"])

@@ -48,6 +48,7 @@ long_only = pytest.mark.skipif(not CHAOS_LONG, reason=LONG_REASON)
 
 # --- helpers -----------------------------------------------------------------------------------------
 
+
 def config_of(folder: Path, *argv: str) -> ExperimentConfig:
     return config_from_args(build_parser().parse_args([*argv, "--storage-path", str(folder / "runs")]))
 
@@ -82,8 +83,9 @@ RUN_ID = re.compile(r"(?:starting|resuming) MLflow run ([0-9a-f]{32})")
 
 
 def run_id_of(command: Command, timeout: float = 180) -> str:
-    return wait_until(lambda: (m := RUN_ID.search(command.stdout())) and m.group(1), timeout,
-                      "the MLflow run id", command)
+    return wait_until(
+        lambda: (m := RUN_ID.search(command.stdout())) and m.group(1), timeout, "the MLflow run id", command
+    )
 
 
 @pytest.fixture
@@ -116,8 +118,22 @@ def in_tmp(tmp_path, monkeypatch):
 # One worker, 256 images = 2 iterations of batch 128 per epoch, 4 epochs. Rank 0's loss goes NaN at
 # iteration 5 (epoch 3), so the run fails deterministically after checkpointing epochs 1 and 2, and
 # stays resumable (a FAILED run of the same config resumes from its latest checkpoint).
-CORRUPT_ARGS = ["--model", "cifar_resnet8", "--workers", "1", "--set", "train_subset=256", "--set", "test_subset=128",
-                "--iterations", "8", "--set", "keep_checkpoints=4", "--set", "max_failures=1"]
+CORRUPT_ARGS = [
+    "--model",
+    "cifar_resnet8",
+    "--workers",
+    "1",
+    "--set",
+    "train_subset=256",
+    "--set",
+    "test_subset=128",
+    "--iterations",
+    "8",
+    "--set",
+    "keep_checkpoints=4",
+    "--set",
+    "max_failures=1",
+]
 
 
 def failed_run_with_two_checkpoints(folder: Path, name: str):
@@ -179,8 +195,20 @@ def test_every_kept_checkpoint_corrupt_fails_naming_them_and_loads_no_garbage(ra
 # --- workers SIGKILLed three times (long) -------------------------------------------------------------
 
 # 2 workers, 2,048 images = 16 iterations per epoch, 10 epochs; room for 3 restarts.
-KILL_ARGS = ["--model", "cifar_resnet8", "--set", "train_subset=2048", "--set", "test_subset=256",
-             "--iterations", "160", "--set", "keep_checkpoints=2", "--set", "max_failures=3"]
+KILL_ARGS = [
+    "--model",
+    "cifar_resnet8",
+    "--set",
+    "train_subset=2048",
+    "--set",
+    "test_subset=256",
+    "--iterations",
+    "160",
+    "--set",
+    "keep_checkpoints=2",
+    "--set",
+    "max_failures=3",
+]
 KILL_EPOCHS, KILL_PER_EPOCH = 10, 16
 
 
@@ -189,16 +217,21 @@ KILL_EPOCHS, KILL_PER_EPOCH = 10, 16
 def test_workers_sigkilled_three_times_the_run_finishes_as_if_uninterrupted(commands, in_tmp):
     rng = random.Random(2015)
     started = time.monotonic()
-    cli = commands("orchestrator.train", [*KILL_ARGS, "--name", "kill3", "--storage-path", str(in_tmp / "runs"),
-                                          "--json", str(in_tmp / "out.json")], in_tmp, "kill3")
+    cli = commands(
+        "orchestrator.train",
+        [*KILL_ARGS, "--name", "kill3", "--storage-path", str(in_tmp / "runs"), "--json", str(in_tmp / "out.json")],
+        in_tmp,
+        "kill3",
+    )
     config = config_of(in_tmp, *KILL_ARGS, "--name", "kill3")
     run_id = run_id_of(cli)
     client = MlflowClient(config.resolved_tracking_uri())
     killed, seen = [], set()
     for _ in range(3):
         workers = wait_until(lambda: {p.pid for p in train_workers(cli.pid)} - seen, 180, "a worker group", cli)
-        workers = wait_until(lambda: len(now := {p.pid for p in train_workers(cli.pid)} - seen) == 2 and now,
-                             60, "both workers", cli)
+        workers = wait_until(
+            lambda: len(now := {p.pid for p in train_workers(cli.pid)} - seen) == 2 and now, 60, "both workers", cli
+        )
         seen |= workers
         time.sleep(rng.uniform(3, 12))  # a random point: setup, mid-epoch, evaluation or a report
         if not cli.alive():
@@ -222,6 +255,7 @@ def test_workers_sigkilled_three_times_the_run_finishes_as_if_uninterrupted(comm
 
 # --- the ablation driver killed again and again (long) ------------------------------------------------
 
+
 @long_only
 @pytest.mark.timeout(1800)
 def test_ablation_driver_killed_repeatedly_each_trial_completes_once(commands, in_tmp):
@@ -229,8 +263,20 @@ def test_ablation_driver_killed_repeatedly_each_trial_completes_once(commands, i
 
     rng = random.Random(34)
     storage = in_tmp / "runs"
-    args = ["--name", "chaos", "--axis", "depth=[8]", "--axis", "residual=[true]", "--axis", "seed=[0, 1, 2, 3]",
-            "--max-concurrent", "1", "--storage-path", str(storage)] + [a for pair in TINY for a in ("--set", pair)]
+    args = [
+        "--name",
+        "chaos",
+        "--axis",
+        "depth=[8]",
+        "--axis",
+        "residual=[true]",
+        "--axis",
+        "seed=[0, 1, 2, 3]",
+        "--max-concurrent",
+        "1",
+        "--storage-path",
+        str(storage),
+    ] + [a for pair in TINY for a in ("--set", pair)]
     uri = f"sqlite:///{storage / 'mlflow.db'}"
     kills, ends = 0, {}
     started = time.monotonic()
@@ -244,8 +290,10 @@ def test_ablation_driver_killed_repeatedly_each_trial_completes_once(commands, i
                 driver.kill()
                 kills += 1
                 client = MlflowClient(uri)
-                runs = client.search_runs([client.get_experiment_by_name("resnet-orchestrator").experiment_id],
-                                          "attributes.status = 'FINISHED' and tags.ablation = 'chaos'")
+                runs = client.search_runs(
+                    [client.get_experiment_by_name("resnet-orchestrator").experiment_id],
+                    "attributes.status = 'FINISHED' and tags.ablation = 'chaos'",
+                )
                 for r in runs:  # a finished trial is never run again: its end time stays
                     assert ends.setdefault(r.info.run_id, r.info.end_time) == r.info.end_time
                 continue
@@ -270,15 +318,33 @@ def test_ablation_driver_killed_repeatedly_each_trial_completes_once(commands, i
 
 # --- the MLflow tracking server down mid-run (long) ---------------------------------------------------
 
+
 @long_only
 @pytest.mark.timeout(900)
 def test_mlflow_server_down_for_20s_mid_run_metrics_land_later_none_lost(commands, in_tmp):
     server = MlflowServer(in_tmp)
     try:
         server.start()
-        args = ["--model", "cifar_resnet8", "--workers", "1", "--name", "outage", "--set", "train_subset=2048",
-                "--set", "test_subset=256", "--iterations", "160", "--storage-path", str(in_tmp / "runs"),
-                "--tracking-uri", server.uri, "--json", str(in_tmp / "out.json")]
+        args = [
+            "--model",
+            "cifar_resnet8",
+            "--workers",
+            "1",
+            "--name",
+            "outage",
+            "--set",
+            "train_subset=2048",
+            "--set",
+            "test_subset=256",
+            "--iterations",
+            "160",
+            "--storage-path",
+            str(in_tmp / "runs"),
+            "--tracking-uri",
+            server.uri,
+            "--json",
+            str(in_tmp / "out.json"),
+        ]
         cli = commands("orchestrator.train", args, in_tmp, "outage")
         run_id = run_id_of(cli)
         wait_until(lambda: "epoch 2/" in cli.stdout(), 300, "epoch 2", cli)
@@ -297,8 +363,10 @@ def test_mlflow_server_down_for_20s_mid_run_metrics_land_later_none_lost(command
         code = cli.wait(timeout=600)
         client = MlflowClient(server.uri)
         epochs = [v for _, v in epoch_steps(client, run_id)]
-        print(f"\nMLflow down {outage:.1f}s (restart took {restart_seconds:.1f}s): exit {code}, "
-              f"{len(workers_seen - workers_before)} new worker process(es), epochs logged {epochs}")
+        print(
+            f"\nMLflow down {outage:.1f}s (restart took {restart_seconds:.1f}s): exit {code}, "
+            f"{len(workers_seen - workers_before)} new worker process(es), epochs logged {epochs}"
+        )
         assert "Traceback" not in cli.stdout() + cli.stderr().split("[outage] FAILED")[-1]
         if code == 0:  # training went on; the metrics landed once the server was back
             assert client.get_run(run_id).info.status == "FINISHED"
@@ -312,6 +380,7 @@ def test_mlflow_server_down_for_20s_mid_run_metrics_land_later_none_lost(command
 
 # --- the storage made read-only mid-run (long) --------------------------------------------------------
 
+
 @long_only
 @pytest.mark.timeout(900)
 def test_storage_read_only_mid_run_fails_clearly_and_keeps_the_last_checkpoint(commands, in_tmp):
@@ -321,9 +390,26 @@ def test_storage_read_only_mid_run_fails_clearly_and_keeps_the_last_checkpoint(c
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)")
     try:
-        args = ["--model", "cifar_resnet8", "--workers", "1", "--name", "readonly", "--set", "train_subset=2048",
-                "--set", "test_subset=256", "--iterations", "160", "--storage-path", str(mount / "runs"),
-                "--tracking-uri", f"sqlite:///{in_tmp / 'mlflow.db'}", "--json", str(in_tmp / "out.json")]
+        args = [
+            "--model",
+            "cifar_resnet8",
+            "--workers",
+            "1",
+            "--name",
+            "readonly",
+            "--set",
+            "train_subset=2048",
+            "--set",
+            "test_subset=256",
+            "--iterations",
+            "160",
+            "--storage-path",
+            str(mount / "runs"),
+            "--tracking-uri",
+            f"sqlite:///{in_tmp / 'mlflow.db'}",
+            "--json",
+            str(in_tmp / "out.json"),
+        ]
         cli = commands("orchestrator.train", args, in_tmp, "readonly")
         folder = mount / "runs" / "readonly"
         wait_until(lambda: "epoch 2/" in cli.stdout(), 300, "epoch 2", cli)
@@ -342,6 +428,7 @@ def test_storage_read_only_mid_run_fails_clearly_and_keeps_the_last_checkpoint(c
 
 # --- a packed trial's driver killed, its newest checkpoint torn (long) ---------------------------------
 
+
 @long_only
 @pytest.mark.timeout(900)
 def test_packed_trial_resumes_every_member_from_the_pack_checkpoint(commands, in_tmp):
@@ -350,10 +437,28 @@ def test_packed_trial_resumes_every_member_from_the_pack_checkpoint(commands, in
     # Three runs in one pack (seeds 0 and 1, and seed 0 with its loss going NaN at iteration 6, in
     # epoch 2, long before the driver is killed): 512 images = 4 iterations per epoch, 30 epochs.
     storage = in_tmp / "runs"
-    args = ["--name", "packchaos", "--axis", "depth=[8]", "--axis", "residual=[true]", "--axis", "seed=[0, 1]",
-            "--axis", "inject_nan=[null, '0:6']", "--pack", "4", "--storage-path", str(storage)]
-    args += [a for pair in TINY + ["engine=fast", "workers=1", "recipe.total=120", "recipe.milestones=[90]",
-                                   "keep_checkpoints=3"] for a in ("--set", pair)]
+    args = [
+        "--name",
+        "packchaos",
+        "--axis",
+        "depth=[8]",
+        "--axis",
+        "residual=[true]",
+        "--axis",
+        "seed=[0, 1]",
+        "--axis",
+        "inject_nan=[null, '0:6']",
+        "--pack",
+        "4",
+        "--storage-path",
+        str(storage),
+    ]
+    args += [
+        a
+        for pair in TINY
+        + ["engine=fast", "workers=1", "recipe.total=120", "recipe.milestones=[90]", "keep_checkpoints=3"]
+        for a in ("--set", pair)
+    ]
     clean = [f"packchaos-cifar_resnet8-A-inject_nan=None-s{seed}" for seed in (0, 1)]
     nan = [f"packchaos-cifar_resnet8-A-inject_nan=0:6-s{seed}" for seed in (0, 1)]
     driver = commands("orchestrator.ablate", args, in_tmp, "first")

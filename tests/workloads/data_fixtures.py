@@ -71,8 +71,12 @@ def write_cifar10(root: Path, per_batch: int = 40, seed: int = 0, py2: bool = Tr
             all_images.append(images)
             all_labels.append(labels)
         expected[split] = (np.concatenate(all_images), np.concatenate(all_labels))
-    meta = {b"label_names": [c.encode() for c in ("airplane", "automobile", "bird", "cat", "deer",
-                                                  "dog", "frog", "horse", "ship", "truck")]}
+    meta = {
+        b"label_names": [
+            c.encode()
+            for c in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+        ]
+    }
     (folder / "batches.meta").write_bytes(dump(meta))
     return expected
 
@@ -96,8 +100,9 @@ def write_fashion_mnist(root: Path, n_train: int = 30, n_test: int = 20, seed: i
     return expected
 
 
-def write_png_tree(root: Path, classes: list[str], per_class: int, size: int = 8, seed: int = 0,
-                   suffix: str = ".png") -> tuple[np.ndarray, np.ndarray]:
+def write_png_tree(
+    root: Path, classes: list[str], per_class: int, size: int = 8, seed: int = 0, suffix: str = ".png"
+) -> tuple[np.ndarray, np.ndarray]:
     """root/<class>/NNNN<suffix> as lossless PNGs; returns (images [N,3,H,W], labels) in
     (sorted class, file name) order."""
     rng = np.random.default_rng(seed)

@@ -28,8 +28,10 @@ try:
 
     cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 except ImportError:  # the GPU machine runs this file as a script
+
     def cuda_only(test):
         return test
+
 
 # Batch 128: 3 epochs of 16 steps. A small lr keeps training out of its chaotic regime: on a GPU the
 # same step can round differently from run to run (cuBLAS picks workspaces per stream), and at lr 0.1
@@ -89,13 +91,18 @@ def test_fast_run_resumed_from_a_checkpoint_continues_as_uninterrupted():
     for epoch in range(2):
         start = first.train_epoch(epoch, start).end_iteration
         resumed_losses += first.step_losses
-    state = make_checkpoint(first.model, first.optimizer, iteration=start, epoch=2, config_hash="h", config={},
-                            metrics={})
+    state = make_checkpoint(
+        first.model, first.optimizer, iteration=start, epoch=2, config_hash="h", config={}, metrics={}
+    )
     buffer = io.BytesIO()
     torch.save(state, buffer)
     second = trainer("cifar_resnet20", images, labels, mean, 0, init_seed=5)  # other weights: all must be restored
-    restore_checkpoint(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True, map_location="cuda"),
-                       second.model, second.optimizer, restore_rng=False)
+    restore_checkpoint(
+        torch.load(io.BytesIO(buffer.getvalue()), weights_only=True, map_location="cuda"),
+        second.model,
+        second.optimizer,
+        restore_rng=False,
+    )
     second.bind_lr()  # as orchestrator/worker.py does after restoring
     second.train_epoch(2, start)
     resumed_losses += second.step_losses
@@ -115,8 +122,11 @@ def test_device_decode_on_cuda_matches_the_cpu():
         out = io.BytesIO()
         Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(out, format="JPEG", quality=95)
         blobs.append(out.getvalue())
-    batch = {"image": np.array(blobs, dtype=object), "label": np.arange(3),
-             "key": np.array(["a", "b", "c"], dtype=object)}
+    batch = {
+        "image": np.array(blobs, dtype=object),
+        "label": np.arange(3),
+        "key": np.array(["a", "b", "c"], dtype=object),
+    }
     mean = np.array([0.485, 0.456, 0.406], np.float32)
     on_gpu, labels = device_train_batch(batch, mean, "cuda", seed=4)
     on_cpu, _ = device_train_batch(batch, mean, "cpu", seed=4)

@@ -31,6 +31,7 @@ def _epoch(loader):
 
 # ---- per-pixel mean and the batched crop ------------------------------------------------------
 
+
 def test_per_pixel_mean_matches_float_mean_in_unit_range():
     images = _images(n=50)
     mean = per_pixel_mean(images, chunk=7)  # chunk boundaries must not matter
@@ -44,11 +45,12 @@ def test_crop_flip_equals_per_image_reference():
     flip = torch.tensor([False, True, False, True, True, False])
     out = crop_flip(padded, top, left, flip, (8, 8))
     for b in range(6):
-        window = padded[b, :, top[b]:top[b] + 8, left[b]:left[b] + 8]
+        window = padded[b, :, top[b] : top[b] + 8, left[b] : left[b] + 8]
         assert out[b].equal(window.flip(-1) if flip[b] else window)
 
 
 # ---- ResidentLoader ---------------------------------------------------------------------------
+
 
 def test_train_batches_are_shifted_windows_of_the_zero_padded_mean_subtracted_image():
     images = _images(n=40)
@@ -60,9 +62,15 @@ def test_train_batches_are_shifted_windows_of_the_zero_padded_mean_subtracted_im
         assert x.dtype == torch.float32 and x.shape[1:] == (3, 8, 8) and y.dtype == torch.int64
         for out, index in zip(x, y):
             padded = F.pad(images[index].float() / 255 - mean, (4, 4, 4, 4))
-            matches = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
-                       if torch.equal(out, padded[:, dy:dy + 8, dx:dx + 8].flip(-1) if f
-                                      else padded[:, dy:dy + 8, dx:dx + 8])]
+            matches = [
+                (dy, dx, f)
+                for dy in range(9)
+                for dx in range(9)
+                for f in (False, True)
+                if torch.equal(
+                    out, padded[:, dy : dy + 8, dx : dx + 8].flip(-1) if f else padded[:, dy : dy + 8, dx : dx + 8]
+                )
+            ]
             assert matches, f"output for image {index} is no window of its padded image"
             offsets.add(matches[0][:2])
             flips.append(matches[0][2])
@@ -102,12 +110,23 @@ def test_rank_shards_are_disjoint_and_cover_the_epoch(train):
         assert len(list(loader)) == len(loader)
         seen.append(set(labels.tolist()))
         assert len(seen[-1]) == len(labels)
-    assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1:])
+    assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1 :])
     if train:
         # Equal steps per rank (drop_last): 33 images per rank, 4 batches of 8; only 100 % 3 sit out.
         assert [len(s) for s in seen] == [32, 32, 32]
-        full = [set(torch.cat([y for _, y in ResidentLoader(images, torch.arange(n), 33, train=True, rank=r,
-                                                            world_size=world, seed=7)]).tolist()) for r in range(world)]
+        full = [
+            set(
+                torch.cat(
+                    [
+                        y
+                        for _, y in ResidentLoader(
+                            images, torch.arange(n), 33, train=True, rank=r, world_size=world, seed=7
+                        )
+                    ]
+                ).tolist()
+            )
+            for r in range(world)
+        ]
         assert len(set().union(*full)) == 99
     else:
         assert set().union(*seen) == set(range(n))
@@ -115,10 +134,12 @@ def test_rank_shards_are_disjoint_and_cover_the_epoch(train):
 
 def test_same_seed_and_epoch_repeat_exactly_other_epochs_and_seeds_differ():
     images = _images(n=48)
+
     def run(seed, epoch, rank=0):
         loader = ResidentLoader(images, torch.arange(48), 16, train=True, seed=seed, rank=rank, world_size=2)
         loader.set_epoch(epoch)
         return torch.cat([x for x, _ in loader]), torch.cat([y for _, y in loader])
+
     x1, y1 = run(0, 1)
     x2, y2 = run(0, 1)
     assert x1.equal(x2) and y1.equal(y2)
@@ -138,6 +159,7 @@ def test_resident_loader_rejects_bad_arguments():
 
 # ---- ImageNet training transform --------------------------------------------------------------
 
+
 def test_resize_shorter_keeps_aspect_ratio():
     assert resize_shorter(torch.zeros(3, 300, 400, dtype=torch.uint8), 256).shape == (3, 256, 341)
     assert resize_shorter(torch.zeros(3, 500, 250, dtype=torch.uint8), 480).shape == (3, 960, 480)
@@ -146,8 +168,9 @@ def test_resize_shorter_keeps_aspect_ratio():
 def test_train_transform_is_a_crop_of_the_image_or_its_mirror_minus_the_mean():
     image = torch.randint(0, 256, (3, 256, 256), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     mean = torch.tensor([0.5, 0.4, 0.3])
-    transform = ImageNetTrainTransform(mean, scale=(256, 256), lighting_std=0.0,
-                                       generator=torch.Generator().manual_seed(1))
+    transform = ImageNetTrainTransform(
+        mean, scale=(256, 256), lighting_std=0.0, generator=torch.Generator().manual_seed(1)
+    )
     flips = []
     for _ in range(6):
         out = transform(image)
@@ -158,8 +181,11 @@ def test_train_transform_is_a_crop_of_the_image_or_its_mirror_minus_the_mean():
             source = image.flip(-1) if f else image
             # Candidate offsets: where the crop's corner pixel occurs (random pixels: few), then full check.
             corner = (source[:, :33, :33] == restored[:, 0, 0][:, None, None]).all(0).nonzero().tolist()
-            found += [(top, left, f) for top, left in corner
-                      if torch.equal(restored, source[:, top:top + 224, left:left + 224])]
+            found += [
+                (top, left, f)
+                for top, left in corner
+                if torch.equal(restored, source[:, top : top + 224, left : left + 224])
+            ]
         assert found, "output is not a 224 crop of the image or of its mirror"
         flips.append(found[0][2])
     assert len(set(flips)) == 2
@@ -180,7 +206,9 @@ def test_lighting_noise_is_a_per_image_colour_shift_along_the_pca_axes():
     transform = ImageNetTrainTransform(torch.zeros(3), scale=(256, 256), generator=torch.Generator().manual_seed(0))
     delta = transform(torch.full((3, 256, 256), 128, dtype=torch.uint8)) - 128 / 255
     assert delta.abs().max() > 1e-4  # the transform adds lighting noise by default (std 0.1)...
-    torch.testing.assert_close(delta, delta[:, :1, :1].expand_as(delta), rtol=0, atol=1e-6)  # ...the same on every pixel
+    torch.testing.assert_close(
+        delta, delta[:, :1, :1].expand_as(delta), rtol=0, atol=1e-6
+    )  # ...the same on every pixel
     generator = torch.Generator().manual_seed(1)
     shifts = torch.stack([lighting_noise(torch.zeros(3, 1, 1), 0.1, generator)[:, 0, 0] for _ in range(4000)])
     # In eigenvector coordinates the shift is alpha * eigval with alpha ~ N(0, 0.1^2), independent per axis.
@@ -195,6 +223,7 @@ def test_train_transform_checks_mean_shape():
 
 
 # ---- test-time views --------------------------------------------------------------------------
+
 
 def _photo(h=256, w=320):
     return torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))

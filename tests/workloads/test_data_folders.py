@@ -32,6 +32,7 @@ CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 # ---- class folders and decoding --------------------------------------------------------------
 
+
 def test_png_tree_decodes_to_exact_pixels_with_sorted_class_labels(tmp_path):
     images, labels = write_png_tree(tmp_path, ["zebra", "ant", "mole"], per_class=3)
     source = ImageFolderSource(tmp_path)
@@ -114,7 +115,10 @@ def test_imagenet_train_and_val_class_folders(tmp_path):
     assert [label for _, label in train.samples] == [0, 0, 1, 1, 2, 2]
     val = ImageNetSource(tmp_path, "val")
     assert [(p.parent.name, label) for p, label in val.samples] == [
-        ("n01440764", 0), ("n02119789", 1), ("n03000134", 2)]
+        ("n01440764", 0),
+        ("n02119789", 1),
+        ("n03000134", 2),
+    ]
     image, label = ImageFileDataset(val.samples, transform=lambda x: x.float())[1]
     assert image.dtype == torch.float32 and image.shape == (3, 8, 8) and label == 1
 
@@ -165,6 +169,7 @@ def test_imagenet_missing_root_and_bad_split(tmp_path, monkeypatch):
 
 # ---- the real CIFAR-10 JPEG copy -------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def cifar_jpeg_root(tmp_path_factory):
     tarball = shared_data_file("cifar10-jpeg.tar.gz")  # skips on a bare clone, fails under CI
@@ -197,6 +202,7 @@ def test_real_cifar10_jpeg_subset_loads_with_cifar_labels(cifar_jpeg_root):
 
 # ---- registry --------------------------------------------------------------------------------
 
+
 def test_registry_lists_and_rejects_unknown_names():
     assert list_datasets() == ["cifar10", "cifar10-jpeg", "fashion-mnist", "synthetic"]
     with pytest.raises(ValueError, match=r"'imagenet'.*\['cifar10', 'cifar10-jpeg', 'fashion-mnist', 'synthetic'\]"):
@@ -227,6 +233,8 @@ def test_registry_cifar10_and_synthetic(tmp_path, monkeypatch):
     bench = load_dataset("synthetic", "train", n=16, shape=(3, 8, 8), num_classes=4, seed=1)
     assert bench.images.shape == (16, 3, 8, 8) and bench.num_classes == 4 and bench.labels.max() < 4
     assert bench.images.equal(load_dataset("synthetic", "train", n=16, shape=(3, 8, 8), num_classes=4, seed=1).images)
-    assert not bench.images.equal(load_dataset("synthetic", "test", n=16, shape=(3, 8, 8), num_classes=4, seed=1).images)
+    assert not bench.images.equal(
+        load_dataset("synthetic", "test", n=16, shape=(3, 8, 8), num_classes=4, seed=1).images
+    )
     with pytest.raises(FileNotFoundError, match="CIFAR10_JPEG_ROOT"):
         load_dataset("cifar10-jpeg", "train")

@@ -36,7 +36,8 @@ def _jpeg_tree(root: Path) -> None:
         (root / name).mkdir(parents=True)
         for i in range(3 - label):
             Image.fromarray(smooth_rgb((30 + 2 * i, 40), seed=10 * label + i)).save(
-                root / name / f"{i:04d}.jpg", format="JPEG", quality=90)
+                root / name / f"{i:04d}.jpg", format="JPEG", quality=90
+            )
     write_odd_files(root / "b")
 
 
@@ -79,13 +80,21 @@ def test_tensor_sources_round_trip_to_exact_pixels(tmp_path, dataset):
 
 def test_file_tree_keeps_bytes_as_on_disk_and_quarantines_corrupt_files(tmp_path):
     _jpeg_tree(tmp_path / "tree")
-    summary = write_shards(open_source("folder", "val", tmp_path / "tree"), str(tmp_path / "out"),
-                           shard_size=4, max_bad_fraction=0.25)
+    summary = write_shards(
+        open_source("folder", "val", tmp_path / "tree"), str(tmp_path / "out"), shard_size=4, max_bad_fraction=0.25
+    )
     folder = tmp_path / "out" / "val"
     rows = _rows(folder)
     # Eval splits keep the source order (class, then file name); corrupt files are left out.
-    assert rows["key"] == ["a/0000.jpg", "a/0001.jpg", "a/0002.jpg", "b/0000.jpg", "b/0001.jpg",
-                           "b/cmyk.JPEG", "b/png.JPEG"]
+    assert rows["key"] == [
+        "a/0000.jpg",
+        "a/0001.jpg",
+        "a/0002.jpg",
+        "b/0000.jpg",
+        "b/0001.jpg",
+        "b/cmyk.JPEG",
+        "b/png.JPEG",
+    ]
     assert rows["label"] == [0, 0, 0, 1, 1, 1, 1]
     for key, data in zip(rows["key"], rows["image"]):
         assert data == (tmp_path / "tree" / key).read_bytes()
@@ -115,7 +124,11 @@ def test_imagenet_train_layout_keys_are_relative_to_the_root(tmp_path):
     write_shards(open_source("imagenet", "train", tmp_path), str(tmp_path / "out"))
     rows = _rows(tmp_path / "out" / "train")
     assert sorted(zip(rows["key"], rows["label"])) == [
-        ("train/n01/0000.JPEG", 0), ("train/n01/0001.JPEG", 0), ("train/n02/0000.JPEG", 1), ("train/n02/0001.JPEG", 1)]
+        ("train/n01/0000.JPEG", 0),
+        ("train/n01/0001.JPEG", 0),
+        ("train/n02/0000.JPEG", 1),
+        ("train/n02/0001.JPEG", 1),
+    ]
 
 
 def test_same_input_gives_byte_identical_shards_locally_and_through_a_file_uri(tmp_path):
@@ -149,8 +162,11 @@ def test_rerun_rewrites_only_missing_or_damaged_shards(tmp_path):
 def test_too_many_corrupt_files_stop_before_their_shard_is_written(tmp_path):
     _jpeg_tree(tmp_path / "tree")
     source = open_source("folder", "val", tmp_path / "tree")
-    with pytest.raises(ValueError, match=r"1 of 9 inputs are corrupt so far, more than --max-bad-fraction "
-                                         r"0.001 allows \(0\); e.g. b/empty.JPEG: zero bytes"):
+    with pytest.raises(
+        ValueError,
+        match=r"1 of 9 inputs are corrupt so far, more than --max-bad-fraction "
+        r"0.001 allows \(0\); e.g. b/empty.JPEG: zero bytes",
+    ):
         write_shards(source, str(tmp_path / "out"), shard_size=4)
     folder = tmp_path / "out" / "val"
     # Shard 0 (all good) is complete and recorded; shard 1 (with the zero-byte file) was never written.
@@ -182,16 +198,20 @@ def _encoded_batch(n: int) -> dict:
         buffer = io.BytesIO()
         Image.fromarray(smooth_rgb((30, 40), seed=i)).save(buffer, format="JPEG")
         data.append(buffer.getvalue())
-    return {"key": np.array([f"k{i}" for i in range(n)], dtype=object), "image": np.array(data, dtype=object),
-            "label": np.arange(n)}
+    return {
+        "key": np.array([f"k{i}" for i in range(n)], dtype=object),
+        "image": np.array(data, dtype=object),
+        "label": np.arange(n),
+    }
 
 
 def test_imagenet_train_batch_is_a_function_of_seed_and_key_not_of_batching():
     batch = _encoded_batch(4)
     mean = np.full(3, 0.5, dtype=np.float32)
     whole = imagenet_train_batch(batch, mean, seed=7)
-    halves = [imagenet_train_batch({k: v[s] for k, v in batch.items()}, mean, seed=7)
-              for s in (slice(0, 2), slice(2, 4))]
+    halves = [
+        imagenet_train_batch({k: v[s] for k, v in batch.items()}, mean, seed=7) for s in (slice(0, 2), slice(2, 4))
+    ]
     assert whole["image"].shape == (4, 3, 224, 224) and whole["image"].dtype == np.float32
     np.testing.assert_array_equal(whole["image"], np.concatenate([h["image"] for h in halves]))
     np.testing.assert_array_equal(whole["label"], np.arange(4))
@@ -206,5 +226,7 @@ def test_decode_batch_refuses_mixed_sizes_without_a_crop():
     batch = {"image": np.array([batch["image"][0], buffer.getvalue()], dtype=object), "label": np.array([0, 1])}
     with pytest.raises(ValueError, match=r"different shapes \[\(3, 20, 20\), \(3, 30, 40\)\]"):
         decode_batch(batch)
-    assert torch.equal(torch.from_numpy(decode_batch({k: v[1:] for k, v in batch.items()})["image"][0]),
-                       torch.from_numpy(smooth_rgb((20, 20))).permute(2, 0, 1))
+    assert torch.equal(
+        torch.from_numpy(decode_batch({k: v[1:] for k, v in batch.items()})["image"][0]),
+        torch.from_numpy(smooth_rgb((20, 20))).permute(2, 0, 1),
+    )

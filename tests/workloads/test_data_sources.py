@@ -17,6 +17,7 @@ REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # ---- Fashion-MNIST ---------------------------------------------------------------------------
 
+
 def test_fashion_mnist_fixture_round_trips_exact_pixels_and_labels(tmp_path):
     expected = write_fashion_mnist(tmp_path)
     for split in ("train", "test"):
@@ -36,7 +37,8 @@ def test_fashion_mnist_root_from_env_var(tmp_path, monkeypatch):
 def test_real_fashion_mnist_loads():
     assert REAL_FASHION_MNIST.is_dir(), (
         f"{REAL_FASHION_MNIST} is missing: install the Debian package dataset-fashion-mnist "
-        f"(apt-get install dataset-fashion-mnist)")
+        f"(apt-get install dataset-fashion-mnist)"
+    )
     train_images, train_labels = load_fashion_mnist(REAL_FASHION_MNIST, "train")
     test_images, test_labels = load_fashion_mnist(REAL_FASHION_MNIST, "test")
     assert train_images.shape == (60000, 1, 28, 28) and test_images.shape == (10000, 1, 28, 28)
@@ -79,6 +81,7 @@ def test_fashion_mnist_missing_files_say_how_to_fix(tmp_path):
 
 
 # ---- CIFAR-10 pickle batches -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("py2", [True, False], ids=["python2-original-format", "python3-repickled"])
 def test_cifar10_batches_round_trip_exact_pixels_and_labels(tmp_path, py2):
@@ -132,8 +135,9 @@ def test_cifar10_malformed_batch_raises_value_error_naming_the_file(tmp_path, ca
         batch[b"data"] = np.zeros((4, 3072), np.float32)
     elif case == "labels":
         batch[b"labels"] = [0, 1, 2]
-    path.write_bytes(b"not a pickle at all" if case == "garbage" else
-                     py2_pickle([1, 2] if case == "not_a_dict" else batch))
+    path.write_bytes(
+        b"not a pickle at all" if case == "garbage" else py2_pickle([1, 2] if case == "not_a_dict" else batch)
+    )
     with pytest.raises(ValueError) as error:
         load_cifar10(tmp_path, "test")
     assert str(path) in str(error.value)
@@ -165,6 +169,7 @@ def test_codecs_encode_is_only_allowed_for_latin1(tmp_path):
 
 
 # ---- 45k/5k split ----------------------------------------------------------------------------
+
 
 def test_train_val_split_is_the_papers_45k_5k_and_deterministic():
     train, val = train_val_split(50000)

@@ -35,6 +35,9 @@ def test_a_spec_states_the_shape_its_loader_yields(name):
 
 
 def test_an_unknown_data_set_names_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown dataset 'mnist'; valid: cifar10, cifar10-jpeg, fashion-mnist, "
-                                          r"imagenet, synthetic"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown dataset 'mnist'; valid: cifar10, cifar10-jpeg, fashion-mnist, "
+        r"imagenet, synthetic",
+    ):
         dataset_spec("mnist")

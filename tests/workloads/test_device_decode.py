@@ -30,8 +30,11 @@ def jpeg(h, w, kind="smooth", seed=0) -> bytes:
 
 
 def batch_of(blobs, labels=None):
-    return {"image": np.array(blobs, dtype=object), "label": np.array(labels or list(range(len(blobs)))),
-            "key": np.array([f"img{i}" for i in range(len(blobs))], dtype=object)}
+    return {
+        "image": np.array(blobs, dtype=object),
+        "label": np.array(labels or list(range(len(blobs)))),
+        "key": np.array([f"img{i}" for i in range(len(blobs))], dtype=object),
+    }
 
 
 def test_crops_follow_the_train_transform_distribution():
@@ -56,11 +59,12 @@ def test_each_output_is_the_resized_crop_of_its_image_or_its_mirror():
     # The reference is what ImageNetTrainTransform does with the same draws (same seed, same order):
     # an antialiased resize of the whole image, then the 224 window.
     images = [decode_jpeg(torch.frombuffer(bytearray(b), dtype=torch.uint8)) for b in blobs]
-    resized, corners, flips = draw_crops(torch.tensor([tuple(i.shape[-2:]) for i in images]),
-                                         torch.Generator().manual_seed(7))
+    resized, corners, flips = draw_crops(
+        torch.tensor([tuple(i.shape[-2:]) for i in images]), torch.Generator().manual_seed(7)
+    )
     for i, image in enumerate(images):
         (rh, rw), (top, left) = resized[i].tolist(), corners[i].tolist()
-        ref = TF.resize(image, [rh, rw], antialias=True)[:, top:top + 224, left:left + 224].float() / 255
+        ref = TF.resize(image, [rh, rw], antialias=True)[:, top : top + 224, left : left + 224].float() / 255
         ref = ref.flip(-1) if flips[i] else ref
         error = (x[i] - ref).abs()
         assert error.mean() < 0.003 and error.max() < 0.02, (i, error.mean(), error.max())  # measured 0.0012, 0.005
@@ -70,8 +74,10 @@ def test_each_output_is_the_resized_crop_of_its_image_or_its_mirror():
 
 @pytest.mark.parametrize("shorter", [256, 480])  # downscaled 1.17x / upscaled 1.6x
 def test_a_crop_at_the_bottom_right_edge_of_the_smaller_image_in_a_batch(shorter):
-    small, large = (decode_jpeg(torch.frombuffer(bytearray(jpeg(h, w, seed=s)), dtype=torch.uint8))
-                    for (h, w), s in (((300, 400), 1), ((500, 500), 2)))
+    small, large = (
+        decode_jpeg(torch.frombuffer(bytearray(jpeg(h, w, seed=s)), dtype=torch.uint8))
+        for (h, w), s in (((300, 400), 1), ((500, 500), 2))
+    )
     sizes = torch.tensor([[300, 400], [500, 500]])
     resized = torch.tensor([[shorter, round(400 * shorter / 300)], [shorter, shorter]])
     corners = resized - 224  # both windows against the bottom-right corner

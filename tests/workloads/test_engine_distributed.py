@@ -36,8 +36,12 @@ NAN_STEP = 3  # 0-based global step whose batch is NaN on rank 1 only
 
 def _net():
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
     )
 
 
@@ -46,8 +50,9 @@ class _Batches:
 
     def __init__(self, rank, nan_step=None):
         g = torch.Generator().manual_seed(rank)
-        self.batches = [(torch.randn(4, 1, 6, 6, generator=g),
-                         torch.randint(0, 3, (4,), generator=g)) for _ in range(6)]
+        self.batches = [
+            (torch.randn(4, 1, 6, 6, generator=g), torch.randint(0, 3, (4,), generator=g)) for _ in range(6)
+        ]
         if nan_step is not None:
             self.batches[nan_step][0][0, 0, 0, 0] = float("nan")
         self.pulled = 0
@@ -69,11 +74,11 @@ def _diverge(rank, log_every):
     recipe = get_recipe("smoke", batch_size=8)
     loader = _Batches(rank, nan_step=NAN_STEP if rank == 1 else None)
     try:
-        train_epoch(model, loader, build_optimizer(model, recipe), recipe, start_iteration=0,
-                    device="cpu", log_every=log_every)
+        train_epoch(
+            model, loader, build_optimizer(model, recipe), recipe, start_iteration=0, device="cpu", log_every=log_every
+        )
     except DivergenceError as e:
-        return {"iteration": e.iteration, "rank": e.rank, "loss_is_nan": math.isnan(e.loss),
-                "pulled": loader.pulled}
+        return {"iteration": e.iteration, "rank": e.rank, "loss_is_nan": math.isnan(e.loss), "pulled": loader.pulled}
     return {"pulled": loader.pulled}
 
 
@@ -81,8 +86,9 @@ def _worker(rank, init_file, out_dir):
     result = {}
     try:
         torch.set_num_threads(1)  # 2 processes on a 2-core machine
-        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                                world_size=WORLD_SIZE, timeout=timedelta(seconds=30))
+        dist.init_process_group(
+            "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=30)
+        )
 
         # Schedule and logs: 2 epochs of 3 steps, /10 at steps 2 and 4 (global iterations).
         torch.manual_seed(0)  # same init on both ranks, as DDP expects
@@ -91,14 +97,14 @@ def _worker(rank, init_file, out_dir):
         optimizer = build_optimizer(model, recipe)
         logs, start = [], 0
         for epoch in range(2):
-            loader = _Batches(rank).batches[3 * epoch: 3 * epoch + 3]
-            stats = train_epoch(model, loader, optimizer, recipe, start_iteration=start,
-                                device="cpu", on_step=logs.append, log_every=1)
+            loader = _Batches(rank).batches[3 * epoch : 3 * epoch + 3]
+            stats = train_epoch(
+                model, loader, optimizer, recipe, start_iteration=start, device="cpu", on_step=logs.append, log_every=1
+            )
             start = stats.end_iteration
         result["logs"] = logs
         result["epoch_stats"] = [stats.loss, stats.top1_error, stats.images]
-        state = make_checkpoint(model, optimizer, iteration=start, epoch=2, config_hash="h",
-                                config={}, metrics={})
+        state = make_checkpoint(model, optimizer, iteration=start, epoch=2, config_hash="h", config={}, metrics={})
         result["state_keys"] = list(state["model"])
         # Parameters only: BN running stats are per rank until DDP's next broadcast.
         result["weights_sum"] = sum(p.double().sum().item() for p in model.parameters())
@@ -114,8 +120,9 @@ def _worker(rank, init_file, out_dir):
         result["eval"] = evaluate(DistributedDataParallel(FixedLogits()), shard, "cpu")
         # A DDP net with BN buffers and 3 vs 1 batches must not hang in a per-batch collective.
         images = [b[0] for b in _Batches(rank).batches[: 3 if rank == 0 else 1]]
-        result["eval_net_count"] = evaluate(model, [(x, torch.zeros(4, dtype=torch.long))
-                                                    for x in images], "cpu")["count"]
+        result["eval_net_count"] = evaluate(model, [(x, torch.zeros(4, dtype=torch.long)) for x in images], "cpu")[
+            "count"
+        ]
 
         result["diverge_at_log_step"] = _diverge(rank, log_every=2)
         result["diverge_at_epoch_end"] = _diverge(rank, log_every=100)
@@ -128,8 +135,7 @@ def _worker(rank, init_file, out_dir):
 
 def test_engine_under_ddp_with_two_gloo_ranks(tmp_path):
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(r, tmp_path / "pg-init", tmp_path))
-             for r in range(WORLD_SIZE)]
+    procs = [ctx.Process(target=_worker, args=(r, tmp_path / "pg-init", tmp_path)) for r in range(WORLD_SIZE)]
     for p in procs:
         p.start()
     for p in procs:

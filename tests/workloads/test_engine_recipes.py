@@ -22,8 +22,7 @@ def test_cifar_recipe_is_the_papers():
 
 @pytest.mark.parametrize(
     "iteration, lr",
-    [(0, 0.1), (399, 0.1), (31_999, 0.1), (32_000, 0.01), (47_999, 0.01), (48_000, 0.001),
-     (63_999, 0.001)],
+    [(0, 0.1), (399, 0.1), (31_999, 0.1), (32_000, 0.01), (47_999, 0.01), (48_000, 0.001), (63_999, 0.001)],
 )
 def test_cifar_lr_at_the_milestones(iteration, lr):
     assert lr_at(get_recipe("cifar"), iteration) == lr  # exact: 0.1 / 10**k
@@ -54,8 +53,7 @@ def test_imagenet_recipe_resolves_epochs_to_iterations():
     it = r.resolve(per_epoch)
     assert it.milestones == (30 * per_epoch, 60 * per_epoch)
     assert it.total_iterations == 90 * per_epoch
-    assert [lr_at(it, 30 * per_epoch - 1), lr_at(it, 30 * per_epoch), lr_at(it, 60 * per_epoch)] \
-        == [0.1, 0.01, 0.001]
+    assert [lr_at(it, 30 * per_epoch - 1), lr_at(it, 30 * per_epoch), lr_at(it, 60 * per_epoch)] == [0.1, 0.01, 0.001]
     assert it.resolve(7) == it  # already in iterations
 
 
@@ -124,8 +122,7 @@ def test_optimizer_is_sgd_with_decay_on_every_weight():
     group = opt.param_groups[0]
     assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.1, 0.9, 1e-4)
     assert len(group["params"]) == len(list(net.parameters()))
-    assert build_optimizer(net, recipe_for_depth(get_recipe("cifar"), 110)).param_groups[0]["lr"] \
-        == 0.01
+    assert build_optimizer(net, recipe_for_depth(get_recipe("cifar"), 110)).param_groups[0]["lr"] == 0.01
 
 
 def test_no_decay_bn_exempts_batchnorm_parameters():

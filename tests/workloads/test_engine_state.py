@@ -27,8 +27,12 @@ CONFIG = {"model": "tiny", "recipe": {"lr": 0.1, "milestones": [5]}, "seed": 0}
 
 def _net():
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
     )
 
 
@@ -44,7 +48,7 @@ class _ShuffledFlips:
     def __iter__(self):
         order = torch.randperm(32)
         for i in range(4):
-            idx = order[i * 8:(i + 1) * 8]
+            idx = order[i * 8 : (i + 1) * 8]
             flip = torch.rand(8) < 0.5
             x = torch.where(flip[:, None, None, None], self.images[idx].flip(-1), self.images[idx])
             yield x, self.labels[idx]
@@ -69,9 +73,15 @@ def test_resume_continues_bit_identically(tmp_path):
     first = _net()
     opt = build_optimizer(first, recipe)
     stats = _train(first, opt, recipe, 0, loader)
-    state = make_checkpoint(first, opt, iteration=stats.end_iteration, epoch=1,
-                            config_hash=config_hash(CONFIG), config=CONFIG,
-                            metrics={"train_loss": stats.loss})
+    state = make_checkpoint(
+        first,
+        opt,
+        iteration=stats.end_iteration,
+        epoch=1,
+        config_hash=config_hash(CONFIG),
+        config=CONFIG,
+        metrics={"train_loss": stats.loss},
+    )
     path = save_checkpoint(state, tmp_path / "ckpt" / "last.pt")
     # Anything drawn after the save must not leak into the resumed run.
     torch.rand(100), random.random(), np.random.rand()
@@ -81,8 +91,7 @@ def test_resume_continues_bit_identically(tmp_path):
     opt = build_optimizer(resumed, recipe)
     loaded = load_checkpoint(path)
     assert torch.load(path, weights_only=True)["iteration"] == 4
-    iteration, epoch = restore_checkpoint(loaded, resumed, opt,
-                                          expected_config_hash=config_hash(CONFIG))
+    iteration, epoch = restore_checkpoint(loaded, resumed, opt, expected_config_hash=config_hash(CONFIG))
     assert (iteration, epoch) == (4, 1)
     assert loaded["config"] == CONFIG and loaded["metrics"]["train_loss"] == stats.loss
     _train(resumed, opt, recipe, iteration, loader)
@@ -94,8 +103,7 @@ def test_resume_continues_bit_identically(tmp_path):
 def test_rng_states_of_python_and_numpy_are_restored():
     net = _net()
     opt = build_optimizer(net, get_recipe("smoke"))
-    state = make_checkpoint(net, opt, iteration=0, epoch=0, config_hash="h", config={},
-                            metrics={})
+    state = make_checkpoint(net, opt, iteration=0, epoch=0, config_hash="h", config={}, metrics={})
     expected = (random.random(), np.random.rand(), torch.rand(1))
     restore_checkpoint(state, net, opt)
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
@@ -112,8 +120,7 @@ def test_config_hash_is_stable_and_order_free():
 def test_resume_with_another_config_is_refused():
     net = _net()
     opt = build_optimizer(net, get_recipe("smoke"))
-    state = make_checkpoint(net, opt, iteration=3, epoch=0, config_hash=config_hash(CONFIG),
-                            config=CONFIG, metrics={})
+    state = make_checkpoint(net, opt, iteration=3, epoch=0, config_hash=config_hash(CONFIG), config=CONFIG, metrics={})
     with pytest.raises(ValueError, match="different config"):
         restore_checkpoint(state, net, opt, expected_config_hash=config_hash({"seed": 1}))
 
@@ -122,14 +129,14 @@ def test_only_primitives_go_into_config_and_metrics():
     net = _net()
     opt = build_optimizer(net, get_recipe("smoke"))
     with pytest.raises(ValueError, match=r"metrics.acc holds a Tensor"):
-        make_checkpoint(net, opt, iteration=0, epoch=0, config_hash="h", config={},
-                        metrics={"acc": torch.tensor(1.0)})
+        make_checkpoint(net, opt, iteration=0, epoch=0, config_hash="h", config={}, metrics={"acc": torch.tensor(1.0)})
 
 
 def _saved(tmp_path):
     net = _net()
-    state = make_checkpoint(net, build_optimizer(net, get_recipe("smoke")), iteration=0,
-                            epoch=0, config_hash="h", config={}, metrics={})
+    state = make_checkpoint(
+        net, build_optimizer(net, get_recipe("smoke")), iteration=0, epoch=0, config_hash="h", config={}, metrics={}
+    )
     return state, save_checkpoint(state, tmp_path / "ckpt.pt")
 
 
@@ -180,6 +187,13 @@ def test_checkpoint_of_a_compiled_model_has_plain_names():
     net = _net()
     compiled = compile_model(net)  # compiles lazily, on the first call: cheap here
     assert unwrap_model(compiled) is net
-    state = make_checkpoint(compiled, build_optimizer(compiled, get_recipe("smoke")),
-                            iteration=0, epoch=0, config_hash="h", config={}, metrics={})
+    state = make_checkpoint(
+        compiled,
+        build_optimizer(compiled, get_recipe("smoke")),
+        iteration=0,
+        epoch=0,
+        config_hash="h",
+        config={},
+        metrics={},
+    )
     assert list(state["model"]) == list(net.state_dict())

@@ -24,8 +24,10 @@ from workloads.models import build_model
 
 def _logit_batches(n_batches=5, batch=6, classes=7, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(batch, classes, generator=g),
-             torch.randint(0, classes, (batch,), generator=g)) for _ in range(n_batches)]
+    return [
+        (torch.randn(batch, classes, generator=g), torch.randint(0, classes, (batch,), generator=g))
+        for _ in range(n_batches)
+    ]
 
 
 def test_loss_and_error_bookkeeping_is_exact():
@@ -35,18 +37,24 @@ def test_loss_and_error_bookkeeping_is_exact():
     model = FixedLogits()
     recipe = get_recipe("smoke", total=100, milestones=(3,), batch_size=6)
     logs = []
-    stats = train_epoch(model, batches, build_optimizer(model, recipe), recipe, start_iteration=1,
-                        device="cpu", on_step=logs.append, log_every=2)
+    stats = train_epoch(
+        model,
+        batches,
+        build_optimizer(model, recipe),
+        recipe,
+        start_iteration=1,
+        device="cpu",
+        on_step=logs.append,
+        log_every=2,
+    )
     assert (stats.iterations, stats.end_iteration, stats.images) == (5, 6, 30)
     assert not stats.finished
     assert stats.loss == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
-    assert stats.top1_error == pytest.approx(
-        100 * (logits.argmax(1) != labels).float().mean().item())
+    assert stats.top1_error == pytest.approx(100 * (logits.argmax(1) != labels).float().mean().item())
     # Steps 1..5 ran (batches 0..4); logs when 2, 4 and 6 steps are done: windows of 1, 2, 2.
     assert [log["iteration"] for log in logs] == [2, 4, 6]
     assert [log["lr"] for log in logs] == [0.1, 0.01, 0.01]
-    assert logs[1]["loss"] == pytest.approx(F.cross_entropy(logits[6:18], labels[6:18]).item(),
-                                            rel=1e-6)
+    assert logs[1]["loss"] == pytest.approx(F.cross_entropy(logits[6:18], labels[6:18]).item(), rel=1e-6)
 
 
 def test_training_stops_at_total_iterations_mid_epoch():
@@ -55,8 +63,7 @@ def test_training_stops_at_total_iterations_mid_epoch():
     recipe = get_recipe("smoke", total=7, milestones=(3,), batch_size=6)
     opt = build_optimizer(model, recipe)
     first = train_epoch(model, batches, opt, recipe, start_iteration=0, device="cpu")
-    second = train_epoch(model, batches, opt, recipe, start_iteration=first.end_iteration,
-                         device="cpu")
+    second = train_epoch(model, batches, opt, recipe, start_iteration=first.end_iteration, device="cpu")
     assert (first.iterations, second.iterations, second.end_iteration) == (5, 2, 7)
     assert second.finished and second.images == 12
 
@@ -78,8 +85,7 @@ def test_set_epoch_is_called_when_the_loader_has_it():
     loader = _Loader(_logit_batches(n_batches=1))
     model = FixedLogits()
     recipe = get_recipe("smoke")
-    train_epoch(model, loader, build_optimizer(model, recipe), recipe, start_iteration=0,
-                device="cpu", epoch=3)
+    train_epoch(model, loader, build_optimizer(model, recipe), recipe, start_iteration=0, device="cpu", epoch=3)
     assert loader.epochs == [3]
 
 
@@ -89,8 +95,9 @@ def test_nan_loss_raises_divergence_error_at_its_iteration():
     model = FixedLogits()
     recipe = get_recipe("smoke")
     with pytest.raises(DivergenceError) as caught:
-        train_epoch(model, batches, build_optimizer(model, recipe), recipe, start_iteration=10,
-                    device="cpu", log_every=100)  # caught by the end-of-epoch check
+        train_epoch(
+            model, batches, build_optimizer(model, recipe), recipe, start_iteration=10, device="cpu", log_every=100
+        )  # caught by the end-of-epoch check
     assert caught.value.iteration == 12 and math.isnan(caught.value.loss)
     assert caught.value.rank is None
 
@@ -104,22 +111,34 @@ def test_evaluate_is_exact_on_known_logits():
     top = logits.topk(5, dim=1).indices
     assert result["count"] == 15
     assert result["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
-    assert result["top1_error"] == pytest.approx(
-        100 * (top[:, 0] != labels).float().mean().item())
-    assert result["top5_error"] == pytest.approx(
-        100 * (~(top == labels[:, None]).any(1)).float().mean().item())
+    assert result["top1_error"] == pytest.approx(100 * (top[:, 0] != labels).float().mean().item())
+    assert result["top5_error"] == pytest.approx(100 * (~(top == labels[:, None]).any(1)).float().mean().item())
     assert model.training  # mode restored
 
 
 def test_bf16_autocast_and_channels_last_run():
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
     net = prepare_model(net, "cpu", channels_last=True)
     assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
     recipe = get_recipe("smoke", batch_size=4)
     batches = [(torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0]))] * 2
-    stats = train_epoch(net, batches, build_optimizer(net, recipe), recipe, start_iteration=0,
-                        device="cpu", autocast_dtype=torch.bfloat16, channels_last=True)
+    stats = train_epoch(
+        net,
+        batches,
+        build_optimizer(net, recipe),
+        recipe,
+        start_iteration=0,
+        device="cpu",
+        autocast_dtype=torch.bfloat16,
+        channels_last=True,
+    )
     assert stats.iterations == 2 and math.isfinite(stats.loss)
     assert math.isfinite(evaluate(net, batches, "cpu", torch.bfloat16, channels_last=True)["loss"])
 
@@ -144,8 +163,17 @@ def test_short_fashion_mnist_training_beats_chance_by_far():
 
     logs, epochs, iteration = [], [], 0
     while iteration < recipe.total_iterations:
-        stats = train_epoch(model, train, optimizer, recipe, start_iteration=iteration,
-                            device="cpu", epoch=len(epochs), on_step=logs.append, log_every=50)
+        stats = train_epoch(
+            model,
+            train,
+            optimizer,
+            recipe,
+            start_iteration=iteration,
+            device="cpu",
+            epoch=len(epochs),
+            on_step=logs.append,
+            log_every=50,
+        )
         epochs.append(stats)
         iteration = stats.end_iteration
     result = evaluate(model, test, "cpu")

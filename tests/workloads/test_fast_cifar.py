@@ -14,8 +14,9 @@ from workloads.models import build_model
 BATCH = 16
 # Milestones inside the run, so the lr schedule (read from a device tensor by the fused kernel)
 # is exercised across a change too.
-RECIPE = get_recipe("cifar", batch_size=BATCH, total=10, milestones=(4, 7), warmup=True,
-                     warmup_iterations=2, warmup_lr=0.02)
+RECIPE = get_recipe(
+    "cifar", batch_size=BATCH, total=10, milestones=(4, 7), warmup=True, warmup_iterations=2, warmup_lr=0.02
+)
 
 
 def data(n=96, seed=0):
@@ -48,8 +49,17 @@ def plain_run(images, labels, mean, epochs):
     optimizer = build_optimizer(model, RECIPE)
     losses, iteration = [], 0
     for epoch in range(epochs):
-        stats = train_epoch(model, loader, optimizer, RECIPE, start_iteration=iteration, device="cpu", epoch=epoch,
-                            log_every=1, on_step=lambda m: losses.append(m["loss"]))
+        stats = train_epoch(
+            model,
+            loader,
+            optimizer,
+            RECIPE,
+            start_iteration=iteration,
+            device="cpu",
+            epoch=epoch,
+            log_every=1,
+            on_step=lambda m: losses.append(m["loss"]),
+        )
         iteration = stats.end_iteration
     return model, losses, stats
 
@@ -113,8 +123,7 @@ def test_packed_epochs_equal_separate_epochs_exactly():
         out = []
         for name, seed in (("cifar_resnet8", 0), ("cifar_plain8", 1)):
             torch.manual_seed(seed)
-            out.append(FastCifarTrainer(build_model(name), images, labels, RECIPE, device="cpu", mean=mean,
-                                        seed=seed))
+            out.append(FastCifarTrainer(build_model(name), images, labels, RECIPE, device="cpu", mean=mean, seed=seed))
         return out
 
     separate, together = pair(), PackedTrainers(pair())
@@ -145,8 +154,9 @@ def test_packed_divergence_closes_every_epoch_then_raises():
 
 def test_packed_each_gives_every_trainers_own_outcome_so_the_others_go_on():
     images, labels, mean = data()
-    trainers = [FastCifarTrainer(fresh_model(seed), images, labels, RECIPE, device="cpu", mean=mean)
-                for seed in (0, 1, 2)]
+    trainers = [
+        FastCifarTrainer(fresh_model(seed), images, labels, RECIPE, device="cpu", mean=mean) for seed in (0, 1, 2)
+    ]
     with torch.no_grad():
         trainers[1].model.fc.bias.fill_(math.nan)
     first = PackedTrainers(trainers).train_epoch_each(0, [0, 0, 0])
@@ -165,8 +175,17 @@ def test_logged_steps_are_what_train_epochs_on_step_gives():
     optimizer = build_optimizer(model, RECIPE)
     plain, iteration = [], 0
     for epoch in range(2):  # epochs of 6 steps, 10 in all: logs at 4 and 8 (the window restarts each epoch)
-        iteration = train_epoch(model, loader, optimizer, RECIPE, start_iteration=iteration, device="cpu",
-                                epoch=epoch, log_every=4, on_step=plain.append).end_iteration
+        iteration = train_epoch(
+            model,
+            loader,
+            optimizer,
+            RECIPE,
+            start_iteration=iteration,
+            device="cpu",
+            epoch=epoch,
+            log_every=4,
+            on_step=plain.append,
+        ).end_iteration
 
     trainer = FastCifarTrainer(fresh_model(), images, labels, RECIPE, device="cpu", mean=mean, seed=0)
     fast, iteration = [], 0

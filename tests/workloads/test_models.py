@@ -139,16 +139,19 @@ def test_any_6n_plus_2_cifar_depth_builds(name):
     assert weighted == 6 * n + 2  # option A adds no weighted layers
 
 
-@pytest.mark.parametrize("name, overrides, message", [
-    ("resnet19", {}, "valid: 18, 34, 50, 101, 152"),
-    ("cifar_resnet21", {}, "not 6n+2"),
-    ("vgg16", {}, "unknown model 'vgg16'"),
-    ("resnet50", {"shortcut": "D"}, "unknown shortcut 'D'; valid: A, B, C"),
-    ("resnet50", {"stride_placement": "v2"}, "valid: paper, torchvision"),
-    ("resnet50", {"dropout": 0.5}, "unknown model option(s) dropout"),
-    ("plain34", {"shortcut": "C"}, "plain net"),
-    ("cifar_resnet20", {"num_classes": 0}, "num_classes must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "name, overrides, message",
+    [
+        ("resnet19", {}, "valid: 18, 34, 50, 101, 152"),
+        ("cifar_resnet21", {}, "not 6n+2"),
+        ("vgg16", {}, "unknown model 'vgg16'"),
+        ("resnet50", {"shortcut": "D"}, "unknown shortcut 'D'; valid: A, B, C"),
+        ("resnet50", {"stride_placement": "v2"}, "valid: paper, torchvision"),
+        ("resnet50", {"dropout": 0.5}, "unknown model option(s) dropout"),
+        ("plain34", {"shortcut": "C"}, "plain net"),
+        ("cifar_resnet20", {"num_classes": 0}, "num_classes must be a positive integer"),
+    ],
+)
 def test_bad_names_and_options_are_refused_with_the_valid_choices(name, overrides, message):
     with pytest.raises(ValueError) as error:
         build_model(name, **overrides)

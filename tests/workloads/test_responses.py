@@ -12,8 +12,9 @@ from workloads.models import build_model
 
 def count_block_3x3_convs(model: nn.Module) -> int:
     """3x3 convs inside the stages (the stem's conv is not in a block)."""
-    return sum(1 for stage in model.stages() for m in stage.modules()
-               if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))
+    return sum(
+        1 for stage in model.stages() for m in stage.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
+    )
 
 
 def trained_looking(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -38,9 +39,20 @@ def test_one_value_per_3x3_conv_in_the_blocks_all_finite(name, size):
 
 def test_layer_order_is_forward_order():
     names = [name for name, _ in response_layers(build_model("cifar_resnet14"))]
-    assert names == ["layer1.0.bn1", "layer1.0.bn2", "layer1.1.bn1", "layer1.1.bn2",
-                     "layer2.0.bn1", "layer2.0.bn2", "layer2.1.bn1", "layer2.1.bn2",
-                     "layer3.0.bn1", "layer3.0.bn2", "layer3.1.bn1", "layer3.1.bn2"]
+    assert names == [
+        "layer1.0.bn1",
+        "layer1.0.bn2",
+        "layer1.1.bn1",
+        "layer1.1.bn2",
+        "layer2.0.bn1",
+        "layer2.0.bn2",
+        "layer2.1.bn1",
+        "layer2.1.bn2",
+        "layer3.0.bn1",
+        "layer3.0.bn2",
+        "layer3.1.bn1",
+        "layer3.1.bn2",
+    ]
     assert [name for name, _ in response_layers(build_model("resnet50"))][:2] == ["layer1.0.bn2", "layer1.1.bn2"]
 
 

@@ -45,8 +45,10 @@ def layer_responses(model: ResNet, batches: Iterable[torch.Tensor]) -> list[floa
         def hook(module, inputs, output):
             # Read now: BasicBlock.bn1's output goes through an in-place ReLU right after this.
             values = output.detach().double()
-            totals[index] += torch.stack([torch.tensor(values.numel(), dtype=torch.float64),
-                                          values.sum().cpu(), values.square().sum().cpu()])
+            totals[index] += torch.stack(
+                [torch.tensor(values.numel(), dtype=torch.float64), values.sum().cpu(), values.square().sum().cpu()]
+            )
+
         return hook
 
     handles = [bn.register_forward_hook(record(i)) for i, (_, bn) in enumerate(layers)]

@@ -14,9 +14,7 @@ from torchvision.transforms.v2 import functional as TF
 # AlexNet's PCA of ImageNet RGB pixels in [0,1] units (as fb.resnet.torch uses them):
 # eigenvalues, and eigenvectors as columns.
 PCA_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
-PCA_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
-                           [-0.5808, -0.0045, -0.8140],
-                           [-0.5836, -0.6948, 0.4203]])
+PCA_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
 
 
 def resize_shorter(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -52,8 +50,15 @@ class ImageNetTrainTransform:
     ``generator``: None draws from torch's global RNG (which DataLoader seeds per worker).
     """
 
-    def __init__(self, mean: torch.Tensor, *, scale: tuple[int, int] = (256, 480), crop: int = 224,
-                 lighting_std: float = 0.1, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        *,
+        scale: tuple[int, int] = (256, 480),
+        crop: int = 224,
+        lighting_std: float = 0.1,
+        generator: torch.Generator | None = None,
+    ):
         if not crop <= scale[0] <= scale[1]:
             raise ValueError(f"scale {scale} must satisfy crop ({crop}) <= low <= high")
         if mean.shape not in ((3,), (3, crop, crop)):
@@ -68,7 +73,7 @@ class ImageNetTrainTransform:
         h, w = image.shape[-2:]
         top = int(torch.randint(0, h - self.crop + 1, (1,), generator=g))
         left = int(torch.randint(0, w - self.crop + 1, (1,), generator=g))
-        image = image[:, top:top + self.crop, left:left + self.crop]
+        image = image[:, top : top + self.crop, left : left + self.crop]
         if torch.rand(1, generator=g) < 0.5:
             image = image.flip(-1)
         return lighting_noise(subtract_mean(image, self.mean), self.lighting_std, g)

@@ -65,7 +65,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         except KeyError:
             raise pickle.UnpicklingError(
                 f"refusing to load global {module}.{name}: CIFAR batches only hold numpy arrays, "
-                f"lists, dicts, bytes and ints") from None
+                f"lists, dicts, bytes and ints"
+            ) from None
 
 
 def _load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +96,7 @@ def _load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _batches_dir(root: str | Path | None) -> Path:
     root = root or os.environ.get(ENV_VAR)
     if not root:
-        raise FileNotFoundError(f"CIFAR-10: no data root given; {root_hint(ENV_VAR)} "
-                                f"(the directory holding {FOLDER}/)")
+        raise FileNotFoundError(f"CIFAR-10: no data root given; {root_hint(ENV_VAR)} (the directory holding {FOLDER}/)")
     root = Path(root)
     # Accept both the parent (as torchvision and the tarball lay it out) and the batches folder itself.
     return root / FOLDER if (root / FOLDER).is_dir() else root
@@ -114,8 +114,7 @@ def load_cifar10(root: str | Path | None = None, split: str = "train") -> tuple[
     parts = [_load_batch(require_file(folder / name, "CIFAR-10 batch", ENV_VAR)) for name in _BATCHES[split]]
     data = np.concatenate([d for d, _ in parts])
     labels = np.concatenate([lab for _, lab in parts])
-    return (torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()),
-            torch.from_numpy(labels.astype(np.int64)))
+    return (torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels.astype(np.int64)))
 
 
 def train_val_split(n: int, val_size: int = 5000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

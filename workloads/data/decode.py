@@ -45,17 +45,23 @@ def decode_images(batch: dict) -> list[torch.Tensor]:
     """Every row's image as ``uint8 [C,H,W]``: raw rows (with ``shape``) are reshaped, others decoded."""
     images, keys = batch["image"], batch.get("key")
     if "shape" in batch:
-        return [torch.frombuffer(bytearray(data), dtype=torch.uint8).reshape(tuple(int(d) for d in shape))
-                for data, shape in zip(images, batch["shape"])]
-    return [decode_image_bytes(bytes(data), str(keys[i]) if keys is not None else f"row {i}")
-            for i, data in enumerate(images)]
+        return [
+            torch.frombuffer(bytearray(data), dtype=torch.uint8).reshape(tuple(int(d) for d in shape))
+            for data, shape in zip(images, batch["shape"])
+        ]
+    return [
+        decode_image_bytes(bytes(data), str(keys[i]) if keys is not None else f"row {i}")
+        for i, data in enumerate(images)
+    ]
 
 
 def _stack(images: list[torch.Tensor], batch: dict, what: str) -> dict:
     shapes = {tuple(x.shape) for x in images}
     if len(shapes) > 1:
-        raise ValueError(f"{what}: images in one batch have different shapes {sorted(shapes)}; "
-                         f"crop them to one size (e.g. imagenet_train_batch) before stacking")
+        raise ValueError(
+            f"{what}: images in one batch have different shapes {sorted(shapes)}; "
+            f"crop them to one size (e.g. imagenet_train_batch) before stacking"
+        )
     return {"image": torch.stack(images).numpy(), "label": np.asarray(batch["label"], dtype=np.int64)}
 
 
@@ -74,8 +80,12 @@ def _row_generators(batch: dict, seed: int | None) -> list[torch.Generator]:
     if "key" not in batch:
         raise ValueError("seeded augmentation needs the 'key' column in the batch (read it from the shards)")
     # Seeded by (seed, row key): the same image gets the same crop however rows fall into batches.
-    return [torch.Generator().manual_seed(int(np.random.SeedSequence(
-        [seed, zlib.crc32(str(key).encode())]).generate_state(1)[0])) for key in batch["key"]]
+    return [
+        torch.Generator().manual_seed(
+            int(np.random.SeedSequence([seed, zlib.crc32(str(key).encode())]).generate_state(1)[0])
+        )
+        for key in batch["key"]
+    ]
 
 
 def _as_mean(mean) -> torch.Tensor:
@@ -83,8 +93,9 @@ def _as_mean(mean) -> torch.Tensor:
     return torch.from_numpy(np.array(mean, dtype=np.float32))
 
 
-def imagenet_train_batch(batch: dict, mean: np.ndarray | torch.Tensor, *, seed: int | None = None,
-                         **transform_kw) -> dict:
+def imagenet_train_batch(
+    batch: dict, mean: np.ndarray | torch.Tensor, *, seed: int | None = None, **transform_kw
+) -> dict:
     """Shard rows -> ``{"image": float32 [N,3,224,224], "label": int64 [N]}`` with the paper's
     ImageNet training augmentation (``ImageNetTrainTransform``: scale 256-480, crop, flip, mean,
     PCA lighting) applied per image.
@@ -95,8 +106,10 @@ def imagenet_train_batch(batch: dict, mean: np.ndarray | torch.Tensor, *, seed: 
     ``ImageNetTrainTransform`` (``scale``, ``crop``, ``lighting_std``).
     """
     mean = _as_mean(mean)
-    out = [ImageNetTrainTransform(mean, generator=g, **transform_kw)(image)
-           for image, g in zip(decode_images(batch), _row_generators(batch, seed))]
+    out = [
+        ImageNetTrainTransform(mean, generator=g, **transform_kw)(image)
+        for image, g in zip(decode_images(batch), _row_generators(batch, seed))
+    ]
     return _stack(out, batch, "imagenet_train_batch")
 
 

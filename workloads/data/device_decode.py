@@ -54,20 +54,25 @@ def decode_jpegs(batch: dict, device: torch.device | str) -> list[torch.Tensor]:
             except RuntimeError as e:
                 raise CorruptImageError(names[i], f"not a decodable JPEG ({str(e).splitlines()[0]})") from e
         raise
-    return [decoded[i] if i in decoded else decode_image_bytes(bytes(blob), names[i]).to(device)
-            for i, blob in enumerate(batch["image"])]
+    return [
+        decoded[i] if i in decoded else decode_image_bytes(bytes(blob), names[i]).to(device)
+        for i, blob in enumerate(batch["image"])
+    ]
 
 
-def draw_crops(sizes: torch.Tensor, generator: torch.Generator | None, *, scale: tuple[int, int] = (256, 480),
-               crop: int = 224) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def draw_crops(
+    sizes: torch.Tensor, generator: torch.Generator | None, *, scale: tuple[int, int] = (256, 480), crop: int = 224
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For images of ``sizes`` [N,2] (H, W), what ``ImageNetTrainTransform`` draws: the resized size
     [N,2] (shorter side uniform in ``scale``), the crop's top-left corner in it [N,2], and flips [N]."""
     n = len(sizes)
     shorter = torch.randint(scale[0], scale[1] + 1, (n,), generator=generator).double()
     h, w = sizes[:, 0].double(), sizes[:, 1].double()
     factor = shorter / torch.minimum(h, w)
-    resized = torch.stack([torch.where(h <= w, shorter, torch.round(h * factor)),
-                           torch.where(h <= w, torch.round(w * factor), shorter)], dim=1)
+    resized = torch.stack(
+        [torch.where(h <= w, shorter, torch.round(h * factor)), torch.where(h <= w, torch.round(w * factor), shorter)],
+        dim=1,
+    )
     corners = torch.floor(torch.rand(n, 2, generator=generator, dtype=torch.float64) * (resized - crop + 1))
     flips = torch.rand(n, generator=generator) < 0.5
     return resized.long(), corners.long(), flips
@@ -96,13 +101,21 @@ def crop_batch(images: list[torch.Tensor], boxes: torch.Tensor, crop: int = 224)
         padded[i] = F.pad(image.float()[None], (0, w_max - w, 0, h_max - h), mode="replicate")[0]
     rois = torch.cat([torch.arange(len(images), dtype=torch.float64)[:, None], boxes.double()], dim=1)
     # sampling_ratio=0: ceil(box / crop) samples per output pixel and axis, an area filter at any scale.
-    return roi_align(padded, rois.float().to(padded.device), output_size=crop, spatial_scale=1.0,
-                     sampling_ratio=0, aligned=True)
+    return roi_align(
+        padded, rois.float().to(padded.device), output_size=crop, spatial_scale=1.0, sampling_ratio=0, aligned=True
+    )
 
 
-def device_train_batch(batch: dict, mean: np.ndarray | torch.Tensor, device: torch.device | str, *,
-                       seed: int | None = None, scale: tuple[int, int] = (256, 480), crop: int = 224,
-                       lighting_std: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def device_train_batch(
+    batch: dict,
+    mean: np.ndarray | torch.Tensor,
+    device: torch.device | str,
+    *,
+    seed: int | None = None,
+    scale: tuple[int, int] = (256, 480),
+    crop: int = 224,
+    lighting_std: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """JPEG shard rows -> (float32 [N,3,crop,crop], int64 [N]) on ``device``, augmented as the paper does.
 
     ``mean``: [3] or [3,crop,crop], [0,1] units. ``seed``: None draws fresh randomness each call
@@ -110,8 +123,9 @@ def device_train_batch(batch: dict, mean: np.ndarray | torch.Tensor, device: tor
     """
     device = torch.device(device)
     images = decode_jpegs(batch, device)
-    generator = torch.Generator().manual_seed(seed if seed is not None else
-                                              int(np.random.SeedSequence().generate_state(1)[0]))
+    generator = torch.Generator().manual_seed(
+        seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
+    )
     sizes = torch.tensor([tuple(image.shape[-2:]) for image in images])
     resized, corners, flips = draw_crops(sizes, generator, scale=scale, crop=crop)
     x = crop_batch(images, crop_boxes(sizes, resized, corners, crop), crop)

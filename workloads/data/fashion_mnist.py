@@ -21,8 +21,7 @@ from .errors import require_dir, root_hint
 
 ENV_VAR = "FASHION_MNIST_ROOT"
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 _FILE_PREFIX = {"train": "train", "test": "t10k"}
 _IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dims
 _LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dim
@@ -42,7 +41,7 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
         raise ValueError(f"idx file {path}: magic number {found}, expected {magic}")
     if len(raw) < header:
         raise ValueError(f"idx file {path}: {len(raw)} bytes, shorter than its {header}-byte header")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(dims))
     if len(raw) != expected:
         raise ValueError(f"idx file {path}: {len(raw)} bytes, expected {expected} for dims {dims}")
@@ -55,7 +54,8 @@ def _find(root: Path, name: str) -> Path:
             return candidate
     raise FileNotFoundError(
         f"Fashion-MNIST: expected {name}.gz (or {name}) in {root}, found neither; "
-        f"install the Debian package dataset-fashion-mnist or {root_hint(ENV_VAR)}")
+        f"install the Debian package dataset-fashion-mnist or {root_hint(ENV_VAR)}"
+    )
 
 
 def load_fashion_mnist(root: str | Path | None = None, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,10 +74,10 @@ def load_fashion_mnist(root: str | Path | None = None, split: str = "train") -> 
     images = _read_idx(images_path, _IMAGES_MAGIC)
     labels = _read_idx(labels_path, _LABELS_MAGIC)
     if len(images) != len(labels):
-        raise ValueError(f"Fashion-MNIST: {images_path} holds {len(images)} images but "
-                         f"{labels_path} holds {len(labels)} labels")
+        raise ValueError(
+            f"Fashion-MNIST: {images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
+        )
     if labels.size and labels.max() >= len(CLASSES):
         raise ValueError(f"Fashion-MNIST: {labels_path} has label {labels.max()}, valid 0..{len(CLASSES) - 1}")
     # np.frombuffer views read-only bytes; copy so callers own writable tensors.
-    return (torch.from_numpy(images.copy()).unsqueeze(1),
-            torch.from_numpy(labels.astype(np.int64)))
+    return (torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))

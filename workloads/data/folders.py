@@ -54,11 +54,14 @@ class ImageFolderSource:
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.samples: list[tuple[Path, int]] = []
         for name in self.classes:
-            files = sorted(p for p in (self.root / name).iterdir()
-                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = sorted(
+                p for p in (self.root / name).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
             if not files:
-                raise ValueError(f"class folder {self.root / name} holds no images "
-                                 f"(expected files ending in {', '.join(IMAGE_EXTENSIONS)})")
+                raise ValueError(
+                    f"class folder {self.root / name} holds no images "
+                    f"(expected files ending in {', '.join(IMAGE_EXTENSIONS)})"
+                )
             self.samples += [(p, self.class_to_idx[name]) for p in files[:max_per_class]]
 
     def __len__(self) -> int:
@@ -84,8 +87,10 @@ def load_image_tree(source: ImageFolderSource) -> tuple[torch.Tensor, torch.Tens
     for i, (path, _) in enumerate(source.samples[1:], start=1):
         image = decode_image_file(path)
         if image.shape != first.shape:
-            raise ValueError(f"{path} is {tuple(image.shape)}, expected {tuple(first.shape)} "
-                             f"like {source.samples[0][0]}: load_image_tree needs same-sized images")
+            raise ValueError(
+                f"{path} is {tuple(image.shape)}, expected {tuple(first.shape)} "
+                f"like {source.samples[0][0]}: load_image_tree needs same-sized images"
+            )
         images[i] = image
     return images, source.labels
 

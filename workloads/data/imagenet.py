@@ -35,7 +35,8 @@ def _find_text(root: Path, name: str) -> Path:
             return path
     raise FileNotFoundError(
         f"ImageNet val is flat (no class folders) so it needs {name}; looked in "
-        f"{', '.join(str(p) for p in candidates)}; see workloads/data/imagenet.py for the format")
+        f"{', '.join(str(p) for p in candidates)}; see workloads/data/imagenet.py for the format"
+    )
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -48,13 +49,16 @@ def _flat_val(root: Path, val_dir: Path) -> tuple[tuple[str, ...], list[tuple[Pa
     if len(id_to_wnid) == 1000 and id_to_wnid == sorted(id_to_wnid):
         raise ValueError(
             f"{id_map_path} lists the 1000 wnids in sorted order, like LOC_synset_mapping.txt; the "
-            f"ground truth uses the devkit's ILSVRC2012_ID order (meta.mat), which is not sorted")
+            f"ground truth uses the devkit's ILSVRC2012_ID order (meta.mat), which is not sorted"
+        )
     gt_path = _find_text(root, GROUND_TRUTH)
     ids = []
     for line_no, line in enumerate(_read_lines(gt_path), start=1):
         if not line.isdigit() or not 1 <= int(line) <= len(id_to_wnid):
-            raise ValueError(f"{gt_path} line {line_no}: {line!r} is not an ILSVRC2012_ID in "
-                             f"1..{len(id_to_wnid)} (the ids {id_map_path} maps)")
+            raise ValueError(
+                f"{gt_path} line {line_no}: {line!r} is not an ILSVRC2012_ID in "
+                f"1..{len(id_to_wnid)} (the ids {id_map_path} maps)"
+            )
         ids.append(int(line))
     files = sorted(p for p in val_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if len(files) != len(ids):
@@ -76,8 +80,9 @@ class ImageNetSource:
             raise ValueError(f"ImageNet split {split!r}; valid: {list(_SPLITS)}")
         root = root or os.environ.get(ENV_VAR)
         if not root:
-            raise FileNotFoundError(f"ImageNet: no data root given; {root_hint(ENV_VAR)} "
-                                    f"(the directory holding train/ and val/)")
+            raise FileNotFoundError(
+                f"ImageNet: no data root given; {root_hint(ENV_VAR)} (the directory holding train/ and val/)"
+            )
         self.root = Path(root)
         split_dir = require_dir(self.root / split, f"ImageNet {split} images", ENV_VAR)
         if any(p.is_dir() for p in split_dir.iterdir()):

@@ -70,15 +70,18 @@ def _cifar10_jpeg(split: str, root, max_per_class: int | None = None) -> InMemor
     _check_split("cifar10-jpeg", split)
     root = root or os.environ.get(CIFAR10_JPEG_ENV_VAR)
     if not root:
-        raise FileNotFoundError(f"cifar10-jpeg: no data root given; {root_hint(CIFAR10_JPEG_ENV_VAR)} "
-                                f"(the extracted cifar10-jpeg/ directory holding train/ and test/)")
+        raise FileNotFoundError(
+            f"cifar10-jpeg: no data root given; {root_hint(CIFAR10_JPEG_ENV_VAR)} "
+            f"(the extracted cifar10-jpeg/ directory holding train/ and test/)"
+        )
     source = ImageFolderSource(Path(root) / split, max_per_class=max_per_class, env_var=CIFAR10_JPEG_ENV_VAR)
     images, labels = load_image_tree(source)
     return InMemoryDataset(images, labels, source.classes)
 
 
-def _synthetic(split: str, root, n: int = 1024, shape=(3, 32, 32), num_classes: int = 10,
-               seed: int = 0) -> InMemoryDataset:
+def _synthetic(
+    split: str, root, n: int = 1024, shape=(3, 32, 32), num_classes: int = 10, seed: int = 0
+) -> InMemoryDataset:
     _check_split("synthetic", split)
     # The test split gets another seed so it never equals the train split.
     images, labels = synthetic(n, tuple(shape), num_classes, seed + (split == "test"))

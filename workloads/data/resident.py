@@ -22,12 +22,13 @@ def per_pixel_mean(images: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         raise ValueError(f"per_pixel_mean needs uint8 [N,C,H,W] with N >= 1, got {images.dtype} {tuple(images.shape)}")
     total = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
     for start in range(0, len(images), chunk):
-        total += images[start:start + chunk].sum(0, dtype=torch.float64)
+        total += images[start : start + chunk].sum(0, dtype=torch.float64)
     return (total / (255.0 * len(images))).float()
 
 
-def crop_flip(padded: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
-              size: tuple[int, int]) -> torch.Tensor:
+def crop_flip(
+    padded: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
     """Window ``[top:top+h, left:left+w]`` of every image in ``padded`` [B,C,H',W'], mirrored where ``flip``.
 
     One gather for the whole batch: image b reads rows ``top[b] + i`` and columns ``left[b] + j``
@@ -39,9 +40,12 @@ def crop_flip(padded: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip:
     rows = top.to(device)[:, None] + torch.arange(h, device=device)  # [B,h]
     cols = torch.arange(w, device=device).expand(b, w)
     cols = torch.where(flip.to(device)[:, None], w - 1 - cols, cols) + left.to(device)[:, None]  # [B,w]
-    return padded[torch.arange(b, device=device)[:, None, None, None],
-                  torch.arange(c, device=device)[None, :, None, None],
-                  rows[:, None, :, None], cols[:, None, None, :]]
+    return padded[
+        torch.arange(b, device=device)[:, None, None, None],
+        torch.arange(c, device=device)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
 
 
 class ResidentLoader:
@@ -63,9 +67,21 @@ class ResidentLoader:
     Yields ``(float32 [B,C,H,W], int64 [B])`` on ``device``; ``len()`` is batches per epoch on this rank.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, train: bool,
-                 mean: torch.Tensor | None = None, device: str | torch.device = "cpu", rank: int = 0,
-                 world_size: int = 1, seed: int = 0, drop_last: bool | None = None, pad: int = 4):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        train: bool,
+        mean: torch.Tensor | None = None,
+        device: str | torch.device = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        drop_last: bool | None = None,
+        pad: int = 4,
+    ):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 [N,C,H,W], got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (len(images),):
@@ -94,7 +110,7 @@ class ResidentLoader:
         if not self.train:
             return torch.arange(self.rank, n, self.world_size)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        return order[: n - n % self.world_size][self.rank::self.world_size]
+        return order[: n - n % self.world_size][self.rank :: self.world_size]
 
     def __len__(self) -> int:
         n = len(self.images)
@@ -111,7 +127,7 @@ class ResidentLoader:
         state = np.random.SeedSequence([self.seed, self.epoch, self.rank]).generate_state(1)[0]
         generator = torch.Generator().manual_seed(int(state))
         for i in range(len(self)):
-            index = indices[i * self.batch_size:(i + 1) * self.batch_size].to(self.device)
+            index = indices[i * self.batch_size : (i + 1) * self.batch_size].to(self.device)
             x = self._normalize(self.images[index])
             if self.train:
                 b, (h, w) = len(x), x.shape[-2:]

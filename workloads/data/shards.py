@@ -90,9 +90,14 @@ class ShardSource:
 
 def _files_source(dataset: str, split: str, tree, base: Path) -> ShardSource:
     paths = tuple(p for p, _ in tree.samples)
-    return ShardSource(dataset, split, tuple(tree.classes),
-                       tuple(p.relative_to(base).as_posix() for p in paths),
-                       np.array([label for _, label in tree.samples], dtype=np.int64), paths=paths)
+    return ShardSource(
+        dataset,
+        split,
+        tuple(tree.classes),
+        tuple(p.relative_to(base).as_posix() for p in paths),
+        np.array([label for _, label in tree.samples], dtype=np.int64),
+        paths=paths,
+    )
 
 
 def open_source(dataset: str, split: str = "train", root: str | Path | None = None) -> ShardSource:
@@ -106,8 +111,14 @@ def open_source(dataset: str, split: str = "train", root: str | Path | None = No
     if dataset in TENSOR_DATASETS:
         data = load_dataset(dataset, split, root=root)
         images = data.images.numpy()
-        return ShardSource(dataset, split, data.classes, tuple(f"{split}/{i:08d}" for i in range(len(images))),
-                           data.labels.numpy().astype(np.int64), images=images)
+        return ShardSource(
+            dataset,
+            split,
+            data.classes,
+            tuple(f"{split}/{i:08d}" for i in range(len(images))),
+            data.labels.numpy().astype(np.int64),
+            images=images,
+        )
     if dataset == "imagenet":
         source = ImageNetSource(root, split)
         return _files_source(dataset, split, source, source.root)
@@ -178,8 +189,10 @@ def read_manifest(fs: pafs.FileSystem, folder: str) -> dict | None:
 
 
 def _manifest_bytes(manifest: dict) -> bytes:
-    return (json.dumps(manifest, indent=1)  # insertion order: deterministic, classes in label order
-     + "\n").encode()
+    return (
+        json.dumps(manifest, indent=1)  # insertion order: deterministic, classes in label order
+        + "\n"
+    ).encode()
 
 
 def _plan(source: ShardSource, image_format: str, shard_size: int) -> dict:
@@ -187,12 +200,19 @@ def _plan(source: ShardSource, image_format: str, shard_size: int) -> dict:
     inputs = hashlib.sha256()
     for key, label in zip(source.keys, source.labels.tolist()):
         inputs.update(f"{key}\t{label}\n".encode())
-    return {"format_version": FORMAT_VERSION, "dataset": source.dataset, "split": source.split,
-            "image_format": image_format, "shard_size": shard_size,
-            "shuffle_seed": TRAIN_SHUFFLE_SEED if source.split == "train" else None,
-            "num_inputs": len(source), "inputs_sha256": inputs.hexdigest(),
-            "row_group_rows": ROW_GROUP_ROWS, "row_group_bytes": ROW_GROUP_BYTES,
-            "pyarrow": pa.__version__}
+    return {
+        "format_version": FORMAT_VERSION,
+        "dataset": source.dataset,
+        "split": source.split,
+        "image_format": image_format,
+        "shard_size": shard_size,
+        "shuffle_seed": TRAIN_SHUFFLE_SEED if source.split == "train" else None,
+        "num_inputs": len(source),
+        "inputs_sha256": inputs.hexdigest(),
+        "row_group_rows": ROW_GROUP_ROWS,
+        "row_group_bytes": ROW_GROUP_BYTES,
+        "pyarrow": pa.__version__,
+    }
 
 
 def shard_table(source: ShardSource, indices: np.ndarray, image_format: str) -> tuple[pa.Table, list[dict]]:
@@ -222,8 +242,7 @@ def parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     # zstd: raw pixels shrink; JPEG bytes do not, but zstd gives up on them quickly. No statistics
     # on the image bytes (min/max of blobs are useless and large).
-    pq.write_table(table, sink, row_group_size=rows, compression="zstd",
-                   write_statistics=["key", "label", "split"])
+    pq.write_table(table, sink, row_group_size=rows, compression="zstd", write_statistics=["key", "label", "split"])
     return sink.getvalue().to_pybytes()
 
 
@@ -240,9 +259,15 @@ class ShardEvent:
     written: bool
 
 
-def write_shards(source: ShardSource, out: str, *, image_format: str | None = None, shard_size: int = 1000,
-                 max_bad_fraction: float = 0.001,
-                 on_shard: Callable[[ShardEvent], None] | None = None) -> dict:
+def write_shards(
+    source: ShardSource,
+    out: str,
+    *,
+    image_format: str | None = None,
+    shard_size: int = 1000,
+    max_bad_fraction: float = 0.001,
+    on_shard: Callable[[ShardEvent], None] | None = None,
+) -> dict:
     """Write ``source`` as Parquet shards under ``out/<split>/``; returns a summary dict.
 
     ``image_format``: "encoded" (default for file sources) or "raw" (default, and the only choice,
@@ -256,8 +281,9 @@ def write_shards(source: ShardSource, out: str, *, image_format: str | None = No
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image format {image_format!r}; valid: {list(IMAGE_FORMATS)}")
     if image_format == "encoded" and not source.is_files:
-        raise ValueError(f"{source.dataset} is held in memory as pixels, so it has no encoded bytes; "
-                         f"valid format for it: 'raw'")
+        raise ValueError(
+            f"{source.dataset} is held in memory as pixels, so it has no encoded bytes; valid format for it: 'raw'"
+        )
     if shard_size < 1:
         raise ValueError(f"shard size {shard_size}: must be >= 1 rows")
     if not 0 <= max_bad_fraction < 1:
@@ -273,8 +299,10 @@ def write_shards(source: ShardSource, out: str, *, image_format: str | None = No
     old = read_manifest(fs, folder)
     if old is not None and old.get("plan") != plan:
         changed = sorted(k for k in plan if old.get("plan", {}).get(k) != plan[k])
-        raise ValueError(f"{posixpath.join(folder, MANIFEST)} was written for other inputs or options "
-                         f"(differs in {changed}); pick another --out or delete that folder")
+        raise ValueError(
+            f"{posixpath.join(folder, MANIFEST)} was written for other inputs or options "
+            f"(differs in {changed}); pick another --out or delete that folder"
+        )
     done = {entry["index"]: entry for entry in (old or {}).get("shards", [])}
 
     order = np.arange(len(source))
@@ -288,33 +316,56 @@ def write_shards(source: ShardSource, out: str, *, image_format: str | None = No
         path = posixpath.join(folder, name)
         t0 = time.perf_counter()
         entry = done.get(index)
-        if (entry is not None and fs.get_file_info(path).type == pafs.FileType.File
-                and sha256_of(fs, path) == entry["sha256"]):
+        if (
+            entry is not None
+            and fs.get_file_info(path).type == pafs.FileType.File
+            and sha256_of(fs, path) == entry["sha256"]
+        ):
             kept.append(index)
         else:
-            table, quarantined = shard_table(source, order[index * shard_size:(index + 1) * shard_size], image_format)
+            table, quarantined = shard_table(source, order[index * shard_size : (index + 1) * shard_size], image_format)
             bad = sum(len(e["quarantined"]) for e in entries.values()) + len(quarantined)
             if bad > bad_budget:
                 first = quarantined[0]
                 raise ValueError(
                     f"{bad} of {len(source)} inputs are corrupt so far, more than --max-bad-fraction "
-                    f"{max_bad_fraction} allows ({bad_budget}); e.g. {first['key']}: {first['reason']}")
+                    f"{max_bad_fraction} allows ({bad_budget}); e.g. {first['key']}: {first['reason']}"
+                )
             data = parquet_bytes(table)
             _write_atomic(fs, path, data)
-            entry = {"index": index, "file": name, "rows": table.num_rows, "bytes": len(data),
-                     "sha256": hashlib.sha256(data).hexdigest(), "quarantined": quarantined}
+            entry = {
+                "index": index,
+                "file": name,
+                "rows": table.num_rows,
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "quarantined": quarantined,
+            }
             written.append(index)
         entries[index] = entry
-        _write_atomic(fs, posixpath.join(folder, MANIFEST), _manifest_bytes(
-            _manifest(source, plan, entries, complete=len(entries) == num_shards)))
+        _write_atomic(
+            fs,
+            posixpath.join(folder, MANIFEST),
+            _manifest_bytes(_manifest(source, plan, entries, complete=len(entries) == num_shards)),
+        )
         if on_shard:
-            on_shard(ShardEvent(index, num_shards, name, entry["rows"], entry["bytes"],
-                                time.perf_counter() - t0, index in written))
+            on_shard(
+                ShardEvent(
+                    index, num_shards, name, entry["rows"], entry["bytes"], time.perf_counter() - t0, index in written
+                )
+            )
     quarantined = sum(len(e["quarantined"]) for e in entries.values())
-    return {"out": out, "folder": folder, "manifest": posixpath.join(folder, MANIFEST),
-            "rows": sum(e["rows"] for e in entries.values()), "shards": num_shards,
-            "written": written, "kept": kept, "quarantined": quarantined,
-            "seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "out": out,
+        "folder": folder,
+        "manifest": posixpath.join(folder, MANIFEST),
+        "rows": sum(e["rows"] for e in entries.values()),
+        "shards": num_shards,
+        "written": written,
+        "kept": kept,
+        "quarantined": quarantined,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def _manifest(source: ShardSource, plan: dict, entries: dict, *, complete: bool) -> dict:
@@ -322,12 +373,16 @@ def _manifest(source: ShardSource, plan: dict, entries: dict, *, complete: bool)
     counts = np.bincount(source.labels, minlength=len(source.classes))
     if complete:
         counts -= np.bincount([q["label"] for q in quarantined], minlength=len(source.classes)).astype(counts.dtype)
-    return {"plan": plan, "complete": complete, "classes": list(source.classes),
-            "rows": sum(e["rows"] for e in entries.values()),
-            # Per class, images in the finished shards (only final once complete).
-            "class_counts": dict(zip(source.classes, counts.tolist())) if complete else None,
-            "quarantined": quarantined,
-            "shards": [entries[index] for index in sorted(entries)]}
+    return {
+        "plan": plan,
+        "complete": complete,
+        "classes": list(source.classes),
+        "rows": sum(e["rows"] for e in entries.values()),
+        # Per class, images in the finished shards (only final once complete).
+        "class_counts": dict(zip(source.classes, counts.tolist())) if complete else None,
+        "quarantined": quarantined,
+        "shards": [entries[index] for index in sorted(entries)],
+    }
 
 
 def shard_files(fs: pafs.FileSystem, folder: str) -> tuple[dict, list[str]]:
@@ -336,7 +391,9 @@ def shard_files(fs: pafs.FileSystem, folder: str) -> tuple[dict, list[str]]:
     if manifest is None:
         raise FileNotFoundError(f"no {MANIFEST} in {folder}: write shards there with python -m orchestrator.prepare")
     if not manifest["complete"]:
-        raise ValueError(f"shards in {folder} are incomplete ({len(manifest['shards'])} of "
-                         f"{-(-manifest['plan']['num_inputs'] // manifest['plan']['shard_size'])} written); "
-                         f"rerun the same prepare command to finish them")
+        raise ValueError(
+            f"shards in {folder} are incomplete ({len(manifest['shards'])} of "
+            f"{-(-manifest['plan']['num_inputs'] // manifest['plan']['shard_size'])} written); "
+            f"rerun the same prepare command to finish them"
+        )
     return manifest, [posixpath.join(folder, e["file"]) for e in manifest["shards"]]

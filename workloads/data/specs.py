@@ -50,14 +50,27 @@ class DatasetSpec:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's per-channel mean, [0, 1] units
 
-_SPECS = {spec.name: spec for spec in (
-    DatasetSpec("fashion-mnist", MEMORY, 1, 28, 10, None, "crop-flip", "full", FASHION_MNIST_ENV_VAR),
-    DatasetSpec("cifar10", MEMORY, 3, 32, 10, None, "crop-flip", "full", CIFAR10_ENV_VAR),
-    DatasetSpec("cifar10-jpeg", MEMORY, 3, 32, 10, None, "crop-flip", "full", CIFAR10_JPEG_ENV_VAR),
-    DatasetSpec("synthetic", MEMORY, 3, 32, 10, None, "crop-flip", "full", None),
-    DatasetSpec("imagenet", SHARDED, 3, 224, 1000, IMAGENET_MEAN, "imagenet-train", "center", None,
-                splits={"train": "train", "test": "val"}),
-)}
+_SPECS = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec("fashion-mnist", MEMORY, 1, 28, 10, None, "crop-flip", "full", FASHION_MNIST_ENV_VAR),
+        DatasetSpec("cifar10", MEMORY, 3, 32, 10, None, "crop-flip", "full", CIFAR10_ENV_VAR),
+        DatasetSpec("cifar10-jpeg", MEMORY, 3, 32, 10, None, "crop-flip", "full", CIFAR10_JPEG_ENV_VAR),
+        DatasetSpec("synthetic", MEMORY, 3, 32, 10, None, "crop-flip", "full", None),
+        DatasetSpec(
+            "imagenet",
+            SHARDED,
+            3,
+            224,
+            1000,
+            IMAGENET_MEAN,
+            "imagenet-train",
+            "center",
+            None,
+            splits={"train": "train", "test": "val"},
+        ),
+    )
+}
 
 
 def list_dataset_specs(storage: str | None = None) -> list[str]:

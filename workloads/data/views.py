@@ -35,8 +35,9 @@ def ten_crop_views(image: torch.Tensor, mean: torch.Tensor, *, resize: int = 256
     return torch.stack(crops + [c.flip(-1) for c in crops])
 
 
-def multi_scale_views(image: torch.Tensor, mean: torch.Tensor,
-                      scales: tuple[int, ...] = MULTI_SCALES) -> list[torch.Tensor]:
+def multi_scale_views(
+    image: torch.Tensor, mean: torch.Tensor, scales: tuple[int, ...] = MULTI_SCALES
+) -> list[torch.Tensor]:
     """One ``[2,3,H_s,W_s]`` tensor per scale s (shorter side s): the resized image and its mirror.
 
     Sizes differ between scales, so they cannot stack into one tensor; a fully-convolutional net

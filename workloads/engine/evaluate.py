@@ -42,9 +42,7 @@ def evaluate(
             labels = labels.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(
-                device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
-            ):
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = net(images)
             sums[0] += F.cross_entropy(logits.float(), labels, reduction="sum")
             sums[1:3] += topk_correct(logits, labels, ks=(1, 5))

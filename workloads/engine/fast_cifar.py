@@ -54,14 +54,30 @@ class FastCifarTrainer:
     ``step_wrongs`` its misclassified images.
     """
 
-    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, *,
-                 device: torch.device | str, batch_size: int | None = None, mean: torch.Tensor | None = None,
-                 seed: int = 0, pad: int = 4, autocast_dtype: torch.dtype | None = None,
-                 channels_last: bool = False, cuda_graph: bool | None = None, compile: bool = False,
-                 warmup_steps: int = 3, chunk: int = 8192):
+    def __init__(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        recipe: Recipe,
+        *,
+        device: torch.device | str,
+        batch_size: int | None = None,
+        mean: torch.Tensor | None = None,
+        seed: int = 0,
+        pad: int = 4,
+        autocast_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+        cuda_graph: bool | None = None,
+        compile: bool = False,
+        warmup_steps: int = 3,
+        chunk: int = 8192,
+    ):
         if images.dtype != torch.uint8 or images.ndim != 4 or labels.shape != (len(images),):
-            raise ValueError(f"images must be uint8 [N,C,H,W] with labels [N], got {images.dtype} "
-                             f"{tuple(images.shape)} and {tuple(labels.shape)}")
+            raise ValueError(
+                f"images must be uint8 [N,C,H,W] with labels [N], got {images.dtype} "
+                f"{tuple(images.shape)} and {tuple(labels.shape)}"
+            )
         self.device = torch.device(device)
         self.recipe = recipe
         self.batch_size = batch_size or recipe.batch_size
@@ -135,15 +151,24 @@ class FastCifarTrainer:
             x = self.images[flat[part]].float().div_(255.0)
             if self.mean is not None:
                 x.sub_(self.mean)
-            out[part] = crop_flip(F.pad(x, (self.pad,) * 4), top.reshape(-1)[part], left.reshape(-1)[part],
-                                  flip.reshape(-1)[part], tuple(self.images.shape[-2:]))
+            out[part] = crop_flip(
+                F.pad(x, (self.pad,) * 4),
+                top.reshape(-1)[part],
+                left.reshape(-1)[part],
+                flip.reshape(-1)[part],
+                tuple(self.images.shape[-2:]),
+            )
         return out.view(*indices.shape, *self.images.shape[1:]), self.labels[flat].view(indices.shape)
 
     # -- the step -----------------------------------------------------------------------------
     def _step(self) -> None:
         """Forward, backward and SGD on the static batch; sums and per-step loss stay on the device."""
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None,
-                            cache_enabled=False if self.cuda_graph else None):
+        with torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype,
+            enabled=self.autocast_dtype is not None,
+            cache_enabled=False if self.cuda_graph else None,
+        ):
             logits = self.model(self.x)
             loss = F.cross_entropy(logits, self.y)
         loss.backward()
@@ -199,11 +224,16 @@ class FastCifarTrainer:
         whole epoch, or ``max_steps`` of it, or what is left of ``recipe.total_iterations``."""
         self._started = time.perf_counter()
         self.model.train()
-        steps = max(0, min(len(self), self.recipe.total_iterations - start_iteration,
-                           len(self) if max_steps is None else max_steps))
+        steps = max(
+            0,
+            min(
+                len(self), self.recipe.total_iterations - start_iteration, len(self) if max_steps is None else max_steps
+            ),
+        )
         self._xs, self._ys = self.epoch_batches(epoch)
-        self._lrs = torch.tensor([lr_at(self.recipe, start_iteration + i) for i in range(steps)],
-                                 dtype=torch.float32).to(self.device, non_blocking=True)
+        self._lrs = torch.tensor(
+            [lr_at(self.recipe, start_iteration + i) for i in range(steps)], dtype=torch.float32
+        ).to(self.device, non_blocking=True)
         self._span = (start_iteration, steps)
         self.sums.zero_()
         self.first_bad.fill_(_NO_BAD_STEP)
@@ -230,11 +260,16 @@ class FastCifarTrainer:
             raise DivergenceError(start_iteration + int(bad_step), bad_loss)
         seconds = time.perf_counter() - self._started
         end = start_iteration + steps
-        return EpochStats(iterations=steps, end_iteration=end,
-                          loss=loss_sum / seen if seen else math.nan,
-                          top1_error=100.0 * wrong / seen if seen else math.nan, images=int(seen),
-                          seconds=seconds, images_per_second=seen / seconds if seconds > 0 else 0.0,
-                          finished=end >= self.recipe.total_iterations)
+        return EpochStats(
+            iterations=steps,
+            end_iteration=end,
+            loss=loss_sum / seen if seen else math.nan,
+            top1_error=100.0 * wrong / seen if seen else math.nan,
+            images=int(seen),
+            seconds=seconds,
+            images_per_second=seen / seconds if seconds > 0 else 0.0,
+            finished=end >= self.recipe.total_iterations,
+        )
 
     def logged_steps(self, log_every: int) -> list[dict]:
         """What ``train_epoch``'s ``on_step`` would have been given over the epoch just ended: every
@@ -247,9 +282,14 @@ class FastCifarTrainer:
             if iteration % log_every == 0:
                 window = slice(first, i + 1)
                 n = i + 1 - first
-                out.append({"iteration": iteration, "loss": sum(self.step_losses[window]) / n,
-                            "train_error": 100.0 * sum(self.step_wrongs[window]) / (n * self.batch_size),
-                            "lr": lr_at(self.recipe, iteration - 1)})
+                out.append(
+                    {
+                        "iteration": iteration,
+                        "loss": sum(self.step_losses[window]) / n,
+                        "train_error": 100.0 * sum(self.step_wrongs[window]) / (n * self.batch_size),
+                        "lr": lr_at(self.recipe, iteration - 1),
+                    }
+                )
                 first = i + 1
         return out
 

@@ -104,10 +104,7 @@ def train_epoch(
             loss_sum, wrong, seen = _sum_over_ranks(window).tolist()
             window.zero_()
             if on_step is not None:
-                on_step(
-                    dict(iteration=iteration, loss=loss_sum / seen,
-                         train_error=100.0 * wrong / seen, lr=lr)
-                )
+                on_step(dict(iteration=iteration, loss=loss_sum / seen, train_error=100.0 * wrong / seen, lr=lr))
         if iteration >= total:
             break
 

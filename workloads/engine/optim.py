@@ -38,8 +38,7 @@ def build_optimizer(
             for p in module.parameters(recurse=False)
         }
         groups = [
-            {"params": [p for p in trainable if id(p) not in norm_ids],
-             "weight_decay": recipe.weight_decay},
+            {"params": [p for p in trainable if id(p) not in norm_ids], "weight_decay": recipe.weight_decay},
             {"params": [p for p in trainable if id(p) in norm_ids], "weight_decay": 0.0},
         ]
         groups = [g for g in groups if g["params"]]

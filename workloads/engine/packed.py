@@ -45,8 +45,9 @@ class PackedTrainers:
             raise failure
         return results
 
-    def train_epoch_each(self, epoch: int, start_iterations: list[int],
-                         max_steps: int | None = None) -> list[EpochStats | Exception]:
+    def train_epoch_each(
+        self, epoch: int, start_iterations: list[int], max_steps: int | None = None
+    ) -> list[EpochStats | Exception]:
         """As ``train_epoch``, but each trainer's outcome on its own: its ``EpochStats``, or the
         exception (a ``DivergenceError``) its epoch ended with, so one diverged run can be dropped
         while the others go on."""

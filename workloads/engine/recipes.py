@@ -101,8 +101,7 @@ class Recipe:
         _check_int(world_size, "world_size", minimum=1)
         _check(
             self.batch_size % world_size == 0,
-            f"batch_size {self.batch_size} of recipe {self.name!r} is not divisible by "
-            f"world_size {world_size}",
+            f"batch_size {self.batch_size} of recipe {self.name!r} is not divisible by world_size {world_size}",
         )
         return self.batch_size // world_size
 
@@ -167,8 +166,7 @@ _RECIPES: dict[str, Recipe] = {
             milestones=(30, 60),
             total=90,
             unit="epoch",
-            description="ImageNet, fb.resnet.torch form of the paper's recipe: 90 epochs, "
-            "/10 at 30 and 60",
+            description="ImageNet, fb.resnet.torch form of the paper's recipe: 90 epochs, /10 at 30 and 60",
         ),
         Recipe(
             name="smoke",
@@ -178,8 +176,7 @@ _RECIPES: dict[str, Recipe] = {
             weight_decay=1e-4,
             milestones=(200, 300),  # 50% and 75% of the run
             total=400,
-            description="small CPU run on a Fashion-MNIST subset: 400 iterations, /10 at 200 "
-            "and 300",
+            description="small CPU run on a Fashion-MNIST subset: 400 iterations, /10 at 200 and 300",
         ),
     )
 }
@@ -202,9 +199,7 @@ def get_recipe(name: str, **overrides) -> Recipe:
     fields = [f.name for f in dataclasses.fields(Recipe) if f.name not in _NOT_OVERRIDABLE]
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
-        raise ValueError(
-            f"unknown recipe field(s) {', '.join(unknown)}; valid fields: {', '.join(fields)}"
-        )
+        raise ValueError(f"unknown recipe field(s) {', '.join(unknown)}; valid fields: {', '.join(fields)}")
     return dataclasses.replace(_RECIPES[name], **overrides)
 
 

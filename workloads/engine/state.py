@@ -24,8 +24,7 @@ from torch import nn
 from .wrapping import unwrap_model
 
 FORMAT = "workloads.engine.checkpoint/1"
-_KEYS = ("format", "model", "optimizer", "rng", "iteration", "epoch", "config_hash", "config",
-         "metrics")
+_KEYS = ("format", "model", "optimizer", "rng", "iteration", "epoch", "config_hash", "config", "metrics")
 
 
 class CheckpointError(ValueError):
@@ -96,8 +95,7 @@ def restore_checkpoint(
     """
     missing = [k for k in _KEYS if k not in state]
     if missing or state["format"] != FORMAT:
-        raise CheckpointError(f"not a {FORMAT} checkpoint: missing keys {missing}, "
-                              f"format {state.get('format')!r}")
+        raise CheckpointError(f"not a {FORMAT} checkpoint: missing keys {missing}, format {state.get('format')!r}")
     if expected_config_hash is not None and state["config_hash"] != expected_config_hash:
         raise ValueError(
             f"checkpoint was written by config {state['config_hash']}, this run's config is "
@@ -147,13 +145,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"refused checkpoint {path}: weights_only loading failed, so it holds objects other "
             f"than tensors and primitives (pickled code is never run) or is corrupt: {e}",
-            reason="refused by weights_only loading (pickled objects, or corrupt)") from e
+            reason="refused by weights_only loading (pickled objects, or corrupt)",
+        ) from e
     except Exception as e:  # zip, EOF and storage errors all mean an unreadable file
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {e}",
-                              reason="corrupt or truncated") from e
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {e}", reason="corrupt or truncated") from e
     if not isinstance(state, dict) or any(k not in state for k in _KEYS):
-        raise CheckpointError(f"{path} is not a training checkpoint (expected keys {_KEYS})",
-                              reason="not a training checkpoint")
+        raise CheckpointError(
+            f"{path} is not a training checkpoint (expected keys {_KEYS})", reason="not a training checkpoint"
+        )
     return state
 
 
@@ -169,8 +168,9 @@ def _check_plain(value, where: str) -> None:
                 raise ValueError(f"{where} has a non-string key {key!r}")
             _check_plain(item, f"{where}.{key}")
     else:
-        raise ValueError(f"{where} holds a {type(value).__name__}; only primitives, lists and "
-                         "dicts can go in a checkpoint")
+        raise ValueError(
+            f"{where} holds a {type(value).__name__}; only primitives, lists and dicts can go in a checkpoint"
+        )
 
 
 def _rng_state() -> dict:
@@ -180,11 +180,14 @@ def _rng_state() -> dict:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         # numpy's and Python's Mersenne Twister words are < 2**32, so int64 holds them exactly.
-        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)),
-                  "pos": int(np_pos), "has_gauss": int(np_has_gauss),
-                  "cached_gaussian": float(np_gauss)},
-        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64),
-                   "gauss_next": py_gauss},
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_gauss),
+        },
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss_next": py_gauss},
     }
 
 
@@ -195,7 +198,8 @@ def _set_rng_state(rng: dict) -> None:
         for device, state in enumerate(rng["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(state.cpu(), device)
     n = rng["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     p = rng["python"]
     random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss_next"]))

@@ -3,5 +3,14 @@
 from workloads.models.registry import ModelSpec, build_model, list_models, parse_model_name
 from workloads.models.resnet import SHORTCUTS, STRIDE_PLACEMENTS, BasicBlock, Bottleneck, ResNet
 
-__all__ = ["SHORTCUTS", "STRIDE_PLACEMENTS", "BasicBlock", "Bottleneck", "ModelSpec", "ResNet",
-           "build_model", "list_models", "parse_model_name"]
+__all__ = [
+    "SHORTCUTS",
+    "STRIDE_PLACEMENTS",
+    "BasicBlock",
+    "Bottleneck",
+    "ModelSpec",
+    "ResNet",
+    "build_model",
+    "list_models",
+    "parse_model_name",
+]

@@ -59,17 +59,20 @@ def parse_model_name(name: str) -> ModelSpec:
     """Validate a model name; raises ``ValueError`` naming the valid choices."""
     match = _NAME.match(name) if isinstance(name, str) else None
     if match is None:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(list_models())} "
-                         "(or cifar_resnet/cifar_plain with any depth 6n+2)")
+        raise ValueError(
+            f"unknown model {name!r}; valid: {', '.join(list_models())} "
+            "(or cifar_resnet/cifar_plain with any depth 6n+2)"
+        )
     family = "cifar" if match["family"].startswith("cifar") else "imagenet"
     depth = int(match["depth"])
     residual = "resnet" in match["family"]
     if family == "imagenet" and depth not in IMAGENET_LAYERS:
-        raise ValueError(f"unknown ImageNet depth {depth} in {name!r}; "
-                         f"valid: {', '.join(map(str, IMAGENET_LAYERS))}")
+        raise ValueError(f"unknown ImageNet depth {depth} in {name!r}; valid: {', '.join(map(str, IMAGENET_LAYERS))}")
     if family == "cifar" and (depth < 8 or (depth - 2) % 6):
-        raise ValueError(f"CIFAR depth {depth} in {name!r} is not 6n+2 with n >= 1; "
-                         f"valid: 8, 14, 20, 26, 32, ... (the paper's: {', '.join(map(str, CIFAR_DEPTHS))})")
+        raise ValueError(
+            f"CIFAR depth {depth} in {name!r} is not 6n+2 with n >= 1; "
+            f"valid: 8, 14, 20, 26, 32, ... (the paper's: {', '.join(map(str, CIFAR_DEPTHS))})"
+        )
     return ModelSpec(name=name, family=family, depth=depth, residual=residual)
 
 
@@ -82,24 +85,30 @@ def build_model(name: str, **overrides) -> ResNet:
     spec = parse_model_name(name)
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
-        raise ValueError(f"unknown model option(s) {', '.join(unknown)} for {name!r}; "
-                         f"valid: {', '.join(OVERRIDES)}")
+        raise ValueError(f"unknown model option(s) {', '.join(unknown)} for {name!r}; valid: {', '.join(OVERRIDES)}")
     shortcut = overrides.get("shortcut") or spec.default_shortcut
     if shortcut not in SHORTCUTS:
         raise ValueError(f"unknown shortcut {shortcut!r}; valid: {', '.join(SHORTCUTS)}")
     if not spec.residual and shortcut not in ("A", spec.default_shortcut):
-        raise ValueError(f"{name!r} is a plain net and has no shortcuts; shortcut {shortcut!r} "
-                         "is meaningless (use the resnet twin for B/C)")
+        raise ValueError(
+            f"{name!r} is a plain net and has no shortcuts; shortcut {shortcut!r} "
+            "is meaningless (use the resnet twin for B/C)"
+        )
     stride_placement = overrides.get("stride_placement") or "paper"
     if stride_placement not in STRIDE_PLACEMENTS:
-        raise ValueError(f"unknown stride_placement {stride_placement!r}; "
-                         f"valid: {', '.join(STRIDE_PLACEMENTS)}")
-    common = dict(residual=spec.residual, shortcut=shortcut, stride_placement=stride_placement,
-                  in_channels=overrides.get("in_channels", 3))
+        raise ValueError(f"unknown stride_placement {stride_placement!r}; valid: {', '.join(STRIDE_PLACEMENTS)}")
+    common = dict(
+        residual=spec.residual,
+        shortcut=shortcut,
+        stride_placement=stride_placement,
+        in_channels=overrides.get("in_channels", 3),
+    )
     if spec.family == "imagenet":
         block, layers = IMAGENET_LAYERS[spec.depth]
-        return ResNet(block, layers, IMAGENET_WIDTHS, stem="imagenet",
-                      num_classes=overrides.get("num_classes", 1000), **common)
+        return ResNet(
+            block, layers, IMAGENET_WIDTHS, stem="imagenet", num_classes=overrides.get("num_classes", 1000), **common
+        )
     n = (spec.depth - 2) // 6
-    return ResNet(BasicBlock, [n, n, n], CIFAR_WIDTHS, stem="cifar",
-                  num_classes=overrides.get("num_classes", 10), **common)
+    return ResNet(
+        BasicBlock, [n, n, n], CIFAR_WIDTHS, stem="cifar", num_classes=overrides.get("num_classes", 10), **common
+    )

@@ -78,8 +78,9 @@ class BasicBlock(Block):
 
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int, *, residual: bool, shortcut: str,
-                 stride_placement: str):
+    def __init__(
+        self, in_planes: int, planes: int, stride: int, *, residual: bool, shortcut: str, stride_placement: str
+    ):
         super().__init__()
         del stride_placement  # both placements are the same for a basic block
         self.residual = residual
@@ -100,8 +101,9 @@ class Bottleneck(Block):
 
     expansion = 4
 
-    def __init__(self, in_planes: int, planes: int, stride: int, *, residual: bool, shortcut: str,
-                 stride_placement: str):
+    def __init__(
+        self, in_planes: int, planes: int, stride: int, *, residual: bool, shortcut: str, stride_placement: str
+    ):
         super().__init__()
         self.residual = residual
         # v1 (the paper) downsamples in the first 1x1; v1.5 (torchvision) in the 3x3, which costs
@@ -131,15 +133,24 @@ class ResNet(nn.Module):
     with a stride-2 block.
     """
 
-    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], widths: list[int],
-                 *, stem: str, residual: bool = True, shortcut: str = "B",
-                 stride_placement: str = "paper", in_channels: int = 3, num_classes: int = 1000):
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: list[int],
+        widths: list[int],
+        *,
+        stem: str,
+        residual: bool = True,
+        shortcut: str = "B",
+        stride_placement: str = "paper",
+        in_channels: int = 3,
+        num_classes: int = 1000,
+    ):
         super().__init__()
         if shortcut not in SHORTCUTS:
             raise ValueError(f"unknown shortcut {shortcut!r}; valid: {', '.join(SHORTCUTS)}")
         if stride_placement not in STRIDE_PLACEMENTS:
-            raise ValueError(f"unknown stride_placement {stride_placement!r}; "
-                             f"valid: {', '.join(STRIDE_PLACEMENTS)}")
+            raise ValueError(f"unknown stride_placement {stride_placement!r}; valid: {', '.join(STRIDE_PLACEMENTS)}")
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"unknown stem {stem!r}; valid: imagenet, cifar")
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
@@ -165,8 +176,16 @@ class ResNet(nn.Module):
             stage = []
             for j in range(blocks):
                 stride = 2 if (i > 1 and j == 0) else 1
-                stage.append(block(in_planes, planes, stride, residual=residual, shortcut=shortcut,
-                                   stride_placement=stride_placement))
+                stage.append(
+                    block(
+                        in_planes,
+                        planes,
+                        stride,
+                        residual=residual,
+                        shortcut=shortcut,
+                        stride_placement=stride_placement,
+                    )
+                )
                 in_planes = planes * block.expansion
             self.add_module(f"layer{i}", nn.Sequential(*stage))
         self.num_stages = len(layers)
