@@ -384,7 +384,8 @@ def main(argv=None) -> int:
             f"an H200: {'met' if s <= TARGET_R110_S else 'NOT met'})"
         )
     if matrix:
-        line = f"Table 6 matrix ({len(matrix['nets'])} nets), one at a time: {fmt_time(matrix['sequential_seconds_extrapolated'])}"
+        sequential = fmt_time(matrix["sequential_seconds_extrapolated"])
+        line = f"Table 6 matrix ({len(matrix['nets'])} nets), one at a time: {sequential}"
         for packed in matrix["packed"]:
             line += f"; {packed['n']} at a time on streams: {fmt_time(packed['seconds_extrapolated'])}"
         print(line + f" (target <= {TARGET_MATRIX_S // 60} min on an H200; extrapolated, training steps only)")

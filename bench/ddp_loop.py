@@ -4,8 +4,8 @@ Launched by ``ray_overhead.py`` as ``torchrun --standalone --nproc-per-node W be
 CONFIG_JSON OUTPUT_JSON``. Every rank builds its data shard, model and optimizer exactly as
 ``orchestrator.worker.train_worker`` does: the same ``lifecycle.RunState`` (net, seeds, DDP on gloo,
 nccl with ``use_gpu``, ``train_epoch`` then ``evaluate`` per epoch). What it leaves out is what the
-comparison is about: Ray Train, the checkpoint reports and MLflow. Rank 0 writes each epoch's images/s (all ranks together) to
-OUTPUT_JSON.
+comparison is about: Ray Train, the checkpoint reports and MLflow. Rank 0 writes each epoch's images/s
+(all ranks together) to OUTPUT_JSON.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ less sensitive to other load. Start-up (Ray, worker group, data) is reported sep
 Target: ray step time / DDP step time <= 1.05.
 
 Examples:
-  python bench/ray_overhead.py                          # CIFAR ResNet-20, 2,048 images, 2 workers, 8 epochs (~3 min on 2 cores)
+  python bench/ray_overhead.py    # CIFAR ResNet-20, 2,048 images, 2 workers, 8 epochs (~3 min on 2 cores)
   python bench/ray_overhead.py --model cifar_resnet8 --epochs 4 --train-subset 1024
   python bench/ray_overhead.py --gpu --workers 1 --train-subset 20000   # one GPU per worker (bf16, channels_last), nccl
 """

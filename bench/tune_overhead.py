@@ -306,7 +306,8 @@ def main(argv=None) -> int:
                 f"{value['median_seconds']:.2f} s",
                 ""
                 if "baseline" in label
-                else f"{ratio:.2f}x import torch; goal <= {STARTUP_GOAL} ({'met' if ratio <= STARTUP_GOAL else 'NOT met'})",
+                else f"{ratio:.2f}x import torch; goal <= {STARTUP_GOAL} "
+                f"({'met' if ratio <= STARTUP_GOAL else 'NOT met'})",
             )
         )
     frac = cost["fraction_of_gpu_step_time_amortised"]

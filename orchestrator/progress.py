@@ -25,7 +25,8 @@ def epoch_line(label: str, m: dict, eta_seconds: float | None) -> str:
         f"[{label}] epoch {int(m['epoch'])}/{int(m.get('epochs', 0))} "
         f"iter {int(m['iteration'])}/{int(m.get('total_iterations', 0))} | "
         f"train loss {m.get('train_loss', float('nan')):.3f} err {m.get('train_error', float('nan')):.1f}% | "
-        f"test top-1 {m.get('test_top1_error', float('nan')):.1f}% top-5 {m.get('test_top5_error', float('nan')):.1f}% | "
+        f"test top-1 {m.get('test_top1_error', float('nan')):.1f}% "
+        f"top-5 {m.get('test_top5_error', float('nan')):.1f}% | "
         f"{m.get('images_per_second', 0):,.0f} img/s{eta}"
     )
 

@@ -89,7 +89,8 @@ def test_ensemble_train_on_a_zero_cpu_head_waits_for_a_node_then_trains_and_eval
     assert len(members) == MEMBERS and {m.info.status for m in members} == {"FINISHED"}
     (evaluation,) = client.search_runs(
         [experiment.experiment_id],
-        f"tags.`orchestrator.kind` = 'ensemble-evaluation' and tags.`orchestrator.ensemble_parent` = '{parent.info.run_id}'",
+        f"tags.`orchestrator.kind` = 'ensemble-evaluation' "
+        f"and tags.`orchestrator.ensemble_parent` = '{parent.info.run_id}'",
     )
     assert evaluation.data.metrics["members"] == MEMBERS
     assert 0 <= evaluation.data.metrics["ensemble_top1_error"] <= 100

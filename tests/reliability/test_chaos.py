@@ -1,11 +1,12 @@
 """Chaos: faults injected into real runs (Ray Train + Ray Tune + MLflow + Fashion-MNIST, no mocks).
 
 The short suite (the normal test run) holds the faults no other test covers cheaply: a truncated
-newest checkpoint (skipped: the run resumes from the previous one), and (in test_bad_input.py) a storage path that cannot be created. The long
-suite runs only with CHAOS_LONG=1 (``make chaos``): three worker SIGKILLs in one run, the
-ablation driver killed again and again, every kept checkpoint corrupt, the MLflow tracking server down mid-run, the storage made
-read-only mid-run. One worker kill and one driver kill are covered by tests/orchestrator/test_train.py
-and tests/orchestrator/test_ablate.py, so the short suite does not repeat them.
+newest checkpoint (skipped: the run resumes from the previous one), and (in test_bad_input.py) a
+storage path that cannot be created. The long suite runs only with CHAOS_LONG=1 (``make chaos``):
+three worker SIGKILLs in one run, the ablation driver killed again and again, every kept checkpoint
+corrupt, the MLflow tracking server down mid-run, the storage made read-only mid-run. One worker kill
+and one driver kill are covered by tests/orchestrator/test_train.py and tests/orchestrator/test_ablate.py,
+so the short suite does not repeat them.
 
 What each fault does, and the figures measured here, are in docs/RELIABILITY.md.
 """
