@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 
 from orchestrator import cli, resources
-from orchestrator.config import common_scaled_schedule, parse_overrides
-from orchestrator.matrix import Ablation, list_ablations, load_ablation
+from orchestrator.config import parse_overrides
+from orchestrator.matrix import Ablation, list_ablations, load_ablation, load_scaled, matrix_overrides
 
 DEFAULT_PRESET = "smoke"
 
@@ -68,21 +68,13 @@ def build_parser():
 
 
 def ablation_from_args(args) -> Ablation:
-    overrides = parse_overrides(args.overrides)
-    for key, flag in (
-        ("data_root", args.data_root),
-        ("tracking_uri", args.tracking_uri),
-        ("storage_path", args.storage_path),
-    ):
-        if flag is not None:
-            overrides[key] = flag
     axes = parse_overrides(args.axis)
-    ablation = load_ablation(args.preset, overrides, name=args.name, axes=axes)
-    if args.iterations is not None or args.epochs is not None:
-        schedule = common_scaled_schedule(
-            [t.config for t in ablation.trials], iterations=args.iterations, epochs=args.epochs
-        )
-        ablation = load_ablation(args.preset, overrides | {"recipe_overrides": schedule}, name=args.name, axes=axes)
+    ablation = load_scaled(
+        lambda overrides: load_ablation(args.preset, overrides, name=args.name, axes=axes),
+        matrix_overrides(args),
+        args.iterations,
+        args.epochs,
+    )
     return ablation if args.pack is None else dataclasses.replace(ablation, pack=args.pack)
 
 

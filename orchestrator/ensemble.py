@@ -29,13 +29,8 @@ import math
 from pathlib import Path
 
 from orchestrator import cli, resources
-from orchestrator.config import (
-    ENSEMBLE_PRESETS,
-    ExperimentConfig,
-    common_scaled_schedule,
-    list_presets,
-    parse_overrides,
-)
+from orchestrator.config import ENSEMBLE_PRESETS, ExperimentConfig, list_presets
+from orchestrator.matrix import load_scaled, matrix_overrides
 from workloads import ensemble as ensemble_math
 
 DEFAULT_PRESET = "smoke"
@@ -177,20 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.members import best_runs, parent_members
 
     if args.command == "train":
-        overrides = parse_overrides(args.overrides)
-        for key, flag in (
-            ("data_root", args.data_root),
-            ("tracking_uri", args.tracking_uri),
-            ("storage_path", args.storage_path),
-        ):
-            if flag is not None:
-                overrides[key] = flag
-        ablation, view = load_ensemble(args.preset, overrides, name=args.name)
-        if args.iterations is not None or args.epochs is not None:
-            schedule = common_scaled_schedule(
-                [t.config for t in ablation.trials], iterations=args.iterations, epochs=args.epochs
-            )
-            ablation, view = load_ensemble(args.preset, overrides | {"recipe_overrides": schedule}, name=args.name)
+        overrides = matrix_overrides(args)
+        _, view = load_ensemble(args.preset, overrides, name=args.name)
+        ablation = load_scaled(
+            lambda o: load_ensemble(args.preset, o, name=args.name)[0], overrides, args.iterations, args.epochs
+        )
         if args.dry_run:
             for trial in ablation.trials:
                 print(trial.name)

@@ -20,6 +20,7 @@ A preset (``configs/ablate/<name>.yaml``) reads::
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +31,11 @@ from orchestrator.config import (
     FIELDS,
     ExperimentConfig,
     check_name_length,
+    common_scaled_schedule,
     load_config,
     make_config,
     merge,
+    parse_overrides,
     preset_path,
     read_yaml,
 )
@@ -162,3 +165,21 @@ def _base_values(preset: str | None) -> dict:
 
 def list_ablations() -> list[str]:
     return sorted(p.stem for p in Path(ABLATE_PRESETS).glob("*.yaml"))
+
+
+def matrix_overrides(args) -> dict:
+    """What ``ablate`` and ``ensemble train`` apply to every run: ``--set`` pairs, then the path flags
+    given (``--data-root``, ``--tracking-uri``, ``--storage-path``)."""
+    overrides = parse_overrides(args.overrides)
+    flags = {"data_root": args.data_root, "tracking_uri": args.tracking_uri, "storage_path": args.storage_path}
+    return overrides | {key: value for key, value in flags.items() if value is not None}
+
+
+def load_scaled(load: Callable[[dict], Ablation], overrides: dict, iterations: int | None, epochs: int | None):
+    """``load(overrides)``, its runs' schedules made ``iterations`` (or ``epochs``) long when either is
+    given (``--iterations`` / ``--epochs``, the lr milestones moved along: ``common_scaled_schedule``)."""
+    ablation = load(overrides)
+    if iterations is None and epochs is None:
+        return ablation
+    schedule = common_scaled_schedule([t.config for t in ablation.trials], iterations=iterations, epochs=epochs)
+    return load(overrides | {"recipe_overrides": schedule})
