@@ -140,10 +140,8 @@ def train_pack_worker(loop_config: dict) -> None:
             gone = json.loads(pack_file.read_text())["diverged"] if pack_file.exists() else {}
         restored = {}
         for run in runs:
-            if run.config.name in gone:
-                run.diverged(
-                    gone[run.config.name]
-                )  # again (the rerun reopened its run); retraining would diverge again
+            if run.config.name in gone:  # again (the rerun reopened its run); retraining would diverge again
+                run.diverged(gone[run.config.name])
             else:
                 run.restore(checkpoint, member=run.config.name)
                 restored[run.config.name] = run.epoch

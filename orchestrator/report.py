@@ -284,13 +284,14 @@ class _DevTools:
             (os.POSIX_SPAWN_OPEN, fd, os.devnull, mode, 0)
             for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY))
         ]
+        # setsid: its own process group, so that a hung browser is ended with its helpers
         self._pid = os.posix_spawn(
             chromium,
             [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--hide-scrollbars", "--remote-debugging-pipe"],
             os.environ,
             file_actions=quiet + [(os.POSIX_SPAWN_DUP2, commands_in, 3), (os.POSIX_SPAWN_DUP2, replies_out, 4)],
             setsid=True,
-        )  # its own process group, so that a hung browser is ended with its helpers
+        )
         os.close(commands_in)
         os.close(replies_out)
         self._status: int | None = None

@@ -80,12 +80,13 @@ def test_parity_table_puts_the_papers_numbers_beside_mean_and_std_over_seeds():
     assert (r34["paper_table"], r34["paper_top1_error"], r34["paper_top5_error"]) == ("Table 3", 24.52, 7.46)
     assert r34["diff_top5"] == pytest.approx(8.25 - 7.46)
     assert rows["imagenet", "plain34", None]["paper_top1_error"] == 28.54
+    # by data set, net, depth
     assert [r["model"] for r in parity.parity_table(records)] == [
         "cifar_plain20",
         "cifar_resnet110",
         "plain34",
         "resnet34",
-    ]  # by data set, net, depth
+    ]
 
 
 def evaluation(run_id, view, members, top1=20.0, top5=4.0):

@@ -206,9 +206,8 @@ def test_lighting_noise_is_a_per_image_colour_shift_along_the_pca_axes():
     transform = ImageNetTrainTransform(torch.zeros(3), scale=(256, 256), generator=torch.Generator().manual_seed(0))
     delta = transform(torch.full((3, 256, 256), 128, dtype=torch.uint8)) - 128 / 255
     assert delta.abs().max() > 1e-4  # the transform adds lighting noise by default (std 0.1)...
-    torch.testing.assert_close(
-        delta, delta[:, :1, :1].expand_as(delta), rtol=0, atol=1e-6
-    )  # ...the same on every pixel
+    # ...the same on every pixel
+    torch.testing.assert_close(delta, delta[:, :1, :1].expand_as(delta), rtol=0, atol=1e-6)
     generator = torch.Generator().manual_seed(1)
     shifts = torch.stack([lighting_noise(torch.zeros(3, 1, 1), 0.1, generator)[:, 0, 0] for _ in range(4000)])
     # In eigenvector coordinates the shift is alpha * eigval with alpha ~ N(0, 0.1^2), independent per axis.

@@ -94,10 +94,10 @@ def test_nan_loss_raises_divergence_error_at_its_iteration():
     batches[2][0][1, 0] = float("nan")  # step 2 (0-based) gets a NaN logit
     model = FixedLogits()
     recipe = get_recipe("smoke")
-    with pytest.raises(DivergenceError) as caught:
+    with pytest.raises(DivergenceError) as caught:  # caught by the end-of-epoch check
         train_epoch(
             model, batches, build_optimizer(model, recipe), recipe, start_iteration=10, device="cpu", log_every=100
-        )  # caught by the end-of-epoch check
+        )
     assert caught.value.iteration == 12 and math.isnan(caught.value.loss)
     assert caught.value.rank is None
 
