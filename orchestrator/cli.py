@@ -167,3 +167,17 @@ def init_ray() -> None:
             f"the local Ray did not start in time (a machine this busy delays its "
             f"processes): {str(error).splitlines()[0]}"
         ) from None
+    if not log_to_driver:
+        quiet_ray_errors()
+
+
+def quiet_ray_errors() -> None:
+    """Keep the raylet's messages ("A worker died or was killed while executing a task...", worker
+    start-up warnings) off the driver's stderr. Ray's driver prints them from a thread of its own
+    whatever ``log_to_driver`` says, through ``ray._private.worker.print_to_stdstream``, which it
+    looks up on every message; the progress lines say what happened in the project's words instead
+    (``progress.RunWatcher``). ORCHESTRATOR_WORKER_LOGS=1 leaves Ray's own output alone."""
+    import ray._private.worker as ray_worker
+
+    if hasattr(ray_worker, "print_to_stdstream"):  # a Ray without it prints as it likes; nothing breaks
+        ray_worker.print_to_stdstream = lambda data, ignore_prefix=False: None

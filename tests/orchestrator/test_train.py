@@ -686,7 +686,8 @@ def test_worker_sigkill_redoes_at_most_one_epoch(start_cli, tmp_path):
     assert [epoch for _, epoch in kept] == list(range(1, KILL_EPOCHS + 1))
     assert reports == KILL_EPOCHS
     assert "Traceback" not in cli.output()
-    # The restart in the project's words, with where it resumed from.
+    # The restart in the project's words, with where it resumed from, and not in Ray's.
+    assert "A worker died or was killed" not in cli.output()
     assert re.search(
         r"\[workerkill\] a worker was lost or failed: Ray Train restarted the run's workers "
         r"\(restart 1\), resuming from (epoch \d+'s checkpoint|the start)",
