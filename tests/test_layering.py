@@ -160,3 +160,14 @@ def test_help_and_argument_errors_load_neither_ray_nor_mlflow_nor_torchvision():
             if line.startswith("import time:")
         }
         assert "orchestrator" in loaded and not loaded & HEAVY, (name, flag, sorted(loaded & HEAVY))
+
+
+def test_a_lazily_exported_name_is_never_its_module():
+    """``workloads.data`` exports lazily; a name that is also a module of it stays the function after
+    that module is imported (a fresh interpreter, so no earlier test has imported it)."""
+    code = (
+        "import workloads.data.registry, workloads.data as d, types\n"
+        "print([n for n in d.__all__ if isinstance(getattr(d, n), types.ModuleType)])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -60,6 +60,10 @@ _EXPORTS = {  # name -> the module of this package that defines it
 
 __all__ = sorted(_EXPORTS)
 
+# A name that is also one of this package's modules: importing that module (as registry does) would
+# bind the module to the name, so the function is bound here, before that can happen.
+from .synthetic import synthetic  # noqa: E402
+
 
 def __getattr__(name: str):
     if name not in _EXPORTS:
