@@ -173,9 +173,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "train":
         overrides = matrix_overrides(args)
-        _, view = load_ensemble(args.preset, overrides, name=args.name)
-        ablation = load_scaled(
-            lambda o: load_ensemble(args.preset, o, name=args.name)[0], overrides, args.iterations, args.epochs
+        ablation, view = load_scaled(
+            lambda o: load_ensemble(args.preset, o, name=args.name),
+            overrides,
+            args.iterations,
+            args.epochs,
+            trials=lambda loaded: loaded[0].trials,
         )
         if args.dry_run:
             for trial in ablation.trials:

@@ -23,6 +23,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -44,6 +45,9 @@ ABLATE_PRESETS = CONFIG_DIR / "ablate"
 MODEL_AXES = ("family", "depth", "residual")
 TOP_KEYS = ("name", "base", "matrix", "include", "max_concurrent", "pack", "description")
 FAMILIES = ("cifar", "imagenet")
+
+
+T = TypeVar("T")  # what load_scaled's loader returns
 
 
 @dataclass(frozen=True)
@@ -175,11 +179,19 @@ def matrix_overrides(args) -> dict:
     return overrides | {key: value for key, value in flags.items() if value is not None}
 
 
-def load_scaled(load: Callable[[dict], Ablation], overrides: dict, iterations: int | None, epochs: int | None):
+def load_scaled(
+    load: Callable[[dict], T],
+    overrides: dict,
+    iterations: int | None,
+    epochs: int | None,
+    trials: Callable[[T], tuple] = lambda ablation: ablation.trials,
+) -> T:
     """``load(overrides)``, its runs' schedules made ``iterations`` (or ``epochs``) long when either is
-    given (``--iterations`` / ``--epochs``, the lr milestones moved along: ``common_scaled_schedule``)."""
-    ablation = load(overrides)
+    given (``--iterations`` / ``--epochs``, the lr milestones moved along: ``common_scaled_schedule``).
+    ``trials`` finds the loaded thing's trials (an ablation's own, by default)."""
+    loaded = load(overrides)
     if iterations is None and epochs is None:
-        return ablation
-    schedule = common_scaled_schedule([t.config for t in ablation.trials], iterations=iterations, epochs=epochs)
+        return loaded
+    configs = [t.config for t in trials(loaded)]
+    schedule = common_scaled_schedule(configs, iterations=iterations, epochs=epochs)
     return load(overrides | {"recipe_overrides": schedule})

@@ -413,3 +413,14 @@ def test_one_schedule_cannot_scale_runs_of_different_recipes():
     ]
     with pytest.raises(ValueError, match=r"different recipes: a, b; set recipe.total and recipe.milestones"):
         common_scaled_schedule(configs, iterations=10)
+
+
+def test_load_scaled_scales_an_ensembles_members_as_ensemble_train_does():
+    from orchestrator.ensemble_train import load_ensemble
+    from orchestrator.matrix import load_scaled
+
+    ablation, view = load_scaled(
+        lambda o: load_ensemble("smoke", o), {}, 10, None, trials=lambda loaded: loaded[0].trials
+    )
+    recipes = [get_recipe(t.config.recipe, **t.config.recipe_overrides) for t in ablation.trials]
+    assert view and recipes and all(r.total == 10 for r in recipes)
