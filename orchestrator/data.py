@@ -4,8 +4,8 @@ through Ray Data (ImageNet).
 - In memory (Fashion-MNIST, CIFAR-10, class-folder trees, synthetic): every worker loads the
   split, keeps it on its device as one uint8 tensor and takes its shard of each epoch there
   (``workloads.data.ResidentLoader``); the mean image is the training split's per-pixel mean.
-- Sharded (``imagenet``: ``data_root`` is the output of ``python -m orchestrator.prepare`` with
-  ``train/`` and ``val/`` splits): the driver hands Ray Train two Ray Data pipelines, each worker
+- Sharded (``imagenet``, loaders in ``orchestrator.shards``; ``data_root`` is the output of
+  ``python -m orchestrator.prepare`` with ``train/`` and ``val/`` splits): the driver hands Ray Train two Ray Data pipelines, each worker
   reads its split of them. ``decode="cpu"``: both decode and augment on CPU Ray Data workers.
   ``decode="device"``: the training pipeline only streams the JPEG rows, and each worker decodes
   and augments its batches on its own device; evaluation's center view stays on the CPU (one
@@ -89,7 +89,7 @@ def data_shape(config: ExperimentConfig) -> tuple[int, int, int]:
     so a wrong path or an unprepared folder fails here, in the driver."""
     spec = dataset_spec(config.dataset)
     if spec.sharded:
-        manifests = [_manifest(config, folder) for folder in spec.splits.values()]
+        manifests = [manifest_of(config, folder) for folder in spec.splits.values()]
         image_format = manifests[0]["plan"]["image_format"]
         if config.decode == "device" and image_format != "encoded":
             raise ValueError(
@@ -102,46 +102,15 @@ def data_shape(config: ExperimentConfig) -> tuple[int, int, int]:
     return data.in_channels, data.num_classes, data.image_size
 
 
-def ray_datasets(config: ExperimentConfig) -> dict:
-    """The Ray Data pipelines a sharded run hands to its TorchTrainer (empty for in-memory data)."""
-    spec = dataset_spec(config.dataset)
-    if not spec.sharded:
-        return {}
-    from orchestrator.shards import read_rows, read_shards
-
-    train = (
-        read_rows(config.data_root, spec.splits["train"])
-        if config.decode == "device"
-        else read_shards(config.data_root, spec.splits["train"], augment=spec.train_augment, mean=spec.mean)
-    )
-    return {
-        "train": train,
-        "test": read_shards(config.data_root, spec.splits["test"], augment=spec.eval_view, mean=spec.mean),
-    }
-
-
 def build_run_data(
     config: ExperimentConfig, per_worker_batch: int, rank: int, world_size: int, device: torch.device
 ) -> RunData:
     """This worker's training and test loaders."""
     spec = dataset_spec(config.dataset)
     if spec.sharded:
-        manifest = _manifest(config, spec.splits["train"])
-        return RunData(
-            ShardLoader(
-                "train",
-                per_worker_batch,
-                manifest["rows"] // world_size,
-                device,
-                drop_last=True,
-                decode=config.decode,
-                mean=spec.mean,
-            ),
-            ShardLoader("test", EVAL_BATCH, None, device, drop_last=False),
-            spec.channels,
-            len(manifest["classes"]),
-            spec.image_size,
-        )
+        from orchestrator.shards import sharded_run_data
+
+        return sharded_run_data(config, per_worker_batch, world_size, device)
     train, test = load_split(config, "train"), load_split(config, "test")
     mean = per_pixel_mean(train.images)
     train_loader = ResidentLoader(
@@ -163,60 +132,7 @@ def build_run_data(
     return RunData(train_loader, test_loader, train.in_channels, train.num_classes, train.image_size)
 
 
-class ShardLoader:
-    """This worker's split of a Ray Data pipeline, as the engine's loader: ``(images, labels)``
-    batches, ``len()`` batches per epoch. Ray Train splits every dataset equally over the workers,
-    so with ``drop_last`` every rank runs the same number of steps. Each pass reruns the pipeline:
-    a new shuffle of the read order and new random crops, so ``set_epoch`` has nothing to do.
-
-    ``decode="cpu"``: the pipeline yields finished tensors. ``decode="device"``: it yields JPEG rows
-    (``read_rows``), decoded and augmented here on ``device`` (ImageNet training augmentation).
-    ``data``: the pipeline to read; None (in a Ray Train worker) is this worker's shard of ``name``.
-    ``mean``: the data set's per-channel mean, for ``decode="device"``.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        batch_size: int,
-        rows: int | None,
-        device: torch.device,
-        drop_last: bool,
-        decode: str = "cpu",
-        data=None,
-        mean: tuple[float, ...] | None = None,
-    ):
-        self.name, self.batch_size, self.rows = name, batch_size, rows
-        self.device, self.drop_last, self.decode, self.data, self.mean = device, drop_last, decode, data, mean
-
-    def set_epoch(self, epoch: int) -> None:
-        """Nothing to choose: the pipeline reshuffles and re-augments on every pass."""
-
-    def __len__(self) -> int:
-        if self.rows is None:
-            raise TypeError(f"the {self.name} shard loader has no fixed length")
-        return self.rows // self.batch_size
-
-    def __iter__(self):
-        import ray.train
-
-        from orchestrator.shards import iter_device_train, iter_torch
-
-        shard = self.data if self.data is not None else ray.train.get_dataset_shard(self.name)
-        if self.decode == "device":
-            batches = iter_device_train(
-                shard, self.batch_size, mean=self.mean, device=self.device, drop_last=self.drop_last
-            )
-        else:
-            batches = iter_torch(shard, self.batch_size, device=self.device, drop_last=self.drop_last)
-        limit = len(self) if self.rows is not None else None
-        for i, batch in enumerate(batches):
-            if limit is not None and i >= limit:
-                break  # the same number of steps on every rank, whatever the split's remainder
-            yield batch
-
-
-def _manifest(config: ExperimentConfig, folder: str) -> dict:
+def manifest_of(config: ExperimentConfig, folder: str) -> dict:
     return _split_files(config, folder)[1]
 
 

@@ -27,6 +27,9 @@ import numpy as np
 import ray.data
 import torch
 
+from orchestrator.config import ExperimentConfig
+from orchestrator.data import EVAL_BATCH, RunData, manifest_of
+from workloads.data import dataset_spec
 from workloads.data.decode import center_view_batch, decode_batch, imagenet_train_batch
 from workloads.data.device_decode import device_train_batch
 from workloads.data.shards import resolve_output, shard_files
@@ -102,3 +105,91 @@ def iter_device_train(
     (``device_train_batch``): float32 [B,3,224,224] minus ``mean`` ([3], [0,1] units), int64 [B]."""
     for batch in data.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=drop_last):
         yield device_train_batch(batch, mean, device)
+
+
+def ray_datasets(config: ExperimentConfig) -> dict:
+    """The Ray Data pipelines a sharded run hands to its TorchTrainer (empty for in-memory data)."""
+    spec = dataset_spec(config.dataset)
+    if not spec.sharded:
+        return {}
+    train = (
+        read_rows(config.data_root, spec.splits["train"])
+        if config.decode == "device"
+        else read_shards(config.data_root, spec.splits["train"], augment=spec.train_augment, mean=spec.mean)
+    )
+    return {
+        "train": train,
+        "test": read_shards(config.data_root, spec.splits["test"], augment=spec.eval_view, mean=spec.mean),
+    }
+
+
+def sharded_run_data(config: ExperimentConfig, per_worker_batch: int, world_size: int, device: torch.device) -> RunData:
+    """A sharded run's loaders in a Ray Train worker: its shards of the pipelines of ``ray_datasets``."""
+    spec = dataset_spec(config.dataset)
+    manifest = manifest_of(config, spec.splits["train"])
+    return RunData(
+        ShardLoader(
+            "train",
+            per_worker_batch,
+            manifest["rows"] // world_size,
+            device,
+            drop_last=True,
+            decode=config.decode,
+            mean=spec.mean,
+        ),
+        ShardLoader("test", EVAL_BATCH, None, device, drop_last=False),
+        spec.channels,
+        len(manifest["classes"]),
+        spec.image_size,
+    )
+
+
+class ShardLoader:
+    """This worker's split of a Ray Data pipeline, as the engine's loader: ``(images, labels)``
+    batches, ``len()`` batches per epoch. Ray Train splits every dataset equally over the workers,
+    so with ``drop_last`` every rank runs the same number of steps. Each pass reruns the pipeline:
+    a new shuffle of the read order and new random crops, so ``set_epoch`` has nothing to do.
+
+    ``decode="cpu"``: the pipeline yields finished tensors. ``decode="device"``: it yields JPEG rows
+    (``read_rows``), decoded and augmented here on ``device`` (ImageNet training augmentation).
+    ``data``: the pipeline to read; None (in a Ray Train worker) is this worker's shard of ``name``.
+    ``mean``: the data set's per-channel mean, for ``decode="device"``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        batch_size: int,
+        rows: int | None,
+        device: torch.device,
+        drop_last: bool,
+        decode: str = "cpu",
+        data=None,
+        mean: tuple[float, ...] | None = None,
+    ):
+        self.name, self.batch_size, self.rows = name, batch_size, rows
+        self.device, self.drop_last, self.decode, self.data, self.mean = device, drop_last, decode, data, mean
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to choose: the pipeline reshuffles and re-augments on every pass."""
+
+    def __len__(self) -> int:
+        if self.rows is None:
+            raise TypeError(f"the {self.name} shard loader has no fixed length")
+        return self.rows // self.batch_size
+
+    def __iter__(self):
+        import ray.train
+
+        shard = self.data if self.data is not None else ray.train.get_dataset_shard(self.name)
+        if self.decode == "device":
+            batches = iter_device_train(
+                shard, self.batch_size, mean=self.mean, device=self.device, drop_last=self.drop_last
+            )
+        else:
+            batches = iter_torch(shard, self.batch_size, device=self.device, drop_last=self.drop_last)
+        limit = len(self) if self.rows is not None else None
+        for i, batch in enumerate(batches):
+            if limit is not None and i >= limit:
+                break  # the same number of steps on every rank, whatever the split's remainder
+            yield batch

@@ -23,8 +23,9 @@ from ray.train.torch import TorchTrainer
 from orchestrator import storage, tracking
 from orchestrator.build import build_run_model
 from orchestrator.config import ExperimentConfig
-from orchestrator.data import data_shape, ray_datasets
+from orchestrator.data import data_shape
 from orchestrator.resources import DEFAULT_WAIT_MINUTES, run_demand, start_timeout_failures
+from orchestrator.shards import ray_datasets
 from orchestrator.worker import train_worker
 from workloads.data import dataset_spec
 from workloads.engine import load_checkpoint

@@ -22,8 +22,9 @@ from PIL import Image
 from orchestrator import cli, comparison, ensemble, tracking
 from orchestrator.build import build_run_model
 from orchestrator.config import ExperimentConfig, load_config, parse_overrides
-from orchestrator.data import ShardLoader, ray_datasets, subset_indices
+from orchestrator.data import subset_indices
 from orchestrator.prepare import prepare
+from orchestrator.shards import ShardLoader, ray_datasets
 from orchestrator.tracking import CHECKPOINT_FILE
 from orchestrator.training import train
 from workloads import ensemble as ensemble_math
