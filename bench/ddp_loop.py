@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from orchestrator.build import per_worker_batch  # noqa: E402
+from orchestrator.build import run_recipe  # noqa: E402
 from orchestrator.config import ExperimentConfig  # noqa: E402
 from orchestrator.data import build_run_data  # noqa: E402
 from orchestrator.lifecycle import RunState  # noqa: E402
@@ -31,8 +31,9 @@ def main(config_json: str, output_json: str) -> None:
     dist.init_process_group("nccl" if config.use_gpu else "gloo")
     rank, world_size = dist.get_rank(), dist.get_world_size()
     device = torch.device(f"cuda:{os.environ['LOCAL_RANK']}") if config.use_gpu else torch.device("cpu")
-    data = build_run_data(config, per_worker_batch(config, world_size), rank, world_size, device)
-    run = RunState(config, data, device, rank=rank, world_size=world_size)  # no run_id: no MLflow
+    recipe = run_recipe(config)
+    data = build_run_data(config, recipe.per_worker_batch(world_size), rank, world_size, device)
+    run = RunState(config, data, device, recipe, rank=rank, world_size=world_size)  # no run_id: no MLflow
     run.start()
     speeds = []
     while run.epoch < run.epochs:

@@ -16,12 +16,14 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator import cli, packing, resources, storage, tracking
+from orchestrator.build import run_recipe
 from orchestrator.config import ExperimentConfig
 from orchestrator.matrix import Ablation, Trial
 from orchestrator.progress import RunWatcher, epoch_line
 from orchestrator.resources import DEFAULT_WAIT_MINUTES, Demand
 from orchestrator.results import degradation_findings, format_table, results_table, save_table
 from orchestrator.trainer import check_data, fit, record_result
+from workloads.engine import Recipe
 
 # Trial functions (and so the Ray Train controllers they start, which Ray attaches to their node)
 # run on the head node, which Ray marks with this resource: a worker node that dies then takes only
@@ -56,7 +58,10 @@ def run_trial(trial_config: dict) -> None:
     client = tracking.MlflowClient(tracking_uri=config.tracking_uri)
     tracking.reopen(client, spec["run_id"])  # a rerun of a failed trial starts with a clean record
     # No restart_ray: the trial runs inside the ablation's Ray; a failed trial is rerun on resume.
-    result, error = fit(config, spec["run_id"], config.tracking_uri, callbacks=[TuneReportCallback()], wait_s=wait_s)
+    recipe = Recipe(**spec["recipe"])  # resolved by the driver, which logged it on the run
+    result, error = fit(
+        config, spec["run_id"], config.tracking_uri, recipe, callbacks=[TuneReportCallback()], wait_s=wait_s
+    )
     summary = record_result(client, config, spec["run_id"], result, error)
     if summary.status != "FINISHED":
         raise RuntimeError(f"trial {config.name} failed: {summary.error}")
@@ -74,6 +79,7 @@ def run_pack(spec: dict, wait_s: float) -> None:
         dataclasses.replace(configs[0], name=spec["name"]),
         None,
         configs[0].tracking_uri,
+        None,  # each member's recipe travels in its spec
         callbacks=[TuneReportCallback()],
         loop=loop,
         wait_s=wait_s,
@@ -87,13 +93,21 @@ def run_pack(spec: dict, wait_s: float) -> None:
         raise RuntimeError(f"packed trial {spec['name']} failed: {'; '.join(failed)}")
 
 
-def trial_specs(ablation: Ablation, trials: list[Trial], children: dict, pending: list[Trial]) -> list[dict]:
+def trial_specs(
+    ablation: Ablation, trials: list[Trial], children: dict, recipes: dict, pending: list[Trial]
+) -> list[dict]:
     """Tune's grid: one spec per pending trial, or with ``ablation.pack`` > 1 one per pack of them.
+    ``recipes``: each trial's ``run_recipe``, resolved once by the driver.
     Packs are cut from the whole matrix in order, so a rerun puts the same pending runs together
     again (and resumes their Ray Train run, named by its members)."""
 
     def run_spec(trial):
-        return {"name": trial.name, "config": trial.config.to_dict(), "run_id": children[trial.name].info.run_id}
+        return {
+            "name": trial.name,
+            "config": trial.config.to_dict(),
+            "recipe": recipes[trial.name].to_dict(),
+            "run_id": children[trial.name].info.run_id,
+        }
 
     if ablation.pack == 1:
         return [run_spec(t) for t in pending]
@@ -159,6 +173,7 @@ def ablate(
         t.config.dataset: check_data(t.config)
         for t in {(t.config.dataset, t.config.data_root): t for t in trials}.values()
     }
+    recipes = {t.name: run_recipe(t.config) for t in trials}
     found = tracking.lookup(first.tracking_uri, first.experiment, [child_key(ablation, t) for t in trials])
     earlier = {t.name: found[child_key(ablation, t)] for t in trials}  # child runs of an earlier attempt
     for trial in trials:
@@ -180,14 +195,17 @@ def ablate(
         client, experiment_id, ablation.name, run_name=ablation.name, tags={tracking.KIND: kind}
     )
     parent_id = parent.info.run_id
-    children = {trial.name: child_run(client, experiment_id, parent_id, ablation, trial) for trial in trials}
+    children = {
+        trial.name: child_run(client, experiment_id, parent_id, ablation, trial, recipes[trial.name])
+        for trial in trials
+    }
     echo(
         f"[{ablation.name}] {len(trials)} trials: {len(trials) - len(pending)} finished, "
         f"{len(pending)} to run | MLflow parent run {parent_id} at {first.tracking_uri}"
     )
     if pending:
         client.update_run(parent_id, status="RUNNING")
-        specs = trial_specs(ablation, trials, children, pending)
+        specs = trial_specs(ablation, trials, children, recipes, pending)
         workers_at_once = min(workers_at_once, len(specs))  # a pack is one trial
         if ablation.pack > 1:
             echo(f"[{ablation.name}] {len(pending)} runs packed into {len(specs)} trial(s) of up to {ablation.pack}")
@@ -251,8 +269,9 @@ def check_child(run, ablation: Ablation, trial: Trial) -> None:
         )
 
 
-def child_run(client, experiment_id: str, parent_id: str, ablation: Ablation, trial: Trial):
-    """The trial's child run, created once (``check_child`` checked an existing one's config)."""
+def child_run(client, experiment_id: str, parent_id: str, ablation: Ablation, trial: Trial, recipe: Recipe):
+    """The trial's child run, created once (``check_child`` checked an existing one's config), with
+    its config and resolved ``recipe`` as params."""
     run, created = tracking.get_or_create_run(
         client,
         experiment_id,
@@ -262,7 +281,7 @@ def child_run(client, experiment_id: str, parent_id: str, ablation: Ablation, tr
         parent_run_id=parent_id,
     )
     if created:
-        tracking.log_params(client, run.info.run_id, trial.config.to_dict())
+        tracking.log_params(client, run.info.run_id, tracking.training_params(trial.config, recipe))
     return run
 
 

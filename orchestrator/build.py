@@ -4,12 +4,15 @@ the report and the benches build nets the same way the workers do."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from orchestrator.config import ExperimentConfig
-from workloads.engine import get_recipe, recipe_for_depth
+from orchestrator.data import train_images
+from workloads.engine import Recipe
 from workloads.engine.fast_cifar import FastCifarTrainer
-from workloads.models import build_model, parse_model_name
+from workloads.models import build_model
 
 
 def build_run_model(config: ExperimentConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
@@ -19,16 +22,25 @@ def build_run_model(config: ExperimentConfig, in_channels: int, num_classes: int
     return build_model(config.model, **options)
 
 
-def per_worker_batch(config: ExperimentConfig, world_size: int) -> int:
-    """Images per step on each of ``world_size`` workers (the recipe's batch is global)."""
-    return get_recipe(config.recipe, **config.recipe_overrides).per_worker_batch(world_size)
-
-
-def resolved_recipe(config: ExperimentConfig, iterations_per_epoch: int):
-    """The schedule the run trains with: its recipe and overrides, the depth rule (warm-up for 110+
-    layers), and epochs turned into iterations of ``iterations_per_epoch``."""
-    recipe = get_recipe(config.recipe, **config.recipe_overrides)
-    return recipe_for_depth(recipe, parse_model_name(config.model).depth).resolve(iterations_per_epoch)
+def run_recipe(config: ExperimentConfig) -> Recipe:
+    """The schedule the run trains with, resolved once, in the driver: its recipe, overrides and
+    depth rule (``ExperimentConfig.effective_recipe``), epochs turned into iterations of the global
+    batch. An epoch is ``train images // batch_size`` iterations on any number of workers (each
+    rank takes ``images // workers`` images in batches of ``batch_size // workers``). Driving a
+    remote cluster whose nodes alone hold the data, an epoch recipe stays in epochs and the workers
+    turn it. Logged as the run's ``recipe.*`` params and handed to its workers as is."""
+    recipe = config.effective_recipe()
+    if recipe.unit == "iteration":
+        return recipe
+    try:
+        images = train_images(config)
+    except FileNotFoundError:
+        if not os.environ.get("RAY_ADDRESS"):
+            raise
+        return recipe
+    if images < recipe.batch_size:
+        raise ValueError(f"{images} training images of {config.name!r} give no batch of {recipe.batch_size}")
+    return recipe.resolve(images // recipe.batch_size)
 
 
 def fast_trainer(

@@ -19,8 +19,9 @@ import yaml
 
 from orchestrator.storage import is_remote
 from workloads.data import SHARDED, dataset_spec, list_dataset_specs
-from workloads.engine import config_hash, get_recipe, list_recipes
-from workloads.models import build_model
+from workloads.data.splits import validation_size
+from workloads.engine import Recipe, config_hash, get_recipe, list_recipes, recipe_for_depth
+from workloads.models import build_model, parse_model_name
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Data sets streamed from Parquet shards (python -m orchestrator.prepare) rather than held in memory.
@@ -44,6 +45,11 @@ class ExperimentConfig:
     data_root: str | None = None  # None: the data set's environment variable or default path
     train_subset: int | None = None  # images of the training split used (a fixed random subset)
     test_subset: int | None = None  # images of the test split evaluated
+    # Held-out training images for model selection (the best checkpoint, greedy ensemble
+    # selection, the plateau schedule): a fraction in (0, 1) or a number of images, carved per
+    # class (workloads/data/splits.py) before train_subset. None: no validation split; the run
+    # keeps its last checkpoint as its best, as nothing may be selected on the test split.
+    val_split: float | None = None
     recipe: str = "smoke"
     recipe_overrides: dict = field(default_factory=dict)  # e.g. {"lr": 0.05, "total": 800}
     seed: int = 0
@@ -83,11 +89,20 @@ class ExperimentConfig:
             "dataset",
             "train_subset",
             "test_subset",
-            "recipe",
-            "recipe_overrides",
+            "val_split",
             "seed",
         )
-        return {k: getattr(self, k) for k in keys}
+        # The schedule as it will run (recipe, overrides, depth rule), not its name: editing a
+        # recipe must not let an old run resume under the same hash.
+        return {k: getattr(self, k) for k in keys} | {
+            "recipe": self.recipe,
+            "schedule": self.effective_recipe().schedule_fields(),
+        }
+
+    def effective_recipe(self) -> Recipe:
+        """The recipe with its overrides and the depth rule (warm-up for 110+ layers) applied, in
+        its own unit (epochs stay epochs until the data size is known: ``build.run_recipe``)."""
+        return recipe_for_depth(get_recipe(self.recipe, **self.recipe_overrides), parse_model_name(self.model).depth)
 
     def hash(self) -> str:
         return config_hash(self.identity())
@@ -207,8 +222,9 @@ def validate(config: ExperimentConfig) -> None:
     spec = dataset_spec(config.dataset)
     if config.recipe not in list_recipes():
         raise ValueError(f"unknown recipe {config.recipe!r}; valid: {', '.join(list_recipes())}")
-    recipe = get_recipe(config.recipe, **config.recipe_overrides)
+    recipe = config.effective_recipe()
     recipe.per_worker_batch(config.workers)
+    _validate_selection(config, recipe, spec)
     positive = {"workers": 1, "checkpoint_every": 1, "keep_checkpoints": 1, "log_every": 1}
     for key, minimum in positive.items():
         if getattr(config, key) < minimum:
@@ -256,6 +272,30 @@ def validate(config: ExperimentConfig) -> None:
     if not config.name or "/" in config.name or config.name.strip() != config.name:
         raise ValueError(f"name {config.name!r} must be non-empty, without '/' or edge spaces")
     check_name_length(config.name, "name")
+
+
+def _validate_selection(config: ExperimentConfig, recipe: Recipe, spec) -> None:
+    """The validation split and what reads it (the plateau schedule)."""
+    if config.val_split is not None:
+        if spec.sharded:
+            raise ValueError(
+                f"val_split {config.val_split:g}: the sharded {config.dataset!r} has no validation split "
+                "(its val/ folder is the reported split); leave val_split null: runs keep their last checkpoint"
+            )
+        validation_size(config.val_split, 2**62)  # the form; the size is checked against the data
+    if recipe.schedule == "plateau":
+        if config.val_split is None:
+            raise ValueError(
+                "recipe.schedule=plateau divides the lr when the validation error plateaus: set val_split "
+                "(e.g. val_split=0.1); selecting on the test split is what it must not do"
+            )
+        if recipe.milestones:
+            raise ValueError(
+                f"recipe.schedule=plateau decides where the lr drops; set recipe.milestones=[] "
+                f"(got {list(recipe.milestones)})"
+            )
+        if config.engine == "fast":
+            raise ValueError("recipe.schedule=plateau needs engine=loop (the fast trainer's schedule is fixed)")
 
 
 def check_name_length(name: str, what: str) -> None:

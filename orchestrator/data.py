@@ -4,9 +4,12 @@ through Ray Data (ImageNet).
 - In memory (Fashion-MNIST, CIFAR-10, class-folder trees, synthetic): every worker loads the
   split, keeps it on its device as one uint8 tensor and takes its shard of each epoch there
   (``workloads.data.ResidentLoader``); the mean image is the training split's per-pixel mean.
+  With ``val_split``, the held-out images (``workloads.data.splits``) leave the training split
+  before ``train_subset`` and the mean, and are evaluated every epoch for model selection.
 - Sharded (``imagenet``, loaders in ``orchestrator.shards``; ``data_root`` is the output of
-  ``python -m orchestrator.prepare`` with ``train/`` and ``val/`` splits): the driver hands Ray Train two Ray Data pipelines, each worker
-  reads its split of them. ``decode="cpu"``: both decode and augment on CPU Ray Data workers.
+  ``python -m orchestrator.prepare`` with ``train/`` and ``val/`` splits): the driver hands Ray
+  Train two Ray Data pipelines, each worker reads its split of them. ``decode="cpu"``: both
+  decode and augment on CPU Ray Data workers.
   ``decode="device"``: the training pipeline only streams the JPEG rows, and each worker decodes
   and augments its batches on its own device; evaluation's center view stays on the CPU (one
   pass an epoch over the val split, much smaller than training's). The mean is ImageNet's
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from orchestrator.config import ExperimentConfig
-from workloads.data import ResidentLoader, dataset_spec, load_dataset, per_pixel_mean
+from workloads.data import ResidentLoader, dataset_spec, load_dataset, per_pixel_mean, validation_split
 
 SUBSET_SEED = 0  # the same training subset for every seed of a run, so seeds compare
 EVAL_BATCH = 256  # images per evaluation batch on each worker
@@ -37,9 +40,15 @@ def subset_indices(total: int, limit: int | None) -> torch.Tensor:
 
 
 def load_split(config: ExperimentConfig, split: str):
-    """An in-memory split, cut to ``train_subset`` / ``test_subset`` (a fixed random subset)."""
-    data = load_dataset(config.dataset, split, root=config.data_root)
-    limit = config.train_subset if split == "train" else config.test_subset
+    """An in-memory split: "train" and "val" (the held-out part of the training split, when
+    ``val_split`` is set), cut to ``train_subset``; "test", cut to ``test_subset``."""
+    if split == "val" and config.val_split is None:
+        raise ValueError(f"run {config.name!r} has no validation split (val_split is null)")
+    data = load_dataset(config.dataset, "test" if split == "test" else "train", root=config.data_root)
+    if split != "test" and config.val_split is not None:
+        train, val = validation_split(data.labels, config.val_split)
+        data = data.subset(val if split == "val" else train)
+    limit = {"train": config.train_subset, "test": config.test_subset}.get(split)
     if limit is not None and limit < len(data):
         data = data.subset(subset_indices(len(data), limit))
     return data
@@ -75,6 +84,14 @@ def sharded_test_split(config: ExperimentConfig) -> ShardedSplit:
     return ShardedSplit(config.data_root, files, torch.cat(labels)[keep], len(manifest["classes"]))
 
 
+def train_images(config: ExperimentConfig) -> int:
+    """Images in the run's training split (after ``val_split`` and ``train_subset``)."""
+    spec = dataset_spec(config.dataset)
+    if spec.sharded:
+        return manifest_of(config, spec.splits["train"])["rows"]
+    return len(load_split(config, "train"))
+
+
 @dataclass
 class RunData:
     train: object  # iterable of (images, labels) batches with set_epoch and len
@@ -82,6 +99,7 @@ class RunData:
     in_channels: int
     num_classes: int
     image_size: int
+    val: object = None  # the validation split's batches, when the run has one
 
 
 def data_shape(config: ExperimentConfig) -> tuple[int, int, int]:
@@ -99,6 +117,8 @@ def data_shape(config: ExperimentConfig) -> tuple[int, int, int]:
             )
         return spec.channels, len(manifests[0]["classes"]), spec.image_size
     data = load_split(config, "test")
+    if config.val_split is not None:
+        load_split(config, "val")  # a val_split too large for the training split fails here
     return data.in_channels, data.num_classes, data.image_size
 
 
@@ -124,12 +144,23 @@ def build_run_data(
         world_size=world_size,
         seed=config.seed,
     )
-    test_loader = ResidentLoader(
-        test.images, test.labels, EVAL_BATCH, train=False, mean=mean, device=device, rank=rank, world_size=world_size
-    )
+
+    def evaluation(split):
+        return ResidentLoader(
+            split.images,
+            split.labels,
+            EVAL_BATCH,
+            train=False,
+            mean=mean,
+            device=device,
+            rank=rank,
+            world_size=world_size,
+        )
+
     if len(train_loader) == 0:
         raise ValueError(f"{len(train)} training images give no batch of {per_worker_batch} per worker")
-    return RunData(train_loader, test_loader, train.in_channels, train.num_classes, train.image_size)
+    val = evaluation(load_split(config, "val")) if config.val_split is not None else None
+    return RunData(train_loader, evaluation(test), train.in_channels, train.num_classes, train.image_size, val)
 
 
 def manifest_of(config: ExperimentConfig, folder: str) -> dict:

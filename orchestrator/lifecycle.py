@@ -12,22 +12,36 @@ and ``diverged(error)`` instead of going on when the loss went NaN/inf.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from orchestrator.build import build_run_model, fast_trainer, inject_nan, resolved_recipe
+from orchestrator.build import build_run_model, fast_trainer, inject_nan
 from orchestrator.checkpoints import restore_latest_good, save_state
 from orchestrator.config import ExperimentConfig
 from orchestrator.tracking import MetricsLog
-from workloads.engine import broadcast_buffers, build_optimizer, compile_model, evaluate, prepare_model, train_epoch
+from workloads.engine import (
+    Recipe,
+    broadcast_buffers,
+    build_optimizer,
+    compile_model,
+    evaluate,
+    plateau_decays,
+    prepare_model,
+    train_epoch,
+)
 
 
-def epoch_metrics(stats, test: dict, epoch: int, epochs: int, recipe, image_size: int) -> dict:
-    """What a run logs (and checkpoints) at the end of epoch ``epoch`` (1-based)."""
-    return {
+def epoch_metrics(stats, test: dict, val: dict | None, epoch: int, epochs: int, recipe, image_size: int) -> dict:
+    """What a run logs (and checkpoints) at the end of epoch ``epoch`` (1-based); ``val``: the
+    validation split's evaluation, for a run with one."""
+    held_out = (
+        {} if val is None else {f"val_{k}": v for k, v in val.items() if k in ("loss", "top1_error", "top5_error")}
+    )
+    return held_out | {
         "epoch": epoch,
         "iteration": stats.end_iteration,
         "epochs": epochs,
@@ -49,13 +63,17 @@ def step_metrics(step: dict) -> dict:
 
 class RunState:
     """One run in one worker process. ``data``: this worker's ``orchestrator.data.RunData``.
-    ``run_id`` (with ``tracking_uri``): the MLflow run rank 0 logs to; None logs nothing."""
+    ``recipe``: the schedule the driver resolved (``build.run_recipe``; a dict as it travels),
+    used as given (an epoch recipe, when the driver could not see the data, is turned into
+    iterations of this worker's loader). ``run_id`` (with ``tracking_uri``): the MLflow run rank 0
+    logs to; None logs nothing."""
 
     def __init__(
         self,
         config: ExperimentConfig,
         data,
         device: torch.device,
+        recipe: Recipe | dict,
         *,
         rank: int = 0,
         world_size: int = 1,
@@ -67,7 +85,9 @@ class RunState:
         on_gpu = device.type == "cuda"
         self.channels_last, self.autocast = on_gpu, torch.bfloat16 if on_gpu else None
         torch.manual_seed(config.seed + rank)
-        self.recipe = resolved_recipe(config, len(data.train))
+        recipe = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
+        self.recipe = self.given = recipe.resolve(len(data.train))
+        self.val_history: list[tuple[int, float]] = []  # (iteration, val top-1 error %) per epoch
         self.epochs = math.ceil(self.recipe.total_iterations / len(data.train))
         self.model = prepare_model(
             build_run_model(config, data.in_channels, data.num_classes), device, channels_last=on_gpu
@@ -85,6 +105,8 @@ class RunState:
         self.iteration, self.epoch, fallback, restored = restore_latest_good(
             checkpoint, self.model, self.optimizer, self.config.hash(), member=member
         )
+        self.val_history = [tuple(entry) for entry in restored.get("val_history", [])]
+        self._follow_plateau()
         if self.fast:
             self.fast.bind_lr()
         if self.log:
@@ -130,11 +152,22 @@ class RunState:
         self.iteration, self.epoch = stats.end_iteration, self.epoch + 1
         broadcast_buffers(self.model)  # evaluate (and checkpoint) rank 0's model on every shard
         test = evaluate(self.model, self.data.test, self.device, self.autocast)
-        self.metrics = epoch_metrics(stats, test, self.epoch, self.epochs, self.recipe, self.data.image_size)
+        val = evaluate(self.model, self.data.val, self.device, self.autocast) if self.data.val is not None else None
+        self.metrics = epoch_metrics(stats, test, val, self.epoch, self.epochs, self.recipe, self.data.image_size)
+        if val is not None:
+            self.val_history.append((self.iteration, val["top1_error"]))
+            self._follow_plateau()
         if self.log:
             self.log.add(self.metrics, self.iteration)
             self.log.flush()
         return self.metrics
+
+    def _follow_plateau(self) -> None:
+        """``schedule="plateau"``: the lr divisions its validation history calls for so far."""
+        recipe = self.given
+        if recipe.schedule == "plateau":
+            decays = plateau_decays(self.val_history, recipe.plateau_patience, recipe.plateau_min_delta, recipe.total)
+            self.recipe = dataclasses.replace(recipe, milestones=decays)
 
     def saves_after(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` (1-based) ends with a checkpoint: every ``checkpoint_every``, and the last."""
@@ -149,7 +182,7 @@ class RunState:
             self.optimizer,
             self.iteration,
             self.epoch,
-            self.metrics,
+            self.metrics | {"val_history": [list(entry) for entry in self.val_history]},
             self.log.unlogged() if self.log else [],
         )
 

@@ -25,11 +25,10 @@ import ray.train
 import ray.train.torch
 import torch
 
-from orchestrator.build import per_worker_batch
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import build_run_data
 from orchestrator.lifecycle import RunState
-from workloads.engine import DivergenceError
+from workloads.engine import DivergenceError, Recipe
 from workloads.engine.packed import PackedTrainers
 
 PACK_FILE = "pack.json"  # in each pack checkpoint: the members that diverged before it, with why
@@ -114,17 +113,18 @@ def member_result(result: ray.train.Result | None, name: str) -> MemberResult | 
 
 def train_pack_worker(loop_config: dict) -> None:
     """Ray Train's ``train_loop_per_worker`` of a pack (one worker): ``loop_config`` holds the
-    members (``{"config", "run_id"}`` each) and the MLflow ``tracking_uri``. Each member is a
+    members (``{"config", "recipe", "run_id"}`` each) and the MLflow ``tracking_uri``. Each member is a
     ``RunState``, as a run alone; only the steps are taken together (``PackedTrainers``)."""
     specs = loop_config["members"]
     first = ExperimentConfig(**specs[0]["config"])
     device = ray.train.torch.get_device() if first.use_gpu else torch.device("cpu")
-    data = build_run_data(first, per_worker_batch(first, 1), 0, 1, device)
+    data = build_run_data(first, Recipe(**specs[0]["recipe"]).batch_size, 0, 1, device)  # one worker: the whole batch
     runs = [
         RunState(
             ExperimentConfig(**spec["config"]),
             data,
             device,
+            spec["recipe"],
             tracking_uri=loop_config["tracking_uri"],
             run_id=spec["run_id"],
         )

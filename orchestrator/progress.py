@@ -21,12 +21,13 @@ def format_duration(seconds: float) -> str:
 
 def epoch_line(label: str, m: dict, eta_seconds: float | None) -> str:
     eta = f" | ETA {format_duration(eta_seconds)}" if eta_seconds is not None else ""
+    val = f"val top-1 {m['val_top1_error']:.1f}% | " if "val_top1_error" in m else ""
     return (
         f"[{label}] epoch {int(m['epoch'])}/{int(m.get('epochs', 0))} "
         f"iter {int(m['iteration'])}/{int(m.get('total_iterations', 0))} | "
         f"train loss {m.get('train_loss', float('nan')):.3f} err {m.get('train_error', float('nan')):.1f}% | "
         f"test top-1 {m.get('test_top1_error', float('nan')):.1f}% "
-        f"top-5 {m.get('test_top5_error', float('nan')):.1f}% | "
+        f"top-5 {m.get('test_top5_error', float('nan')):.1f}% | {val}"
         f"{m.get('images_per_second', 0):,.0f} img/s{eta}"
     )
 
@@ -40,6 +41,7 @@ EPOCH_KEYS = (
     "train_error",
     "test_top1_error",
     "test_top5_error",
+    "val_top1_error",  # runs with a validation split
     "images_per_second",
 )
 

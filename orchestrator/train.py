@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     m = summary.metrics
     print(
         f"[{config.name}] finished: test top-1 error {m.get('test_top1_error', float('nan')):.2f}%, "
-        f"top-5 {m.get('test_top5_error', float('nan')):.2f}% | MLflow run {summary.run_id}"
+        f"top-5 {m.get('test_top5_error', float('nan')):.2f}% (last epoch); best checkpoint by "
+        f"{summary.best_by} | MLflow run {summary.run_id}"
     )
     return 0
 

@@ -28,7 +28,7 @@ from orchestrator.resources import DEFAULT_WAIT_MINUTES, run_demand, start_timeo
 from orchestrator.shards import ray_datasets
 from orchestrator.worker import train_worker
 from workloads.data import dataset_spec
-from workloads.engine import load_checkpoint
+from workloads.engine import Recipe, load_checkpoint
 
 METRIC_KEYS = (
     "train_loss",
@@ -36,6 +36,8 @@ METRIC_KEYS = (
     "test_loss",
     "test_top1_error",
     "test_top5_error",
+    "val_top1_error",
+    "val_top5_error",
     "images_per_second",
     "epoch",
     "iteration",
@@ -56,6 +58,7 @@ class RunSummary:
     artifacts: dict = field(default_factory=dict)  # "last"/"best"/"model" -> MLflow artifact URI
     error: str | None = None
     warning: str | None = None  # e.g. unreadable checkpoints skipped on resume
+    best_by: str | None = None  # how the "best" checkpoint was chosen (tracking.BEST_BY)
 
 
 def check_data(config: ExperimentConfig) -> tuple[int, int, int]:
@@ -83,17 +86,19 @@ def build_trainer(
     config: ExperimentConfig,
     run_id: str,
     tracking_uri: str,
+    recipe: Recipe | None,
     callbacks: list | None = None,
     loop: tuple[Callable, dict] | None = None,
     wait_s: float = DEFAULT_WAIT_MINUTES * 60,
 ) -> TorchTrainer:
     """A trainer whose name and storage are the run's: rerunning it resumes from its checkpoint.
-    ``loop``: another ``(train_loop_per_worker, its config)`` than one run's (a pack's). A worker group
-    that cannot be placed (its node lost, none coming back) fails the run after about ``wait_s``."""
+    ``recipe``: the run's ``build.run_recipe``. ``loop``: another ``(train_loop_per_worker, its config)``
+    than one run's (a pack's: its members carry their recipes). A worker group that cannot be
+    placed (its node lost, none coming back) fails the run after about ``wait_s``."""
     _, start_retries = start_timeout_failures(wait_s)
     train_fn, loop_config = loop or (
         train_worker,
-        {"config": config.to_dict(), "run_id": run_id, "tracking_uri": tracking_uri},
+        {"config": config.to_dict(), "recipe": recipe.to_dict(), "run_id": run_id, "tracking_uri": tracking_uri},
     )
     return TorchTrainer(
         train_fn,
@@ -116,6 +121,7 @@ def fit(
     config: ExperimentConfig,
     run_id: str | None,
     tracking_uri: str,
+    recipe: Recipe | None,
     callbacks: list | None = None,
     restart_ray: Callable[[], None] | None = None,
     echo=print,
@@ -135,7 +141,7 @@ def fit(
     attempt = 0
     while True:
         try:
-            return build_trainer(config, run_id, tracking_uri, callbacks, loop, wait_s).fit(), None
+            return build_trainer(config, run_id, tracking_uri, recipe, callbacks, loop, wait_s).fit(), None
         except Exception as failure:  # noqa: BLE001 - recorded in MLflow by the caller
             if restart_ray is None or attempt == config.max_failures or not _a_ray_process_died(failure):
                 return None, failure
@@ -176,12 +182,18 @@ def discard_run_storage(config: ExperimentConfig) -> None:
 
 
 def best_checkpoint(result: ray.train.Result):
-    """The kept checkpoint with the lowest test top-1 error (the latest among equals)."""
-    candidates = [
-        (metrics.get("test_top1_error", float("inf")), -i, checkpoint)
-        for i, (checkpoint, metrics) in enumerate(reversed(result.best_checkpoints or []))
+    """``(checkpoint, how it was chosen)``: the kept checkpoint with the lowest validation top-1 error
+    (the latest among equals), or, for a run without a validation split, the last one: the test
+    split is what gets reported, so nothing is selected on it."""
+    kept = list(reversed(result.best_checkpoints or []))  # newest first
+    scored = [
+        (metrics["val_top1_error"], i, checkpoint)
+        for i, (checkpoint, metrics) in enumerate(kept)
+        if "val_top1_error" in metrics
     ]
-    return min(candidates, key=lambda c: c[:2])[2] if candidates else None
+    if scored:
+        return min(scored, key=lambda c: c[:2])[2], tracking.BEST_BY_VALIDATION
+    return result.checkpoint, tracking.BEST_IS_LAST
 
 
 def summary_of(client, run, config: ExperimentConfig) -> RunSummary:
@@ -198,6 +210,7 @@ def summary_of(client, run, config: ExperimentConfig) -> RunSummary:
         storage_path=config.resolved_storage_path(),
         metrics={k: v for k, v in run.data.metrics.items() if k in METRIC_KEYS},
         artifacts=artifacts | {"model": tracking.runs_uri(run_id, tracking.MODEL_ARTIFACT)},
+        best_by=run.data.tags.get(tracking.BEST_BY),
     )
 
 
@@ -233,9 +246,10 @@ def _record_result(
     summary.metrics = {k: metrics[k] for k in METRIC_KEYS if k in metrics}
     if summary.error is None and result is not None and result.checkpoint is not None:
         summary.checkpoints = {"last": result.checkpoint.path}
-        best = best_checkpoint(result)
-        if best is not None:
-            summary.checkpoints["best"] = best.path
+        best, chosen_by = best_checkpoint(result)
+        summary.checkpoints["best"] = best.path
+        tracking.set_tags(client, run_id, {tracking.BEST_BY: chosen_by})
+        summary.best_by = chosen_by
         summary.artifacts = log_checkpoints(client, run_id, config, result.checkpoint, best)
         summary.status = "FINISHED"
     tracking.finish(client, run_id, ok=summary.status == "FINISHED", error=summary.error)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ray
 
 from orchestrator import cli, resources, storage, tracking
+from orchestrator.build import run_recipe
 from orchestrator.config import ExperimentConfig
 from orchestrator.progress import RunWatcher, epoch_line
 from orchestrator.resources import DEFAULT_WAIT_MINUTES
@@ -19,6 +20,7 @@ def train(
     MLflow before Ray is known to hold the run's workers (``resources.ensure``)."""
     storage.check(config.storage_path, "--storage-path")
     check_data(config)
+    recipe = run_recipe(config)  # once, here: logged on the run and handed to its workers as is
     uri = config.resolved_tracking_uri()
     run = tracking.lookup(uri, config.experiment, [config.name])[config.name]
     retire = run is not None and run.data.tags.get(tracking.CONFIG_HASH) != config.hash()
@@ -50,7 +52,7 @@ def train(
     )
     run_id = run.info.run_id
     if created:
-        tracking.log_params(client, run_id, config.to_dict())
+        tracking.log_params(client, run_id, tracking.training_params(config, recipe))
     else:
         tracking.reopen(client, run_id)
     echo(
@@ -62,6 +64,6 @@ def train(
         resources.PendingWatch(echo, config.name),
     ):
         result, error = fit(
-            config, run_id, uri, echo=echo, wait_s=wait_s, restart_ray=cli.restart_ray if own_ray else None
+            config, run_id, uri, recipe, echo=echo, wait_s=wait_s, restart_ray=cli.restart_ray if own_ray else None
         )
     return record_result(client, config, run_id, result, error)

@@ -14,25 +14,26 @@ import ray.train
 import ray.train.torch
 import torch
 
-from orchestrator.build import per_worker_batch
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import build_run_data
 from orchestrator.lifecycle import RunState
-from workloads.engine import DivergenceError
+from workloads.engine import DivergenceError, Recipe
 
 
 def train_worker(loop_config: dict) -> None:
-    """Ray Train's ``train_loop_per_worker``: ``loop_config`` holds the resolved config as a dict,
-    the MLflow ``tracking_uri`` and the ``run_id`` that rank 0 logs to."""
+    """Ray Train's ``train_loop_per_worker``: ``loop_config`` holds the resolved config and recipe as
+    dicts, the MLflow ``tracking_uri`` and the ``run_id`` that rank 0 logs to."""
     config = ExperimentConfig(**loop_config["config"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
-    data = build_run_data(config, per_worker_batch(config, world_size), rank, world_size, device)
+    recipe = Recipe(**loop_config["recipe"])
+    data = build_run_data(config, recipe.per_worker_batch(world_size), rank, world_size, device)
     run = RunState(
         config,
         data,
         device,
+        recipe,
         rank=rank,
         world_size=world_size,
         tracking_uri=loop_config["tracking_uri"],

@@ -14,6 +14,9 @@ from orchestrator.tracking.schema import (
     ABLATION,
     ABLATION_NAME,
     ATTEMPT_TAGS,
+    BEST_BY,
+    BEST_BY_VALIDATION,
+    BEST_IS_LAST,
     CHECKPOINT_FALLBACK,
     CHECKPOINT_FILE,
     CHECKPOINT_LABELS,
@@ -37,6 +40,7 @@ from orchestrator.tracking.schema import (
     PROBABILITIES_ARTIFACT,
     PROBABILITIES_FILE,
     RECIPE,
+    RECIPE_PARAMS,
     REPORT,
     REPORT_FILTER,
     REPORT_FOLDER,
@@ -63,6 +67,7 @@ from orchestrator.tracking.schema import (
     metric_name,
     run_name,
     runs_uri,
+    training_params,
     training_tags,
 )
 from orchestrator.tracking.store import (

@@ -22,6 +22,9 @@ RETIRED = "orchestrator.retired"  # "true" on a run that --force took out of its
 DIVERGED = "orchestrator.diverged"  # set by rank 0 when the loss went NaN/inf: the run failed
 CHECKPOINT_FALLBACK = "orchestrator.checkpoint_fallback"  # set by rank 0 when it skipped unreadable checkpoints
 ERROR = "orchestrator.error"  # why the run failed, set when it is closed
+BEST_BY = "orchestrator.best_by"  # how the run's "best" checkpoint was chosen: one of the two below
+BEST_BY_VALIDATION = "val_top1_error"  # the kept checkpoint with the lowest validation error
+BEST_IS_LAST = "last (no validation split)"  # nothing is selected on the reported test split
 ATTEMPT_TAGS = (DIVERGED, CHECKPOINT_FALLBACK, ERROR)  # what one attempt at a run says about itself
 
 # What a run is; training runs carry no KIND tag.
@@ -122,6 +125,16 @@ def is_training_run(run) -> bool:
 
 def run_name(run) -> str:
     return run.data.tags.get(RUN_NAME) or run.info.run_name or run.info.run_id
+
+
+RECIPE_PARAMS = "recipe"  # a training run's resolved schedule: params recipe.<field>
+
+
+def training_params(config, recipe) -> dict:
+    """A training run's params: its whole config, and ``recipe`` (``build.run_recipe``, what its
+    workers train with) as ``recipe.<field>``: lr, momentum, weight decay, batch, milestones,
+    warm-up and total in iterations."""
+    return config.to_dict() | {f"{RECIPE_PARAMS}.{k}": v for k, v in recipe.schedule_fields().items()}
 
 
 def training_tags(config) -> dict:

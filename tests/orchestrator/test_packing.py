@@ -17,7 +17,7 @@ import torch
 
 from orchestrator import packing
 from orchestrator.ablation import ablate, place_trials
-from orchestrator.build import build_run_model, resolved_recipe
+from orchestrator.build import build_run_model, run_recipe
 from orchestrator.checkpoints import restore_latest_good
 from orchestrator.config import parse_overrides
 from orchestrator.data import build_run_data
@@ -184,9 +184,8 @@ def run_alone(config) -> dict:
     torch.set_num_threads(1)
     try:
         torch.manual_seed(config.seed)
-        recipe = get_recipe(config.recipe, **config.recipe_overrides)
-        data = build_run_data(config, recipe.per_worker_batch(1), 0, 1, torch.device("cpu"))
-        recipe = resolved_recipe(config, len(data.train))
+        recipe = run_recipe(config)
+        data = build_run_data(config, recipe.batch_size, 0, 1, torch.device("cpu"))
         model = prepare_model(build_run_model(config, data.in_channels, data.num_classes), "cpu")
         fast = FastCifarTrainer(
             model,

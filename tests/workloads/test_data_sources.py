@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.workloads.data_fixtures import cifar_batch, idx_bytes, py2_pickle, write_cifar10, write_fashion_mnist
-from workloads.data import load_cifar10, load_fashion_mnist, train_val_split
+from workloads.data import load_cifar10, load_fashion_mnist, validation_split
 
 REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -168,15 +168,24 @@ def test_codecs_encode_is_only_allowed_for_latin1(tmp_path):
         load_cifar10(tmp_path, "test")
 
 
-# ---- 45k/5k split ----------------------------------------------------------------------------
+# ---- validation split ------------------------------------------------------------------------------
 
 
-def test_train_val_split_is_the_papers_45k_5k_and_deterministic():
-    train, val = train_val_split(50000)
+def test_validation_split_is_the_papers_45k_5k_per_class_and_deterministic():
+    labels = torch.arange(50000) % 10
+    train, val = validation_split(labels, 5000)
     assert len(train) == 45000 and len(val) == 5000
     assert torch.cat([train, val]).sort().values.equal(torch.arange(50000))
-    again_train, again_val = train_val_split(50000)
+    assert torch.bincount(labels[val]).tolist() == [500] * 10  # every class keeps its share
+    again_train, again_val = validation_split(labels, 5000.0)
     assert again_train.equal(train) and again_val.equal(val)
-    assert not train_val_split(50000, seed=1)[1].equal(val)
-    with pytest.raises(ValueError, match="val_size"):
-        train_val_split(10, val_size=10)
+    assert validation_split(labels, 0.1)[1].equal(val)  # a fraction names the same images
+
+
+def test_validation_split_settles_rounding_and_refuses_bad_sizes():
+    labels = torch.tensor([0] * 7 + [1] * 3)
+    _, val = validation_split(labels, 3)
+    assert len(val) == 3 and torch.bincount(labels[val]).tolist() == [2, 1]
+    for bad, match in ((10, "holds out 10 of 10"), (0.0, "must be a fraction"), (2.5, "must be a fraction")):
+        with pytest.raises(ValueError, match=match):
+            validation_split(labels, bad)

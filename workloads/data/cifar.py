@@ -115,16 +115,3 @@ def load_cifar10(root: str | Path | None = None, split: str = "train") -> tuple[
     data = np.concatenate([d for d, _ in parts])
     labels = np.concatenate([lab for _, lab in parts])
     return (torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels.astype(np.int64)))
-
-
-def train_val_split(n: int, val_size: int = 5000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic ``(train_indices, val_indices)`` of ``range(n)``, both sorted, int64.
-
-    The paper's analysis split is 45k/5k of CIFAR-10's 50k training images: ``train_val_split(50000)``.
-    The same ``seed`` gives the same split on every machine and torch version that keeps randperm's
-    CPU algorithm (it is seeded through its own generator, not the global one).
-    """
-    if not 0 < val_size < n:
-        raise ValueError(f"val_size {val_size} must be in 1..{n - 1} for n={n}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[val_size:].sort().values, perm[:val_size].sort().values

@@ -9,7 +9,7 @@ from .evaluate import evaluate
 from .loop import EpochStats, train_epoch
 from .optim import build_optimizer
 from .recipes import Recipe, get_recipe, list_recipes, recipe_for_depth
-from .schedule import lr_at, set_lr
+from .schedule import lr_at, plateau_decays, set_lr
 from .state import (
     CheckpointError,
     config_hash,
@@ -35,6 +35,7 @@ __all__ = [
     "load_checkpoint",
     "lr_at",
     "make_checkpoint",
+    "plateau_decays",
     "prepare_model",
     "recipe_for_depth",
     "restore_checkpoint",

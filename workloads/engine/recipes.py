@@ -6,9 +6,9 @@ is used at which global iteration, so a run on 1 or 8 workers follows the same c
 
 The ImageNet recipe is written in epochs (as fb.resnet.torch did: /10 at epochs 30 and 60, stop at
 90) and turned into iterations by `Recipe.resolve(iterations_per_epoch)` once the data set size and
-batch are known. The paper's own ImageNet rule, "divide by 10 when the error plateaus", is not
-provided: it needs validation feedback inside the schedule, and the epoch form is what
-reproductions use.
+batch are known. The paper's own ImageNet rule, "divide by 10 when the error plateaus", is
+`schedule="plateau"`: the run divides the lr when its validation error stops improving
+(`plateau_decays`), and `milestones` are then the iterations where that happened so far.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 _UNITS = ("iteration", "epoch")
+SCHEDULES = ("milestones", "plateau")
 
 
 @dataclass(frozen=True)
@@ -47,16 +48,24 @@ class Recipe:
     warmup_iterations: int = 0
     warmup_lr: float = 0.0
     warmup_min_depth: int | None = None
+    # "milestones": divide at the fixed `milestones`. "plateau": divide when the validation top-1
+    # error has not improved by more than `plateau_min_delta` (percentage points) for
+    # `plateau_patience` evaluations (epochs) in a row; needs a validation split.
+    schedule: str = "milestones"
+    plateau_patience: int = 3
+    plateau_min_delta: float = 0.0
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         # Lists from YAML/CLI overrides become tuples so the recipe stays hashable and frozen.
         object.__setattr__(self, "milestones", tuple(self.milestones))
         _check(self.unit in _UNITS, f"unit must be one of {_UNITS}, got {self.unit!r}")
+        _check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        _check_int(self.plateau_patience, "plateau_patience", minimum=1)
         _check_int(self.batch_size, "batch_size", minimum=1)
         _check_int(self.total, "total", minimum=1)
         _check_int(self.warmup_iterations, "warmup_iterations", minimum=0)
-        for name in ("lr", "weight_decay", "warmup_lr"):
+        for name in ("lr", "weight_decay", "warmup_lr", "plateau_min_delta"):
             value = getattr(self, name)
             _check(
                 isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
@@ -120,6 +129,11 @@ class Recipe:
     def to_dict(self) -> dict:
         """Plain dict of the fields, for logging with a run and for `config_hash`."""
         return dataclasses.asdict(self) | {"milestones": list(self.milestones)}
+
+    def schedule_fields(self) -> dict:
+        """The fields that decide the optimisation (all but the name and description): what a
+        run's hash covers and what it logs as ``recipe.*`` params."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("name", "description")}
 
     def _require_iterations(self, what: str) -> None:
         _check(

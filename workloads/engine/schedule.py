@@ -29,6 +29,29 @@ def lr_at(recipe: Recipe, iteration: int) -> float:
     return recipe.lr / recipe.lr_decay_factor**passed
 
 
+def plateau_decays(history: list[tuple[int, float]], patience: int, min_delta: float, total: int) -> tuple[int, ...]:
+    """The iterations at which a ``schedule="plateau"`` run divides its lr, from its validation
+    history ``[(iteration at the end of the epoch, val top-1 error %), ...]``.
+
+    An evaluation that is not ``min_delta`` points below the best since the last division counts
+    towards ``patience``; at ``patience`` in a row the lr is divided from that iteration on, and
+    the count starts again. A pure function of the history, so a resumed run (its history is in
+    its checkpoint) divides where an uninterrupted one would. Divisions at or after ``total`` are
+    dropped: there is no step left to take at the lower rate.
+    """
+    decays, best, stale = [], float("inf"), 0
+    for iteration, error in history:
+        if error < best - min_delta:
+            best, stale = error, 0
+            continue
+        stale += 1
+        if stale >= patience:
+            if iteration < total:
+                decays.append(iteration)
+            best, stale = error, 0
+    return tuple(decays)
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Write `lr` into every param group (host-side only: no device work, no sync)."""
     for group in optimizer.param_groups:
