@@ -12,6 +12,9 @@ Views (``VIEWS``), by image size:
 - ImageNet-size images: ``center`` is the central 224 crop of the 256-resized image, ``flip`` it
   and its mirror, ``10crop`` the paper's ten 224 crops (Tables 2-3), ``multiscale`` the whole image
   at shorter side 224..640 and its mirror (the fully-convolutional form of Table 4).
+  ``batch_probabilities`` scores a batch of them at once (the views of the whole batch, one forward
+  pass per group of same-sized views, on whatever device the images are); ``image_probabilities``
+  is the same one image at a time, kept as the reference the batched path is tested against.
 """
 
 from __future__ import annotations
@@ -112,6 +115,100 @@ def image_probabilities(
         probs = torch.cat([model(g).float().softmax(1) for g in groups])
         out.append(probs.mean(0, keepdim=True).cpu())
     return torch.cat(out)
+
+
+VIEW_PIXELS = 224 * 224  # the pixels of one 224x224 view: batches of larger views hold fewer of them
+# Views per ImageNet-size image (multi-scale: five scales and their mirrors, most larger than 224).
+VIEWS_PER_IMAGE = {"center": 1, "flip": 2, "10crop": 10, "multiscale": 2 * 5}
+
+
+def normalise(images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[N,3,h,w]`` -> float32 in [0,1] units minus ``mean``: [3] per channel, or a [3,h,w]
+    mean image (as ``workloads.data.augment.subtract_mean`` does for one image)."""
+    x = images.float() / 255.0
+    if mean.shape == (3,):
+        return x - mean[:, None, None]
+    if mean.shape != x.shape[1:]:
+        raise ValueError(f"mean {tuple(mean.shape)} must be [3] or match the views {tuple(x.shape[1:])}")
+    return x - mean
+
+
+def batch_views(
+    images: Sequence[torch.Tensor], mean: torch.Tensor, view: str
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ImageNet-size ``view`` of every uint8 ``[3,H,W]`` image of a batch, built for the whole
+    batch: groups ``(rows, views)`` of same-sized views, ``views`` float32 ``[R,3,h,w]`` and ``rows``
+    int64 ``[R]`` the index in ``images`` each view belongs to. The pixels equal ``large_views``'s
+    one image at a time: images of one stored size are resized together (the same kernel per image),
+    and the 224 crops are cut from them; mean subtraction comes before the mirror, as there.
+
+    ``center``, ``flip`` and ``10crop`` give one group (their views are all 224x224, image-major:
+    image i's views are rows V*i..V*i+V-1). ``multiscale`` gives one group per (scale, resized size),
+    the images' views at that scale and their mirrors, minus the mean's channel means (as
+    ``workloads.data.views.multi_scale_views``)."""
+    # Here, not at the top: torchvision, which `ensemble --help` should not load.
+    from torchvision.transforms.v2 import functional as TF
+
+    from .data.augment import resize_shorter
+    from .data.views import MULTI_SCALES
+
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; valid: {', '.join(VIEWS)}")
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        by_size.setdefault(tuple(image.shape[-2:]), []).append(i)
+    if view == "multiscale":
+        channel_mean = mean if mean.shape == (3,) else mean.mean(dim=(1, 2))
+        groups = []
+        for scale in MULTI_SCALES:
+            for indices in by_size.values():
+                x = normalise(resize_shorter(torch.stack([images[i] for i in indices]), scale), channel_mean)
+                rows = torch.tensor(indices, device=x.device)
+                groups.append((torch.cat([rows, rows]), torch.cat([x, x.flip(-1)])))
+        return groups
+    per_image = {"center": 1, "flip": 2, "10crop": 10}[view]
+    out = None
+    for indices in by_size.values():
+        resized = resize_shorter(torch.stack([images[i] for i in indices]), 256)
+        crops = TF.five_crop(resized, [224, 224]) if view == "10crop" else [TF.center_crop(resized, [224, 224])]
+        x = torch.stack([normalise(c, mean) for c in crops], dim=1)  # [G, crops, 3, 224, 224]
+        x = x if view == "center" else torch.cat([x, x.flip(-1)], dim=1)
+        if out is None:
+            out = x.new_empty(len(images), per_image, *x.shape[2:])
+        out[torch.tensor(indices, device=x.device)] = x
+    rows = torch.arange(len(images), device=out.device).repeat_interleave(per_image)
+    return [(rows, out.flatten(0, 1))]
+
+
+@torch.inference_mode()
+def batch_probabilities(
+    model: nn.Module,
+    images: Sequence[torch.Tensor],
+    mean: torch.Tensor,
+    view: str,
+    *,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """One member's class probabilities, float32 ``[N, classes]`` on the images' device, for a batch
+    of uint8 ``[3,H,W]`` images of any sizes: the views of the whole batch (``batch_views``), each
+    group of same-sized views scored in forward passes of at most ``batch_size`` 224x224 views'
+    worth of pixels, then per image the mean of the softmax over its views. Equal, within float
+    rounding, to ``image_probabilities`` one image at a time. ``model`` must be in eval mode on the
+    images' device (the caller moves it once, not per batch)."""
+    if not images:
+        raise ValueError("batch_probabilities needs at least one image")
+    mean = mean.to(images[0].device, torch.float32)
+    sums = counts = None
+    for rows, views in batch_views(images, mean, view):
+        step = max(1, batch_size * VIEW_PIXELS // (views.shape[-2] * views.shape[-1]))
+        for start in range(0, len(views), step):
+            probs = model(views[start : start + step]).float().softmax(1)
+            if sums is None:
+                sums = probs.new_zeros(len(images), probs.shape[1])
+                counts = probs.new_zeros(len(images))
+            sums.index_add_(0, rows[start : start + step], probs)
+            counts.index_add_(0, rows[start : start + step], torch.ones_like(probs[:, 0]))
+    return sums / counts[:, None]
 
 
 def combine(probabilities: Sequence[torch.Tensor], weights: Sequence[float] | None = None) -> torch.Tensor:
