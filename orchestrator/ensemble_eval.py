@@ -139,7 +139,7 @@ def evaluate(
         [Demand("an inference task", 1, task)], private=cli.private_ray(), wait_s=wait_s, echo=echo, who="ensemble"
     )
     if spec.sharded:
-        probabilities = score_shards(members, test, view, use_gpu=use_gpu, cpus=cpus)
+        probabilities = score_shards(members, test, view, use_gpu=use_gpu, cpus=cpus, batch_size=batch_size)
     else:
         probabilities = score_members(
             members, test.images, view, use_gpu=use_gpu, cpus=cpus, shards=shards, batch_size=batch_size
