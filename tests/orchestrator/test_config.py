@@ -223,6 +223,29 @@ def test_cli_flags_and_set_build_the_same_config():
             r"engine 'fast' needs a recipe counted in iterations; 'smoke' counts epochs",
         ),
         ({"decode": "gpu"}, r"unknown decode 'gpu'; valid: cpu, device"),
+        ({"val_split": "0"}, r"val_split 0.0 must be a fraction in \(0, 1\) or a whole number of images >= 1"),
+        ({"val_split": "12.5"}, r"val_split 12.5 must be a fraction in \(0, 1\) or a whole number"),
+        (
+            {"val_split": "0.1", "dataset": "imagenet", "model": "resnet18", "recipe": "imagenet"},
+            r"val_split 0.1: the sharded 'imagenet' has no validation split .* runs keep their last checkpoint",
+        ),
+        (
+            {"recipe_overrides": {"schedule": "plateau", "milestones": []}},
+            r"recipe.schedule=plateau divides the lr when the validation error plateaus: set val_split",
+        ),
+        (
+            {"val_split": "0.1", "recipe_overrides": {"schedule": "plateau"}},
+            r"recipe.schedule=plateau decides where the lr drops; set recipe.milestones=\[\] \(got \[200, 300\]\)",
+        ),
+        (
+            {
+                "val_split": "0.1",
+                "engine": "fast",
+                "workers": "1",
+                "recipe_overrides": {"schedule": "plateau", "milestones": []},
+            },
+            r"recipe.schedule=plateau needs engine=loop",
+        ),
         (
             {"decode": "device"},
             r"decode 'device' needs a sharded data set \(imagenet\), not the in-memory 'fashion-mnist'",
@@ -348,6 +371,7 @@ def test_hash_changes_with_what_is_trained():
         {"test_subset": None},
         {"recipe": "cifar"},
         {"recipe_overrides": {"lr": 0.05}},
+        {"val_split": 0.1},
     ]
     hashes = {base.hash()}
     for change in different:
@@ -355,6 +379,19 @@ def test_hash_changes_with_what_is_trained():
         assert changed.hash() != base.hash(), change
         hashes.add(changed.hash())
     assert len(hashes) == len(different) + 1
+
+
+def test_hash_covers_the_recipe_as_it_will_run_not_its_name(monkeypatch):
+    from workloads.engine import recipes
+
+    before = load_config("smoke").hash()
+    # Editing the recipe itself (same name, same overrides) must not let an old run resume.
+    monkeypatch.setitem(recipes._RECIPES, "smoke", dataclasses.replace(recipes._RECIPES["smoke"], lr=0.2))
+    assert load_config("smoke").hash() != before
+    # The depth rule is part of it: ResNet-110 warms up under the cifar recipe, ResNet-56 does not.
+    assert load_config("cifar10", {"model": "cifar_resnet110"}).effective_recipe().warmup
+    assert not load_config("cifar10", {"model": "cifar_resnet56"}).effective_recipe().warmup
+    assert load_config("cifar10", {"model": "cifar_resnet110"}).identity()["schedule"]["warmup"] is True
 
 
 def test_hash_does_not_depend_on_key_order_of_recipe_overrides():

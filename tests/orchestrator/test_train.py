@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from orchestrator import tracking
-from orchestrator.build import build_run_model
+from orchestrator.build import build_run_model, run_recipe
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import load_split
 from orchestrator.tracking import CHECKPOINT_FILE
@@ -249,7 +249,8 @@ def logged_epochs(client, run_id: str) -> int:
 # --- 1. a 2-worker run learns, and its MLflow record is complete -------------------------------------
 
 # CIFAR ResNet-8 on 4,096 Fashion-MNIST images, 160 iterations of batch 128 (5 epochs of 32; lr
-# /10 at 80 and 120): measured 27-30% test top-1 error on 1,000 test images (chance: 90%).
+# /10 at 80 and 120): measured 27-30% test top-1 error on 1,000 test images (chance: 90%). 1,000
+# training images are held out as its validation split.
 LEARN_ARGS = (
     "--model",
     "cifar_resnet8",
@@ -259,6 +260,8 @@ LEARN_ARGS = (
     "train_subset=4096",
     "--set",
     "test_subset=1000",
+    "--set",
+    "val_split=1000",
     "--iterations",
     "160",
 )
@@ -309,9 +312,11 @@ def test_mlflow_run_holds_config_metrics_tags_and_status(learned):
     run = client.get_run(summary.run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "learn"
-    # The whole config, flattened (recipe.* overrides included).
-    assert run.data.params == tracking.flatten(config.to_dict())
+    # The whole config, flattened (recipe_overrides.* included), and the schedule it ran as recipe.*.
+    assert run.data.params == tracking.flatten(tracking.training_params(config, run_recipe(config)))
     assert run.data.params["recipe_overrides.total"] == "160"
+    recipe = {k: run.data.params[f"recipe.{k}"] for k in ("lr", "batch_size", "milestones", "total", "warmup")}
+    assert recipe == {"lr": "0.1", "batch_size": "128", "milestones": "[80, 120]", "total": "160", "warmup": "False"}
     assert run.data.params["model"] == "cifar_resnet8" and run.data.params["workers"] == "2"
     tags = run.data.tags
     assert {k: tags.get(k) for k in ("model", "depth", "shortcut", "dataset", "recipe")} == {
@@ -333,6 +338,11 @@ def test_mlflow_run_holds_config_metrics_tags_and_status(learned):
         assert run.data.metrics[key] == pytest.approx(value), key
     errors = [v for _, v in history(client, summary.run_id, "train_error")]
     assert errors[-1] < errors[0]  # training error falls
+    # Every epoch is scored on the held-out images too, and the best checkpoint is chosen on them.
+    val = history(client, summary.run_id, "val_top1_error")
+    assert [step for step, _ in val] == [LEARN_ITERATIONS_PER_EPOCH * e for e in range(1, LEARN_EPOCHS + 1)]
+    assert val[-1][1] < 35.0 and val[-1][1] != summary.metrics["test_top1_error"]
+    assert tags[tracking.BEST_BY] == tracking.BEST_BY_VALIDATION
 
 
 @pytest.fixture(scope="module")
@@ -559,6 +569,8 @@ def test_fast_engine_trains_what_the_loop_trains_and_resumes(ray_local, tmp_path
     assert loop.status == fast.status == "FINISHED", (loop.error, fast.error)
     client = client_of(half)
     assert client.get_run(fast.run_id).data.params["engine"] == "fast"
+    # No validation split: the "best" checkpoint is the last one, and the run says so.
+    assert client.get_run(fast.run_id).data.tags[tracking.BEST_BY] == tracking.BEST_IS_LAST
     # Same batches, same schedule: the same losses (fused vs foreach SGD: rounding only), and the
     # same per-epoch record in MLflow, each epoch once although epoch 3 was trained twice.
     for key in ("train_loss", "test_loss", "train_loss_step", "lr"):

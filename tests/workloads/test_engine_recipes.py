@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from workloads.engine import build_optimizer, get_recipe, list_recipes, lr_at, recipe_for_depth
+from workloads.engine import build_optimizer, get_recipe, list_recipes, lr_at, plateau_decays, recipe_for_depth
 
 
 def test_registry_lists_the_paper_recipes():
@@ -95,6 +95,9 @@ def test_unknown_names_list_the_valid_choices():
         (dict(weight_decay=float("nan")), "weight_decay"),
         (dict(unit="step"), "unit"),
         (dict(warmup=True, warmup_iterations=0), "warmup"),
+        (dict(schedule="cosine"), "schedule must be one of"),
+        (dict(plateau_patience=0), "plateau_patience"),
+        (dict(plateau_min_delta=-1.0), "plateau_min_delta"),
     ],
 )
 def test_bad_values_are_refused(overrides, message):
@@ -132,3 +135,25 @@ def test_no_decay_bn_exempts_batchnorm_parameters():
     assert decayed["weight_decay"] == 1e-4 and exempt["weight_decay"] == 0.0
     assert {id(p) for p in exempt["params"]} == {id(p) for p in net[1].parameters()}
     assert len(decayed["params"]) == 4  # conv and linear weights and biases
+
+
+# ---- the plateau rule ------------------------------------------------------------------------------
+
+
+def test_plateau_divides_after_patience_stale_evaluations_and_starts_counting_again():
+    # (iteration at the epoch's end, val top-1 error %): improves, then stalls twice, then again.
+    history = [(10, 50.0), (20, 40.0), (30, 40.5), (40, 40.2), (50, 30.0), (60, 30.0), (70, 31.0)]
+    assert plateau_decays(history, patience=2, min_delta=0.0, total=100) == (40, 70)
+    # One stale evaluation is a plateau with patience 1; the best restarts after each division.
+    assert plateau_decays(history, patience=1, min_delta=0.0, total=100) == (30, 60, 70)
+    # An improvement smaller than min_delta points does not count as one.
+    assert plateau_decays([(10, 50.0), (20, 49.9), (30, 49.8)], patience=2, min_delta=0.5, total=100) == (30,)
+
+
+def test_plateau_drops_divisions_at_the_end_and_is_a_function_of_the_history_alone():
+    history = [(10, 50.0), (20, 50.0), (30, 50.0)]
+    assert plateau_decays(history, patience=1, min_delta=0.0, total=30) == (20,)  # none at total
+    # What a resumed run recomputes from the history in its checkpoint: the same divisions.
+    assert plateau_decays(history[:2], patience=1, min_delta=0.0, total=30) == (20,)
+    recipe = get_recipe("smoke", schedule="plateau", milestones=(20,), total=30)
+    assert lr_at(recipe, 19) == pytest.approx(0.1) and lr_at(recipe, 20) == pytest.approx(0.01)
