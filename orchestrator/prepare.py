@@ -8,6 +8,10 @@ keeps every shard whose checksum matches the manifest and writes the rest, so an
 resumes where it stopped. Corrupt images (zero bytes, truncated, not an image) are skipped and listed;
 the job stops once more than --max-bad-fraction of the inputs are corrupt.
 
+ImageNet's train split also gets OUT/train/pixel_mean.npy, the per-pixel mean image the paper
+subtracts (float32 [3,224,224] in [0,1] units: the mean over the stored images of their central
+224x224 crop after resizing the shorter side to 256), named with its checksum in the manifest.
+
 Examples:
   python -m orchestrator.prepare --dataset cifar10 --data-root ~/data --out shards/cifar10 --shard-size 10000
   python -m orchestrator.prepare --dataset imagenet --data-root /data/imagenet --out s3://bucket/imagenet
@@ -96,6 +100,8 @@ def prepare(
         f"written, {len(summary['kept'])} kept), {summary['quarantined']} quarantined; "
         f"manifest {summary['manifest']}"
     )
+    if summary["pixel_mean"]:
+        echo(f"[{split}] per-pixel mean image of its {summary['rows']} images: {summary['pixel_mean']}")
     return summary
 
 

@@ -153,3 +153,21 @@ def test_too_many_corrupt_files_exit_2_leaving_only_whole_shards(tmp_path):
     # and no temp file is left behind.
     left = sorted(p.name for p in (tmp_path / "out" / "val").iterdir())
     assert left == ["manifest.json", "part-00000-of-00002.parquet"]
+
+
+def test_imagenet_train_prepare_writes_the_mean_image_the_definition_gives(tmp_path):
+    from tests.workloads.test_data_pixel_mean import _independent_mean, _tree
+
+    _tree(tmp_path / "src")
+    lines = []
+    prepare.prepare(
+        "imagenet",
+        str(tmp_path / "out"),
+        data_root=str(tmp_path / "src"),
+        shard_size=2,
+        max_bad_fraction=0.3,
+        echo=lines.append,
+    )
+    folder = tmp_path / "out" / "train"
+    assert lines[-1] == f"[train] per-pixel mean image of its 7 images: {folder / 'pixel_mean.npy'}"
+    assert np.allclose(np.load(folder / "pixel_mean.npy"), _independent_mean(tmp_path / "src", folder), atol=1e-6)

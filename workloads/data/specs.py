@@ -38,6 +38,10 @@ class DatasetSpec:
     env_var: str | None  # where the data lives when no data_root is given (sharded: none, data_root is the shards)
     # Our split -> the folder a sharded set's data_root keeps it in (ImageNet's test split is val).
     splits: dict = field(default_factory=lambda: {"train": "train", "test": "test"})
+    # Sharded: subtract the training split's per-pixel mean image ([3,224,224], written by prepare
+    # beside the train manifest; Sec. 3.4) instead of ``mean`` whenever the shards have one.
+    # ``mean`` stays the fallback (shards prepared without it) and the per-channel option.
+    pixel_mean: bool = False
 
     @property
     def sharded(self) -> bool:
@@ -68,6 +72,7 @@ _SPECS = {
             "center",
             None,
             splits={"train": "train", "test": "val"},
+            pixel_mean=True,
         ),
     )
 }
