@@ -103,10 +103,15 @@ def load_members(client, runs: list, label: str, folder: Path, data_root: str | 
             else f"{tracking.run_name(run)}@{run.info.run_id[:8]}"
         )
         key = (config.dataset, config.data_root, config.train_subset)
-        if key not in means:  # the mean each member was trained with: its data set's per-channel
-            # one, else its training subset's per-pixel mean image (as for Table 6)
-            mean = dataset_spec(config.dataset).mean
-            means[key] = torch.tensor(mean) if mean is not None else per_pixel_mean(load_split(config, "train").images)
+        if key not in means:  # the mean each member was trained with: a sharded set's (its shards'
+            # per-pixel mean image, else its per-channel one), else its training subset's per-pixel
+            # mean image (as for Table 6)
+            if dataset_spec(config.dataset).sharded:
+                from orchestrator.shards import run_mean  # Ray Data: only for sharded members
+
+                means[key] = torch.from_numpy(run_mean(config))
+            else:
+                means[key] = per_pixel_mean(load_split(config, "train").images)
         members.append(Member(name, run.info.run_id, config, state["model"], means[key]))
     classes = {m.name: m.num_classes for m in members}
     if len(set(classes.values())) > 1:

@@ -4,24 +4,43 @@ or, for ImageNet training, on the consumer's device.
 The decode/augment functions are the pure ones in ``workloads.data.decode``; Ray Data runs them in
 ``map_batches`` tasks, streaming, while the trainer consumes earlier batches. ``read_rows`` skips
 that step and ``iter_device_train`` decodes and augments each batch of rows where it is consumed
-(``workloads.data.device_decode``: nvJPEG on a GPU). For a Ray Train run:
+(``workloads.data.device_decode``: nvJPEG on a GPU). In a Ray Train worker, each epoch:
 
-    train = read_shards(out, "train", augment="imagenet-train", mean=mean)
-    trainer = TorchTrainer(loop, datasets={"train": train}, ...)
-    # in the worker loop, each epoch:
-    for images, labels in iter_torch(ray.train.get_dataset_shard("train"), 256, device=device): ...
+    rows = read_epoch(out, "train", seed=seed, epoch=epoch, rank=rank, world_size=world_size)
+    for images, labels in iter_device_train(rows, 256, mean=mean, device=device): ...
+    # or decoded on CPU Ray Data workers:
+    train = read_epoch(out, "train", seed=seed, epoch=epoch, rank=rank, world_size=world_size,
+                       augment="imagenet-train", mean=mean)
+    for images, labels in iter_torch(train, 256, device=device): ...
 
-    # or decoded on the worker's device (JPEG shards): datasets={"train": read_rows(out, "train")}, then
-    for images, labels in iter_device_train(ray.train.get_dataset_shard("train"), 256, mean=mean, device=device): ...
+A training run does not hand Ray Train its training split: each worker reads its own part of
+every epoch's order (``read_epoch``, ``ShardLoader(order=EpochOrder(...))``). The order is one
+sequence of all the split's rows, new every epoch and a function of (run seed, epoch) alone: the
+shard files permuted, then the rows of each group of ``WINDOW_FILES`` consecutive files permuted
+(a local shuffle over ~2,000 rows; ``prepare`` already mixed the classes into every shard). Rank r
+of W reads positions [r*n, (r+1)*n) of it, n = rows // W. So:
 
-Ray Train splits the dataset across workers (``get_dataset_shard``); every pass re-runs the
-pipeline, so unseeded augmentation differs per epoch.
+- every epoch differs, and the same seed and epoch give the same order;
+- a resumed run, whose engine calls ``set_epoch`` with the epoch restored from its checkpoint,
+  reads the order it would have read without stopping;
+- the ranks' parts, concatenated in rank order, are the same sequence on any rank count (what
+  changes with W is which rows share a step, not which rows an epoch holds or their order);
+- every rank gets the same row count, so data-parallel steps stay in lockstep.
+
+Why not Ray Train's ``get_dataset_shard`` (``streaming_split``): it hands each worker whichever
+blocks finish next, so which rows a rank sees depends on timing and on the rank count, and Ray
+Data's own ``FileShuffleConfig`` reseeds every execution from a counter that starts at 0 in each
+new process, so a resumed run would replay epoch 0's order. Nor every W-th row (as
+``ResidentLoader`` does in memory): each rank would read every file, W times the I/O of one pass.
+The evaluation split, whose order does not matter, still goes through ``get_dataset_shard``.
+Augmentation randomness stays fresh every batch (not resumable, and not meant to be).
 """
 
 from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import ray.data
@@ -32,9 +51,17 @@ from orchestrator.data import EVAL_BATCH, RunData, manifest_of
 from workloads.data import dataset_spec
 from workloads.data.decode import center_view_batch, decode_batch, imagenet_train_batch
 from workloads.data.device_decode import device_train_batch
-from workloads.data.shards import resolve_output, shard_files
+from workloads.data.shards import (
+    WINDOW_FILES,
+    rank_windows,
+    read_pixel_mean,
+    resolve_output,
+    shard_files,
+    window_table,
+)
 
 AUGMENTS = {None: decode_batch, "imagenet-train": imagenet_train_batch, "center": center_view_batch}
+ROWS_PER_BLOCK = 256  # rows per block a window read hands on: ~28 MB of ImageNet JPEGs
 
 
 def read_shards(
@@ -57,16 +84,25 @@ def read_shards(
     ``num_cpus``: CPUs reserved per decode task. Raises FileNotFoundError / ValueError when the
     folder holds no manifest or unfinished shards.
     """
+    _check_augment(augment, mean, seed)
+    return _decoded(read_rows(out, split), augment, mean, seed, batch_size, num_cpus)
+
+
+def _check_augment(augment: str | None, mean, seed: int | None = None) -> None:
     if augment not in AUGMENTS:
         raise ValueError(f"augment {augment!r}; valid: {list(AUGMENTS)}")
     if augment is not None and mean is None:
         raise ValueError(f"augment {augment!r} needs mean ([3] or [3,224,224], [0,1] units)")
     if seed is not None and augment != "imagenet-train":
         raise ValueError(f"seed is only used by augment='imagenet-train', got augment {augment!r}")
+
+
+def _decoded(rows: ray.data.Dataset, augment, mean, seed, batch_size: int, num_cpus: float) -> ray.data.Dataset:
+    """``rows`` decoded (and augmented) in ``map_batches`` tasks."""
     kwargs = {} if augment is None else {"mean": np.asarray(mean, dtype=np.float32)}
     if seed is not None:
         kwargs["seed"] = seed
-    return read_rows(out, split).map_batches(
+    return rows.map_batches(
         AUGMENTS[augment], fn_kwargs=kwargs, batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus
     )
 
@@ -77,8 +113,100 @@ def read_rows(out: str, split: str = "train") -> ray.data.Dataset:
     Raises FileNotFoundError / ValueError when the folder holds no manifest or unfinished shards."""
     fs, base = resolve_output(out)
     manifest, paths = shard_files(fs, posixpath.join(base, split))
-    columns = ["key", "image", "label"] + (["shape"] if manifest["plan"]["image_format"] == "raw" else [])
-    return ray.data.read_parquet(paths, filesystem=fs).select_columns(columns)
+    return ray.data.read_parquet(paths, filesystem=fs).select_columns(_columns(manifest))
+
+
+def _columns(manifest: dict) -> list[str]:
+    return ["key", "image", "label"] + (["shape"] if manifest["plan"]["image_format"] == "raw" else [])
+
+
+def _window_rows(batch: dict, *, fs, folder: str, windows: list, columns: list[str]):
+    """Map function: the rows of each window named in ``batch``, in order, in blocks of ROWS_PER_BLOCK."""
+    for index in batch["window"].tolist():
+        table = window_table(fs, folder, windows[index], columns)
+        for start in range(0, table.num_rows, ROWS_PER_BLOCK):
+            yield table.slice(start, ROWS_PER_BLOCK)
+
+
+def read_epoch(
+    out: str,
+    split: str = "train",
+    *,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    augment: str | None = None,
+    mean=None,
+    window_files: int = WINDOW_FILES,
+    batch_size: int = 32,
+    num_cpus: float = 1.0,
+) -> ray.data.Dataset:
+    """Rank ``rank`` of ``world_size``'s part of epoch ``epoch``'s order of ``out/<split>``, in that
+    order (see the module's docstring): the rows as stored (``key``, ``image``, ``label``, and
+    ``shape`` for raw shards) with ``augment=None``, else decoded as ``read_shards`` decodes them.
+
+    One read task per window (its files read whole, permuted, cut to this rank's part), then the
+    decode tasks; Ray Data keeps the order (``preserve_order`` on this dataset's context only).
+    """
+    _check_augment(augment, mean)
+    fs, base = resolve_output(out)
+    folder = posixpath.join(base, split)
+    manifest, _ = shard_files(fs, folder)
+    windows = rank_windows(manifest, seed, epoch, rank, world_size, window_files)
+    if not windows:
+        raise ValueError(f"{folder}: {manifest['rows']} rows give none to each of {world_size} ranks")
+    items = ray.data.from_items([{"window": i} for i in range(len(windows))], override_num_blocks=len(windows))
+    items.context.execution_options.preserve_order = True  # shared by the datasets derived from it
+    rows = items.map_batches(
+        _window_rows,
+        fn_kwargs={"fs": fs, "folder": folder, "windows": windows, "columns": _columns(manifest)},
+        batch_size=1,
+        batch_format="numpy",
+        num_cpus=num_cpus,
+    )
+    return rows if augment is None else _decoded(rows, augment, mean, None, batch_size, num_cpus)
+
+
+@dataclass(frozen=True, eq=False)
+class EpochOrder:
+    """What a training worker reads each epoch: ``read_epoch``'s arguments but the epoch."""
+
+    out: str
+    split: str
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    augment: str | None = None  # None: the rows as stored (decode on the device)
+    mean: object = None  # for ``augment``: [3] or [3,224,224], [0,1] units
+    window_files: int = WINDOW_FILES
+
+    def dataset(self, epoch: int) -> ray.data.Dataset:
+        return read_epoch(
+            self.out,
+            self.split,
+            seed=self.seed,
+            epoch=epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            augment=self.augment,
+            mean=self.mean,
+            window_files=self.window_files,
+        )
+
+
+def run_mean(config: ExperimentConfig, per_pixel: bool | None = None) -> np.ndarray:
+    """The mean a sharded run subtracts ([0,1] units): the training split's per-pixel mean image
+    (float32 [3,224,224], written by ``prepare``, Sec. 3.4's "per-pixel mean") when its manifest
+    names one and ``per_pixel`` (default: the spec's ``pixel_mean``) asks for it, else the spec's
+    per-channel mean ([3]; also for shards prepared before the mean image existed)."""
+    spec = dataset_spec(config.dataset)
+    if per_pixel if per_pixel is not None else spec.pixel_mean:
+        fs, base = resolve_output(config.data_root)
+        image = read_pixel_mean(fs, posixpath.join(base, spec.splits["train"]))
+        if image is not None:
+            return image
+    return np.asarray(spec.mean, dtype=np.float32)
 
 
 def iter_torch(
@@ -102,31 +230,44 @@ def iter_device_train(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(images, labels)`` batches of JPEG rows (a Dataset from ``read_rows`` of encoded shards, or a Ray
     Train worker's shard of one), decoded and augmented on ``device`` as the paper does
-    (``device_train_batch``): float32 [B,3,224,224] minus ``mean`` ([3], [0,1] units), int64 [B]."""
+    (``device_train_batch``): float32 [B,3,224,224] minus ``mean`` ([3] or [3,224,224], [0,1] units), int64 [B]."""
     for batch in data.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=drop_last):
         yield device_train_batch(batch, mean, device)
 
 
 def ray_datasets(config: ExperimentConfig) -> dict:
-    """The Ray Data pipelines a sharded run hands to its TorchTrainer (empty for in-memory data)."""
+    """The Ray Data pipelines a sharded run hands to its TorchTrainer (empty for in-memory data): the
+    evaluation split only. Each worker reads its part of the training split itself, in an order
+    set per epoch (``sharded_run_data``), which Ray Train's split could not keep."""
     spec = dataset_spec(config.dataset)
     if not spec.sharded:
         return {}
-    train = (
-        read_rows(config.data_root, spec.splits["train"])
-        if config.decode == "device"
-        else read_shards(config.data_root, spec.splits["train"], augment=spec.train_augment, mean=spec.mean)
-    )
-    return {
-        "train": train,
-        "test": read_shards(config.data_root, spec.splits["test"], augment=spec.eval_view, mean=spec.mean),
-    }
+    mean = run_mean(config)
+    return {"test": read_shards(config.data_root, spec.splits["test"], augment=spec.eval_view, mean=mean)}
 
 
-def sharded_run_data(config: ExperimentConfig, per_worker_batch: int, world_size: int, device: torch.device) -> RunData:
-    """A sharded run's loaders in a Ray Train worker: its shards of the pipelines of ``ray_datasets``."""
+def sharded_run_data(
+    config: ExperimentConfig, per_worker_batch: int, world_size: int, device: torch.device, rank: int | None = None
+) -> RunData:
+    """A sharded run's loaders in a Ray Train worker: its part of each epoch's training order
+    (``EpochOrder``, seeded by ``config.seed``) and its shard of the evaluation pipeline of
+    ``ray_datasets``. ``rank``: this worker's; None asks Ray Train's context."""
     spec = dataset_spec(config.dataset)
     manifest = manifest_of(config, spec.splits["train"])
+    if rank is None:
+        import ray.train
+
+        rank = ray.train.get_context().get_world_rank()
+    mean = run_mean(config)
+    order = EpochOrder(
+        config.data_root,
+        spec.splits["train"],
+        config.seed,
+        rank,
+        world_size,
+        augment=None if config.decode == "device" else spec.train_augment,
+        mean=mean,
+    )
     return RunData(
         ShardLoader(
             "train",
@@ -135,7 +276,8 @@ def sharded_run_data(config: ExperimentConfig, per_worker_batch: int, world_size
             device,
             drop_last=True,
             decode=config.decode,
-            mean=spec.mean,
+            mean=mean,
+            order=order,
         ),
         ShardLoader("test", EVAL_BATCH, None, device, drop_last=False),
         spec.channels,
@@ -145,15 +287,18 @@ def sharded_run_data(config: ExperimentConfig, per_worker_batch: int, world_size
 
 
 class ShardLoader:
-    """This worker's split of a Ray Data pipeline, as the engine's loader: ``(images, labels)``
-    batches, ``len()`` batches per epoch. Ray Train splits every dataset equally over the workers,
-    so with ``drop_last`` every rank runs the same number of steps. Each pass reruns the pipeline:
-    a new shuffle of the read order and new random crops, so ``set_epoch`` has nothing to do.
+    """A worker's batches of a sharded split, as the engine's loader: ``(images, labels)`` batches,
+    ``len()`` batches per epoch.
 
-    ``decode="cpu"``: the pipeline yields finished tensors. ``decode="device"``: it yields JPEG rows
-    (``read_rows``), decoded and augmented here on ``device`` (ImageNet training augmentation).
-    ``data``: the pipeline to read; None (in a Ray Train worker) is this worker's shard of ``name``.
-    ``mean``: the data set's per-channel mean, for ``decode="device"``.
+    ``order`` (training): each epoch, ``set_epoch``'s part of that epoch's order (``EpochOrder``;
+    the engine calls ``set_epoch`` before every epoch, with the restored epoch after a resume).
+    Every rank gets ``rows`` rows, so with ``drop_last`` every rank runs the same number of steps.
+    ``data``: a pipeline to read as it comes; None with no ``order`` (evaluation in a Ray Train
+    worker) is this worker's shard of the Ray Train dataset ``name``.
+
+    ``decode="cpu"``: the pipeline yields finished tensors. ``decode="device"``: it yields JPEG rows,
+    decoded and augmented here on ``device`` (ImageNet training augmentation) minus ``mean``
+    ([3] or [3,224,224], [0,1] units).
     """
 
     def __init__(
@@ -165,13 +310,16 @@ class ShardLoader:
         drop_last: bool,
         decode: str = "cpu",
         data=None,
-        mean: tuple[float, ...] | None = None,
+        mean=None,
+        order: EpochOrder | None = None,
     ):
         self.name, self.batch_size, self.rows = name, batch_size, rows
         self.device, self.drop_last, self.decode, self.data, self.mean = device, drop_last, decode, data, mean
+        self.order, self.epoch = order, 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Nothing to choose: the pipeline reshuffles and re-augments on every pass."""
+        """Read epoch ``epoch``'s order next (with ``order``; a pipeline as it comes has none)."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         if self.rows is None:
@@ -179,9 +327,14 @@ class ShardLoader:
         return self.rows // self.batch_size
 
     def __iter__(self):
-        import ray.train
+        if self.order is not None:
+            shard = self.order.dataset(self.epoch)
+        elif self.data is not None:
+            shard = self.data
+        else:
+            import ray.train
 
-        shard = self.data if self.data is not None else ray.train.get_dataset_shard(self.name)
+            shard = ray.train.get_dataset_shard(self.name)
         if self.decode == "device":
             batches = iter_device_train(
                 shard, self.batch_size, mean=self.mean, device=self.device, drop_last=self.drop_last

@@ -24,11 +24,10 @@ from orchestrator.build import build_run_model
 from orchestrator.config import ExperimentConfig, load_config, parse_overrides
 from orchestrator.data import subset_indices
 from orchestrator.prepare import prepare
-from orchestrator.shards import ShardLoader, ray_datasets
+from orchestrator.shards import ShardLoader, run_mean, sharded_run_data
 from orchestrator.tracking import CHECKPOINT_FILE
 from orchestrator.training import train
 from workloads import ensemble as ensemble_math
-from workloads.data import IMAGENET_MEAN
 from workloads.data.decode import decode_images
 from workloads.engine import load_checkpoint, make_checkpoint, save_checkpoint
 
@@ -50,20 +49,25 @@ def write_imagenet_tree(root, per_class: dict[str, int]) -> None:
                 Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{wnid}_{i}.JPEG", quality=90)
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    """A tiny ILSVRC tree (16 train images a class, 2 val) and its shards: the module's folder."""
-    folder = tmp_path_factory.mktemp("imagenet")
-    write_imagenet_tree(folder / "ilsvrc", {"train": 16, "val": VAL_PER_CLASS})
-    for split, shard_size in (("train", 1000), ("val", 1)):
+def write_imagenet_shards(folder, per_class: dict[str, int], shard_size: dict[str, int]) -> None:
+    """``write_imagenet_tree`` in folder/ilsvrc, prepared into folder/shards, split by split."""
+    write_imagenet_tree(folder / "ilsvrc", per_class)
+    for split in per_class:
         prepare(
             "imagenet",
             str(folder / "shards"),
             split=split,
             data_root=str(folder / "ilsvrc"),
-            shard_size=shard_size,
+            shard_size=shard_size[split],
             echo=lambda line: None,
         )
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """A tiny ILSVRC tree (16 train images a class, 2 val) and its shards: the module's folder."""
+    folder = tmp_path_factory.mktemp("imagenet")
+    write_imagenet_shards(folder, {"train": 16, "val": VAL_PER_CLASS}, {"train": 1000, "val": 1})
     return folder
 
 
@@ -101,19 +105,14 @@ def imagenet(ray_local, shards):
 
 @pytest.mark.parametrize("decode", ["device", "cpu"])
 def test_shard_loader_yields_augmented_batches_whose_labels_are_their_rows(ray_local, shards, decode):
-    """A worker's training loader over the pipeline the driver builds: with decode=device the rows
-    arrive undecoded and the loader decodes and augments them on its device (the CPU here)."""
+    """A one-worker run's training loader, as its worker builds it: with decode=device the rows
+    arrive undecoded and the loader decodes and augments them on its device (the CPU here), minus
+    the per-pixel mean image prepare stored with the train shards."""
     config = run_config(shards, f"decode={decode}")
-    loader = ShardLoader(
-        "train",
-        8,
-        32,
-        torch.device("cpu"),
-        drop_last=True,
-        decode=config.decode,
-        data=ray_datasets(config)["train"],
-        mean=IMAGENET_MEAN,
-    )
+    loader = sharded_run_data(config, 8, 1, torch.device("cpu"), rank=0).train
+    assert isinstance(loader, ShardLoader) and loader.mean.shape == (3, 224, 224)
+    assert np.array_equal(loader.mean, np.load(shards / "shards" / "train" / "pixel_mean.npy"))
+    loader.set_epoch(1)
     batches = list(loader)
     assert len(batches) == len(loader) == 4
     for images, labels in batches:
@@ -232,9 +231,10 @@ def direct_probabilities(evaluations, run_id: str, view: str, subset: int | None
             batch[column] += rows[column]
     keep = subset_indices(len(batch["label"]), subset).tolist()
     images = decode_images(batch)
-    probabilities = ensemble_math.image_probabilities(
-        model, [images[i] for i in keep], torch.tensor(IMAGENET_MEAN), view
-    )
+    # The mean image prepare stored with the train shards: the one the member trained with.
+    mean = torch.from_numpy(np.load(folder / "shards" / "train" / "pixel_mean.npy"))
+    assert torch.equal(mean, torch.from_numpy(run_mean(ExperimentConfig(**state["config"]))))
+    probabilities = ensemble_math.image_probabilities(model, [images[i] for i in keep], mean, view)
     return probabilities, torch.tensor(batch["label"])[keep]
 
 
