@@ -30,6 +30,7 @@ ENSEMBLE_PRESETS = CONFIG_DIR / "ensemble"
 ENGINES = ("loop", "fast")
 MAX_NAME_BYTES = 200
 DECODES = ("cpu", "device")
+MEANS = ("pixel", "channel")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class ExperimentConfig:
     # class (workloads/data/splits.py) before train_subset. None: no validation split; the run
     # keeps its last checkpoint as its best, as nothing may be selected on the test split.
     val_split: float | None = None
+    # The mean subtracted from every input ([0,1] units). "pixel": the training split's per-pixel
+    # mean image, as the paper did (ImageNet: the one prepare stores beside the train shards).
+    # "channel": one value per channel (in memory: that image's average; ImageNet: the usual
+    # per-channel constants, e.g. for shards prepared without the image).
+    mean: str = "pixel"
     recipe: str = "smoke"
     recipe_overrides: dict = field(default_factory=dict)  # e.g. {"lr": 0.05, "total": 800}
     seed: int = 0
@@ -90,6 +96,7 @@ class ExperimentConfig:
             "train_subset",
             "test_subset",
             "val_split",
+            "mean",
             "seed",
         )
         # The schedule as it will run (recipe, overrides, depth rule), not its name: editing a
@@ -258,6 +265,8 @@ def validate(config: ExperimentConfig) -> None:
             raise ValueError(
                 f"engine 'fast' needs a recipe counted in iterations; {config.recipe!r} counts {recipe.unit}s"
             )
+    if config.mean not in MEANS:
+        raise ValueError(f"unknown mean {config.mean!r}; valid: {', '.join(MEANS)}")
     if config.decode not in DECODES:
         raise ValueError(f"unknown decode {config.decode!r}; valid: {', '.join(DECODES)}")
     if config.decode == "device" and not spec.sharded:

@@ -7,14 +7,13 @@ through Ray Data (ImageNet).
   With ``val_split``, the held-out images (``workloads.data.splits``) leave the training split
   before ``train_subset`` and the mean, and are evaluated every epoch for model selection.
 - Sharded (``imagenet``, loaders in ``orchestrator.shards``; ``data_root`` is the output of
-  ``python -m orchestrator.prepare`` with ``train/`` and ``val/`` splits): the driver hands Ray
-  Train two Ray Data pipelines, each worker reads its split of them. ``decode="cpu"``: both
-  decode and augment on CPU Ray Data workers.
-  ``decode="device"``: the training pipeline only streams the JPEG rows, and each worker decodes
-  and augments its batches on its own device; evaluation's center view stays on the CPU (one
-  pass an epoch over the val split, much smaller than training's). The mean is ImageNet's
-  per-channel mean: a per-pixel mean image needs a pass over 1.28M images, and at 224x224 after
-  random resizing it is flat to within a few levels anyway.
+  ``python -m orchestrator.prepare`` with ``train/`` and ``val/`` splits): each worker reads its
+  part of a new seeded order of the training shards every epoch, and Ray Train hands it its
+  shard of the evaluation pipeline. ``decode="cpu"``: decode and augment on CPU Ray Data
+  workers. ``decode="device"``: the training rows are decoded and augmented on the worker's own
+  device; evaluation's center view stays on the CPU (one pass an epoch over the val split, much
+  smaller than training's). The mean (``mean``) is the per-pixel mean image ``prepare`` stored
+  beside the train shards, or the per-channel constants.
 """
 
 from __future__ import annotations
@@ -84,6 +83,22 @@ def sharded_test_split(config: ExperimentConfig) -> ShardedSplit:
     return ShardedSplit(config.data_root, files, torch.cat(labels)[keep], len(manifest["classes"]))
 
 
+def training_mean(config: ExperimentConfig, images: torch.Tensor) -> torch.Tensor:
+    """The mean an in-memory run subtracts ([0,1] units), from its training ``images`` (uint8
+    [N,C,H,W]): their per-pixel mean image [C,H,W], or with ``mean=channel`` its average [C,1,1]."""
+    mean = per_pixel_mean(images)
+    return mean if config.mean == "pixel" else mean.mean(dim=(1, 2), keepdim=True)
+
+
+def missing_pixel_mean(config: ExperimentConfig) -> str:
+    """Why a sharded run with ``mean=pixel`` cannot start: its train shards hold no mean image."""
+    folder = dataset_spec(config.dataset).splits["train"]
+    return (
+        f"{config.data_root}/{folder} holds no per-pixel mean image (prepared before prepare computed it): "
+        "rerun the same python -m orchestrator.prepare command to add it, or set mean=channel"
+    )
+
+
 def train_images(config: ExperimentConfig) -> int:
     """Images in the run's training split (after ``val_split`` and ``train_subset``)."""
     spec = dataset_spec(config.dataset)
@@ -109,6 +124,8 @@ def data_shape(config: ExperimentConfig) -> tuple[int, int, int]:
     if spec.sharded:
         manifests = [manifest_of(config, folder) for folder in spec.splits.values()]
         image_format = manifests[0]["plan"]["image_format"]
+        if config.mean == "pixel" and spec.pixel_mean and not manifests[0].get("pixel_mean"):
+            raise ValueError(missing_pixel_mean(config))
         if config.decode == "device" and image_format != "encoded":
             raise ValueError(
                 f"decode 'device' decodes JPEG bytes, but {config.data_root}/{spec.splits['train']} holds "
@@ -130,9 +147,9 @@ def build_run_data(
     if spec.sharded:
         from orchestrator.shards import sharded_run_data
 
-        return sharded_run_data(config, per_worker_batch, world_size, device)
+        return sharded_run_data(config, per_worker_batch, world_size, device, rank)
     train, test = load_split(config, "train"), load_split(config, "test")
-    mean = per_pixel_mean(train.images)
+    mean = training_mean(config, train.images)
     train_loader = ResidentLoader(
         train.images,
         train.labels,

@@ -82,7 +82,9 @@ def build_parser():
     pick = e.add_mutually_exclusive_group(required=True)
     pick.add_argument("--runs", help="comma-separated MLflow run ids of finished training runs")
     pick.add_argument("--parent", metavar="ID_OR_NAME", help="an ensemble parent run: its member runs")
-    pick.add_argument("--best", type=int, metavar="N", help="the N finished runs with the lowest test top-5 error")
+    pick.add_argument(
+        "--best", type=int, metavar="N", help="the N finished runs with the lowest validation top-5 error (val_split)"
+    )
     e.add_argument("--experiment", default=ExperimentConfig.experiment, help="for --parent NAME and --best")
     e.add_argument("--filter", default="", help="an MLflow search filter for --best, e.g. \"tags.dataset = 'cifar10'\"")
     add_scoring_args(e)

@@ -11,9 +11,9 @@ from mlflow.exceptions import MlflowException
 
 from orchestrator import tracking
 from orchestrator.config import ExperimentConfig
-from orchestrator.data import load_split
+from orchestrator.data import load_split, training_mean
 from orchestrator.inference import Member
-from workloads.data import dataset_spec, per_pixel_mean
+from workloads.data import dataset_spec
 from workloads.engine import load_checkpoint
 
 
@@ -30,23 +30,39 @@ def parent_members(client, parent) -> list:
 
 
 def best_runs(client, experiment: str, filter_string: str, best: int) -> list:
-    """The ``best`` finished training runs of ``experiment`` matching ``filter_string``, lowest
-    final test top-5 error first (then top-1)."""
+    """The ``best`` finished training runs of ``experiment`` matching ``filter_string``, lowest final
+    validation top-5 error first (then top-1). Runs without a validation split are not ranked:
+    ranking them by test error would choose members on the split the ensemble is reported on."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise ValueError(f"unknown MLflow experiment {experiment!r}")
-    query = "attributes.status = 'FINISHED' and metrics.test_top5_error >= 0"
-    try:
-        runs = client.search_runs(
-            [found.experiment_id],
-            f"{query} and {filter_string}" if filter_string else query,
-            order_by=["metrics.test_top5_error ASC", "metrics.test_top1_error ASC"],
-            max_results=best,
-        )
-    except MlflowException as error:
-        raise ValueError(f"bad --filter {filter_string!r}: {str(error).splitlines()[0]}") from None
+    finished = "attributes.status = 'FINISHED' and metrics.test_top5_error >= 0"
+    ranked = f"{finished} and metrics.val_top5_error >= 0"
+
+    def search(query: str, limit: int) -> list:
+        try:
+            return client.search_runs(
+                [found.experiment_id],
+                f"{query} and {filter_string}" if filter_string else query,
+                order_by=["metrics.val_top5_error ASC", "metrics.val_top1_error ASC"],
+                max_results=limit,
+            )
+        except MlflowException as error:
+            raise ValueError(f"bad --filter {filter_string!r}: {str(error).splitlines()[0]}") from None
+
+    runs = search(ranked, best)
     if len(runs) < best:
-        raise ValueError(f"--best {best}: only {len(runs)} finished run(s) match in experiment {experiment!r}")
+        unranked = len(search(finished, best + 1)) - len(runs)
+        raise ValueError(
+            f"--best {best}: only {len(runs)} finished run(s) with a validation split match in experiment "
+            f"{experiment!r}"
+            + (
+                f" ({unranked}+ more have none: train with --set val_split=... to rank them, or name members "
+                "with --runs/--parent)"
+                if unranked > 0
+                else ""
+            )
+        )
     return runs
 
 
@@ -102,16 +118,16 @@ def load_members(client, runs: list, label: str, folder: Path, data_root: str | 
             if names.count(tracking.run_name(run)) == 1
             else f"{tracking.run_name(run)}@{run.info.run_id[:8]}"
         )
-        key = (config.dataset, config.data_root, config.train_subset)
-        if key not in means:  # the mean each member was trained with: a sharded set's (its shards'
-            # per-pixel mean image, else its per-channel one), else its training subset's per-pixel
-            # mean image (as for Table 6)
+        key = (config.dataset, config.data_root, config.val_split, config.train_subset, config.mean)
+        if key not in means:  # the mean each member was trained with (its config's ``mean``): a
+            # sharded set's (its shards' per-pixel mean image or per-channel one), else its training
+            # split's (as for Table 6)
             if dataset_spec(config.dataset).sharded:
                 from orchestrator.shards import run_mean  # Ray Data: only for sharded members
 
                 means[key] = torch.from_numpy(run_mean(config))
             else:
-                means[key] = per_pixel_mean(load_split(config, "train").images)
+                means[key] = training_mean(config, load_split(config, "train").images)
         members.append(Member(name, run.info.run_id, config, state["model"], means[key]))
     classes = {m.name: m.num_classes for m in members}
     if len(set(classes.values())) > 1:

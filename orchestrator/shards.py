@@ -47,7 +47,7 @@ import ray.data
 import torch
 
 from orchestrator.config import ExperimentConfig
-from orchestrator.data import EVAL_BATCH, RunData, manifest_of
+from orchestrator.data import EVAL_BATCH, RunData, manifest_of, missing_pixel_mean
 from workloads.data import dataset_spec
 from workloads.data.decode import center_view_batch, decode_batch, imagenet_train_batch
 from workloads.data.device_decode import device_train_batch
@@ -195,18 +195,19 @@ class EpochOrder:
         )
 
 
-def run_mean(config: ExperimentConfig, per_pixel: bool | None = None) -> np.ndarray:
-    """The mean a sharded run subtracts ([0,1] units): the training split's per-pixel mean image
-    (float32 [3,224,224], written by ``prepare``, Sec. 3.4's "per-pixel mean") when its manifest
-    names one and ``per_pixel`` (default: the spec's ``pixel_mean``) asks for it, else the spec's
-    per-channel mean ([3]; also for shards prepared before the mean image existed)."""
+def run_mean(config: ExperimentConfig) -> np.ndarray:
+    """The mean a sharded run subtracts ([0,1] units): with ``mean=pixel`` (for data sets whose spec
+    has one) the training split's per-pixel mean image (float32 [3,224,224], written by ``prepare``,
+    Sec. 3.4's "per-pixel mean"), else the spec's per-channel mean ([3]). Shards prepared before
+    the image existed are refused for ``mean=pixel`` (``data.missing_pixel_mean`` says how to fix it)."""
     spec = dataset_spec(config.dataset)
-    if per_pixel if per_pixel is not None else spec.pixel_mean:
-        fs, base = resolve_output(config.data_root)
-        image = read_pixel_mean(fs, posixpath.join(base, spec.splits["train"]))
-        if image is not None:
-            return image
-    return np.asarray(spec.mean, dtype=np.float32)
+    if config.mean == "channel" or not spec.pixel_mean:
+        return np.asarray(spec.mean, dtype=np.float32)
+    fs, base = resolve_output(config.data_root)
+    image = read_pixel_mean(fs, posixpath.join(base, spec.splits["train"]))
+    if image is None:
+        raise ValueError(missing_pixel_mean(config))
+    return image
 
 
 def iter_torch(

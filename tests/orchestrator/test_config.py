@@ -223,6 +223,7 @@ def test_cli_flags_and_set_build_the_same_config():
             r"engine 'fast' needs a recipe counted in iterations; 'smoke' counts epochs",
         ),
         ({"decode": "gpu"}, r"unknown decode 'gpu'; valid: cpu, device"),
+        ({"mean": "image"}, r"unknown mean 'image'; valid: pixel, channel"),
         ({"val_split": "0"}, r"val_split 0.0 must be a fraction in \(0, 1\) or a whole number of images >= 1"),
         ({"val_split": "12.5"}, r"val_split 12.5 must be a fraction in \(0, 1\) or a whole number"),
         (
@@ -372,6 +373,7 @@ def test_hash_changes_with_what_is_trained():
         {"recipe": "cifar"},
         {"recipe_overrides": {"lr": 0.05}},
         {"val_split": 0.1},
+        {"mean": "channel"},
     ]
     hashes = {base.hash()}
     for change in different:

@@ -43,6 +43,16 @@ def test_validation_images_leave_the_training_split_and_its_mean():
     assert len(data.val) == 2  # 500 images in evaluation batches of 256
 
 
+def test_mean_channel_subtracts_the_training_mean_image_averaged_over_its_pixels():
+    config = load_config("smoke", SMALL)
+    channel = dataclasses.replace(config, mean="channel")
+    pixel_mean = build_run_data(config, 128, 0, 1, torch.device("cpu")).train.mean
+    channel_mean = build_run_data(channel, 128, 0, 1, torch.device("cpu")).train.mean
+    assert pixel_mean.shape == (1, 28, 28) and channel_mean.shape == (1, 1, 1)
+    assert channel_mean.flatten() == pytest.approx(pixel_mean.mean().item(), abs=1e-6)
+    assert channel.hash() != config.hash()
+
+
 def test_a_val_split_larger_than_the_training_split_fails_in_the_driver():
     from orchestrator.data import data_shape
 

@@ -4,6 +4,7 @@ run, and one sequence whatever the rank count. On the tiny ILSVRC tree, 8 shards
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import pyarrow.parquet as pq
@@ -88,3 +89,32 @@ def test_a_loader_without_an_order_reads_its_pipeline_as_it_comes(ray_local, fol
     )
     loader.set_epoch(4)  # nothing to choose: the pipeline is given
     assert torch.cat([y for _, y in loader]).tolist() == keys(folder, 0, 0, column="label")
+
+
+def test_mean_pixel_needs_the_mean_image_prepare_stores_and_channel_does_not(folder, tmp_path):
+    import json
+    import shutil
+
+    import numpy as np
+
+    from orchestrator.data import data_shape
+    from orchestrator.shards import run_mean
+    from workloads.data import IMAGENET_MEAN
+
+    config = run_config(folder)
+    assert run_mean(config).shape == (3, 224, 224)  # prepare stored it: the paper's per-pixel mean
+    channel = dataclasses.replace(config, mean="channel")
+    assert np.allclose(run_mean(channel), IMAGENET_MEAN) and channel.hash() != config.hash()
+    # Shards prepared before the mean image existed: refused in the driver, with the fix named.
+    old = tmp_path / "old"
+    shutil.copytree(folder / "shards", old)
+    manifest = old / "train" / "manifest.json"
+    manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "pixel_mean"}))
+    stale = dataclasses.replace(config, data_root=str(old))
+    with pytest.raises(
+        ValueError, match=r"train holds no per-pixel mean image .* rerun the same python -m orchestrator.prepare"
+    ):
+        data_shape(stale)
+    with pytest.raises(ValueError, match=r"or set mean=channel"):
+        run_mean(stale)
+    assert data_shape(dataclasses.replace(stale, mean="channel"))[0] == 3

@@ -52,10 +52,11 @@ class ResidentLoader:
     """Batches of one device-resident uint8 data set, with the paper's CIFAR augmentation.
 
     Every batch is scaled to [0,1] and has ``mean`` (a [C,H,W] per-pixel mean image, e.g. from
-    ``per_pixel_mean`` of the training split; None skips it) subtracted. With ``train=True`` each
-    image is then zero-padded by ``pad`` pixels a side and a random HxW window of it is taken,
-    mirrored with probability 1/2. The padding is zero after mean subtraction, i.e. it shows the net
-    "no signal", like the convolutions' own zero padding (as in fb.resnet.torch).
+    ``per_pixel_mean`` of the training split, or [C,1,1] one value a channel; None skips it)
+    subtracted. With ``train=True`` each image is then zero-padded by ``pad`` pixels a side and a
+    random HxW window of it is taken, mirrored with probability 1/2. The padding is zero after mean
+    subtraction, i.e. it shows the net "no signal", like the convolutions' own zero padding (as in
+    fb.resnet.torch).
 
     Sharding: every epoch draws one permutation seeded by ``seed + epoch`` (the same on every rank)
     and rank r takes positions r, r+W, r+2W... For training the permutation is first cut to a
@@ -90,8 +91,11 @@ class ResidentLoader:
             raise ValueError(f"rank {rank} must be in 0..{world_size - 1} (world_size {world_size})")
         if batch_size < 1 or pad < 0:
             raise ValueError(f"batch_size {batch_size} must be >= 1 and pad {pad} >= 0")
-        if mean is not None and mean.shape != images.shape[1:]:
-            raise ValueError(f"mean {tuple(mean.shape)} must match one image {tuple(images.shape[1:])}")
+        if mean is not None and mean.shape not in (images.shape[1:], (images.shape[1], 1, 1)):
+            raise ValueError(
+                f"mean {tuple(mean.shape)} must match one image {tuple(images.shape[1:])} or be one value a "
+                f"channel {(images.shape[1], 1, 1)}"
+            )
         self.device = torch.device(device)
         self.images = images.to(self.device)  # uint8: 4x smaller than float on the device
         self.labels = labels.to(self.device, torch.int64)
