@@ -1,6 +1,12 @@
 """An ablation on Ray Tune: each trial a Ray Train run (or a pack of runs), each run a child MLflow run
 of the ablation's parent run, then the results table. ``python -m orchestrator.ablate`` and
 ``ensemble train`` run it; rerunning the same ablation resumes it.
+
+A trial whose paper table was measured with another test view than the training loop's (ImageNet
+Tables 2/3: 10-crop) has its last checkpoint scored with that view when it has trained, by its
+trial function (Ray tasks, one per val shard file: ``inference.score_shards``), logged on its run
+as ``test_<view>_top1_error`` / ``test_<view>_top5_error``. After the matrix the driver scores the
+finished trials still without it (``score_table_views``), so a rerun completes them.
 """
 
 from __future__ import annotations
@@ -12,18 +18,29 @@ import tempfile
 import time
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
 from ray import tune
+from ray.exceptions import RayError
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator import cli, packing, resources, storage, tracking
 from orchestrator.build import run_recipe
 from orchestrator.config import ExperimentConfig
+from orchestrator.data import sharded_test_split
+from orchestrator.inference import score_shards
 from orchestrator.matrix import Ablation, Trial
+from orchestrator.members import load_members
+from orchestrator.parity import TABLE_VIEWS
 from orchestrator.progress import RunWatcher, epoch_line
 from orchestrator.resources import DEFAULT_WAIT_MINUTES, Demand
 from orchestrator.results import degradation_findings, format_table, results_table, save_table
+from orchestrator.tracking.schema import TRAINING_VIEW, view_metric
 from orchestrator.trainer import check_data, fit, record_result
+from workloads import ensemble as ensemble_math
+from workloads.analysis.paper import paper_result
+from workloads.data import dataset_spec
 from workloads.engine import Recipe
+from workloads.models import parse_model_name
 
 # Trial functions (and so the Ray Train controllers they start, which Ray attaches to their node)
 # run on the head node, which Ray marks with this resource: a worker node that dies then takes only
@@ -65,6 +82,14 @@ def run_trial(trial_config: dict) -> None:
     summary = record_result(client, config, spec["run_id"], result, error)
     if summary.status != "FINISHED":
         raise RuntimeError(f"trial {config.name} failed: {summary.error}")
+    if spec.get("view"):
+        # The view the trial's paper table needs, scored now, while other trials still train. A
+        # failure here leaves the trained run as it is: the driver's pass after the matrix
+        # (score_table_views) scores it again and prints the error, or reruns do.
+        try:
+            score_view(client, config, [client.get_run(spec["run_id"])], spec["view"])
+        except (ValueError, RuntimeError, OSError, RayError, MlflowException):
+            pass
 
 
 def run_pack(spec: dict, wait_s: float) -> None:
@@ -206,6 +231,10 @@ def ablate(
     if pending:
         client.update_run(parent_id, status="RUNNING")
         specs = trial_specs(ablation, trials, children, recipes, pending)
+        if kind == tracking.ABLATION:  # ensemble members are scored by ensemble evaluate instead
+            views = {t.name: table_view(t.config) for t in pending if dataset_spec(t.config.dataset).sharded}
+            for spec in specs:
+                spec["view"] = views.get(spec["name"])
         workers_at_once = min(workers_at_once, len(specs))  # a pack is one trial
         if ablation.pack > 1:
             echo(f"[{ablation.name}] {len(pending)} runs packed into {len(specs)} trial(s) of up to {ablation.pack}")
@@ -226,6 +255,8 @@ def ablate(
         ):
             tuner.fit()
 
+    if kind == tracking.ABLATION:
+        score_table_views(client, trials, children, wait_s=wait_s, echo=echo)
     rows = results_table(client, trials, children, shapes)
     paths = save_table(rows, results_folder(first.storage_path, ablation.name))
     for path in paths.values():
@@ -254,6 +285,64 @@ def ablate(
         "failed": failed,
         "trials": rows,
     }
+
+
+def table_view(config: ExperimentConfig) -> str | None:
+    """The view the paper's table for this trial was measured with, where it is not the training
+    loop's own (ImageNet nets of Tables 2/3: ``10crop``); None where the loop's view is the table's
+    (CIFAR-10, Table 6) or the paper has no number (Fashion-MNIST, nets outside its tables)."""
+    spec = parse_model_name(config.model)
+    shortcut = (config.shortcut or spec.default_shortcut) if spec.residual else None
+    paper = paper_result(config.dataset, config.model, shortcut)
+    view = TABLE_VIEWS.get(paper.table) if paper else None
+    return None if view == TRAINING_VIEW else view
+
+
+def score_table_views(client, trials: list[Trial], children: dict, *, wait_s: float, echo) -> None:
+    """The driver's pass after the matrix: every finished trial that still lacks its table's view
+    (``table_view``; scored in its trial as a rule, see ``run_trial``, but not by an earlier version
+    or when that failed) is scored now, and its errors logged and printed."""
+    groups: dict[tuple, list] = {}
+    for trial in trials:
+        view = table_view(trial.config)
+        if view is None or not dataset_spec(trial.config.dataset).sharded:
+            continue  # the tables with other views are ImageNet's, whose data are shards
+        run = client.get_run(children[trial.name].info.run_id)
+        if run.info.status == "FINISHED" and view_metric(view, "top1_error") not in run.data.metrics:
+            config = trial.config
+            key = (view, config.data_root, config.test_subset, config.use_gpu, config.cpus_per_worker)
+            groups.setdefault(key, []).append((trial, run))
+    for (view, _, _, use_gpu, cpus), group in groups.items():
+        echo(f"[ablate] scoring {', '.join(t.name for t, _ in group)} with view {view} on the val shards")
+        cli.init_ray()
+        task = {"CPU": cpus, "GPU": 1.0} if use_gpu else {"CPU": cpus}
+        resources.ensure(
+            [Demand("a scoring task", 1, task)], private=cli.private_ray(), wait_s=wait_s, echo=echo, who="ablate"
+        )
+        found = score_view(client, group[0][0].config, [run for _, run in group], view)
+        for (trial, _), errors in zip(group, found):
+            echo(
+                f"[{trial.name}] {view}: top-1 {errors['top1_error']:.2f}%, top-5 {errors['top5_error']:.2f}% "
+                f"on {errors['images']} val images"
+            )
+
+
+def score_view(client, config: ExperimentConfig, runs: list, view: str) -> list[dict]:
+    """Score the last checkpoints of ``runs`` (finished training runs on ``config``'s data) with
+    ``view`` over its val shards (``test_subset`` applied), as Ray tasks with ``config``'s
+    ``use_gpu`` and ``cpus_per_worker`` (``inference.score_shards``, a batch of rows at a time on
+    the task's device); log ``test_<view>_top1_error``, ``test_<view>_top5_error`` and
+    ``test_<view>_images`` on each run. Returns each run's errors and image count."""
+    split = sharded_test_split(config)
+    with tempfile.TemporaryDirectory(prefix="ablate-views-") as folder:
+        members = load_members(client, runs, "last", Path(folder), None)
+    probabilities = score_shards(members, split, view, use_gpu=config.use_gpu, cpus=config.cpus_per_worker)
+    found = []
+    for run, member in zip(runs, members):
+        errors = ensemble_math.errors(probabilities[member.name], split.labels) | {"images": len(split.labels)}
+        tracking.log_metrics(client, run.info.run_id, {view_metric(view, k): v for k, v in errors.items()}, step=0)
+        found.append(errors)
+    return found
 
 
 def child_key(ablation: Ablation, trial: Trial) -> str:

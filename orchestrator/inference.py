@@ -202,7 +202,11 @@ def score_shards(
 
 
 def _resources(use_gpu: bool, cpus: float) -> dict:
-    return {"num_gpus": 1, "num_cpus": cpus} if use_gpu else {"num_cpus": cpus}
+    # "DEFAULT": the tasks take the cluster's free resources even when started from inside a
+    # placement group (an ablate trial's function, which holds only a sliver of the head node),
+    # instead of being captured into it, where they could never fit.
+    resources = {"num_gpus": 1, "num_cpus": cpus} if use_gpu else {"num_cpus": cpus}
+    return resources | {"scheduling_strategy": "DEFAULT"}
 
 
 def _gather(pending: dict[str, list]) -> dict[str, torch.Tensor]:

@@ -1,5 +1,11 @@
 """An ablation's results table: one row per trial, read back from MLflow, beside the paper.
 
+Every error carries its view: ``test_*`` are the training loop's own (``test_view``: the whole small
+image, ImageNet's central 224 crop), ``eval_*`` the view a trial's paper table needs, scored after
+training (``eval_view``, e.g. 10-crop beside Tables 2/3). The paper's number and the difference
+appear only beside a measurement with the table's view (``parity.TABLE_VIEWS``); otherwise the
+table shows "paper: 10-crop" and no difference.
+
 Saved as CSV and Parquet (pyarrow), printed as text, and summarised as findings (does a plain
 net's training error rise with depth, as in the paper's degradation problem?).
 """
@@ -15,6 +21,8 @@ import torch
 
 from orchestrator import tracking
 from orchestrator.build import build_run_model
+from orchestrator.parity import TABLE_VIEWS, VIEW_LABELS, paper_columns, unlike_label
+from orchestrator.tracking.schema import TRAINING_VIEW, view_errors
 from workloads.analysis import count_multiply_adds, count_parameters
 from workloads.analysis.paper import paper_result
 from workloads.models import parse_model_name
@@ -29,13 +37,19 @@ COLUMNS = (
     "params",
     "multiply_adds",
     "train_error",
+    "test_view",
     "test_top1_error",
     "test_top5_error",
+    "eval_view",
+    "eval_top1_error",
+    "eval_top5_error",
     "wall_seconds",
     "paper_table",
+    "paper_view",
     "paper_top1_error",
     "paper_top5_error",
     "diff_top1",
+    "diff_top5",
     "status",
     "error",
     "run_id",
@@ -60,7 +74,15 @@ def results_table(client, trials, children: dict, shapes: dict) -> list[dict]:
         metrics = run.data.metrics
         shortcut = None if not spec.residual else (config.shortcut or spec.default_shortcut)
         paper = paper_result(config.dataset, config.model, shortcut)
-        top1 = metrics.get("test_top1_error")
+        views = view_errors(metrics)
+        # The view scored after training: the paper table's, if this run has it.
+        wanted = TABLE_VIEWS.get(paper.table) if paper else None
+        eval_view = wanted if wanted in views else next(iter(sorted(views)), None)
+        measured = {
+            TRAINING_VIEW: (metrics.get("test_top1_error"), metrics.get("test_top5_error")),
+            **{v: (e["top1_error"], e["top5_error"]) for v, e in views.items()},
+        }
+        compared = wanted if wanted in measured else TRAINING_VIEW
         end = run.info.end_time or run.info.start_time
         rows.append(
             {
@@ -73,13 +95,14 @@ def results_table(client, trials, children: dict, shapes: dict) -> list[dict]:
                 "params": params,
                 "multiply_adds": macs,
                 "train_error": metrics.get("train_error"),
-                "test_top1_error": top1,
+                "test_view": TRAINING_VIEW,
+                "test_top1_error": metrics.get("test_top1_error"),
                 "test_top5_error": metrics.get("test_top5_error"),
+                "eval_view": eval_view,
+                "eval_top1_error": views[eval_view]["top1_error"] if eval_view else None,
+                "eval_top5_error": views[eval_view]["top5_error"] if eval_view else None,
                 "wall_seconds": (end - run.info.start_time) / 1000 if run.info.start_time else None,
-                "paper_table": paper.table if paper else None,
-                "paper_top1_error": paper.top1_error if paper else None,
-                "paper_top5_error": paper.top5_error if paper else None,
-                "diff_top1": (top1 - paper.top1_error) if paper and top1 is not None and paper.top1_error else None,
+                **paper_columns(paper, compared, *measured[compared]),
                 "status": run.info.status,
                 "error": run.data.tags.get(tracking.ERROR),
                 "run_id": run.info.run_id,
@@ -110,32 +133,38 @@ def _schema() -> pa.Schema:
         "train_error",
         "test_top1_error",
         "test_top5_error",
+        "eval_top1_error",
+        "eval_top5_error",
         "wall_seconds",
         "paper_top1_error",
         "paper_top5_error",
         "diff_top1",
+        "diff_top5",
     )
     return pa.schema([(c, types.get(c, pa.float64() if c in floats else pa.string())) for c in COLUMNS])
 
 
 def format_table(rows: list[dict]) -> str:
-    header = (
-        "trial",
-        "net",
-        "depth",
-        "sc",
-        "params",
-        "MACs",
-        "train err",
-        "top-1",
-        "top-5",
-        "wall",
-        "paper",
-        "diff",
-        "status",
-    )
+    """The table as text. Where some trial has errors under another view than the training loop's,
+    both views get columns named after them ("center top-1", "10-crop top-1"); "paper" is the
+    table's top-1 number beside the view it was measured with, else "paper: <its view>"."""
+    eval_views = sorted({r["eval_view"] for r in rows if r["eval_view"]})
+    if eval_views:
+        test_label = VIEW_LABELS.get(TRAINING_VIEW, TRAINING_VIEW) + " "
+        eval_label = (VIEW_LABELS.get(eval_views[0], eval_views[0]) if len(eval_views) == 1 else "eval") + " "
+        errors = (f"{test_label}top-1", f"{test_label}top-5", f"{eval_label}top-1", f"{eval_label}top-5")
+    else:
+        errors = ("top-1", "top-5")
+    header = ("trial", "net", "depth", "sc", "params", "MACs", "train err", *errors, "wall", "paper", "diff", "status")
     lines = [header]
     for r in rows:
+        measured = [_pct(r["test_top1_error"]), _pct(r["test_top5_error"])]
+        if eval_views:
+            view = "" if len(eval_views) == 1 or not r["eval_view"] else f" ({r['eval_view']})"
+            measured += [_pct(r["eval_top1_error"]) + view, _pct(r["eval_top5_error"])]
+        paper = _pct(r["paper_top1_error"])
+        if r["paper_top1_error"] is None and r["paper_top5_error"] is None and r["paper_view"]:
+            paper = unlike_label(r["paper_view"])
         lines.append(
             (
                 r["trial"],
@@ -145,10 +174,9 @@ def format_table(rows: list[dict]) -> str:
                 f"{r['params'] / 1e6:.2f}M",
                 f"{r['multiply_adds'] / 1e6:.1f}M",
                 _pct(r["train_error"]),
-                _pct(r["test_top1_error"]),
-                _pct(r["test_top5_error"]),
+                *measured,
                 _secs(r["wall_seconds"]),
-                _pct(r["paper_top1_error"]),
+                paper,
                 _signed(r["diff_top1"]),
                 r["status"],
             )

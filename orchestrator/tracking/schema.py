@@ -111,6 +111,32 @@ def member_run_ids(tags: dict) -> dict[str, str]:
     }
 
 
+# ---- a training run's errors under other test views ---------------------------------------------
+# The training loop logs test_top1_error / test_top5_error with its own view (TRAINING_VIEW: the
+# whole small image, ImageNet's central 224 crop). ``ablate`` scores a trial's last checkpoint with
+# the view its paper table needs (e.g. 10-crop for Tables 2/3) and logs it on the trial's run as
+# test_<view>_top1_error / test_<view>_top5_error (step 0), with the images scored.
+TRAINING_VIEW = "center"
+VIEW_ERRORS = ("top1_error", "top5_error")
+
+
+def view_metric(view: str, error: str) -> str:
+    """A training run's metric holding its ``error`` (top1_error, top5_error or images) under ``view``."""
+    return f"test_{view}_{error}"
+
+
+def view_errors(metrics: dict) -> dict[str, dict[str, float]]:
+    """``{view: {"top1_error": ..., "top5_error": ...}}`` of the views scored after training (those
+    with both metrics), from a training run's metrics."""
+    found = {}
+    for key in metrics:
+        match = re.fullmatch(r"test_(.+)_top1_error", key)
+        if match and view_metric(match.group(1), "top5_error") in metrics:
+            view = match.group(1)
+            found[view] = {e: metrics[view_metric(view, e)] for e in VIEW_ERRORS}
+    return found
+
+
 # ---- reading runs -------------------------------------------------------------------------------
 
 

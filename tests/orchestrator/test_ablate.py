@@ -19,6 +19,7 @@ from orchestrator import resources
 from orchestrator.ablation import ablate, place_trials, results_folder, trials_at_once
 from orchestrator.config import parse_overrides
 from orchestrator.matrix import expand, load_ablation
+from orchestrator.results import COLUMNS, format_table
 from tests.orchestrator.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,3 +227,33 @@ def test_a_failed_trial_does_not_stop_the_others(ray_local, tmp_path):
     assert client.get_run(rows[bad]["run_id"]).info.status == "FAILED"
     assert client.get_run(summary["parent_run_id"]).info.status == "FAILED"
     assert any(line.startswith(f"[{bad}] FAILED") for line in lines)
+
+
+def results_row(trial, model, net, **values):
+    row = dict.fromkeys(COLUMNS)
+    row.update(trial=trial, model=model, net=net, depth=18, shortcut="A", params=11_700_000, multiply_adds=1.8e9)
+    row.update(train_error=40.0, test_view="center", test_top1_error=31.0, test_top5_error=11.0, status="FINISHED")
+    return row | values
+
+
+def test_the_printed_table_sets_the_paper_beside_the_view_it_measured_only():
+    scored = results_row(
+        "t2-resnet18-A",
+        "resnet18",
+        "residual",
+        eval_view="10crop",
+        eval_top1_error=29.0,
+        eval_top5_error=10.0,
+        paper_table="Table 2",
+        paper_view="10crop",
+        paper_top1_error=27.88,
+        diff_top1=29.0 - 27.88,
+    )
+    center_only = results_row("t2-plain18", "plain18", "plain", paper_table="Table 2", paper_view="10crop")
+    header, first, second = format_table([scored, center_only]).splitlines()
+    assert header.split()[8:16] == ["center", "top-1", "center", "top-5", "10-crop", "top-1", "10-crop", "top-5"]
+    assert "29.00%" in first and "27.88%" in first and "+1.12" in first
+    assert "paper: 10-crop" in second and "+" not in second  # center numbers: no diff beside Table 2
+    # An ablation measured only with the training loop's view keeps the plain two error columns.
+    header, _ = format_table([center_only]).splitlines()
+    assert header.split()[8:10] == ["top-1", "top-5"]

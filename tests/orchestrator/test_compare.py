@@ -76,10 +76,19 @@ def test_parity_table_puts_the_papers_numbers_beside_mean_and_std_over_seeds():
     assert plain20["paper_top1_error"] is None and plain20["diff_top1"] is None  # Fig. 6 only
     assert plain20["test_top1_std"] is None  # one run: no spread
 
+    # ImageNet training runs log the center crop; Table 3 is 10-crop: the table and its view are
+    # named, and there is no number or difference to set beside them.
     r34 = rows["imagenet", "resnet34", "B"]
-    assert (r34["paper_table"], r34["paper_top1_error"], r34["paper_top5_error"]) == ("Table 3", 24.52, 7.46)
-    assert r34["diff_top5"] == pytest.approx(8.25 - 7.46)
-    assert rows["imagenet", "plain34", None]["paper_top1_error"] == 28.54
+    assert (r34["paper_table"], r34["paper_view"], r34["paper_top1_error"], r34["paper_top5_error"]) == (
+        "Table 3",
+        "10crop",
+        None,
+        None,
+    )
+    assert r34["diff_top1"] is None and r34["diff_top5"] is None
+    assert parity.paper_label(r34) == "paper: 10-crop"
+    assert rows["imagenet", "plain34", None]["paper_top1_error"] is None
+    assert (r110["paper_view"], parity.paper_label(r110)) == ("center", "6.43")  # Table 6: the test image
     # by data set, net, depth
     assert [r["model"] for r in parity.parity_table(records)] == [
         "cifar_plain20",
@@ -118,6 +127,7 @@ def test_parity_table_puts_evaluated_views_beside_tables_3_4_and_ensembles_besid
 
     trained = cells["resnet152", "center", "recipe=cifar"]  # the training loop's own view and numbers
     assert (trained["test_top1_error"], trained["paper_table"], trained["evaluation_run_ids"]) == (30.0, "Table 3", [])
+    assert trained["paper_top1_error"] is None and trained["diff_top1"] is None  # center is not Table 3's 10-crop
     multiscale = cells["resnet152", "multiscale", "eval_test_subset=None"]
     assert multiscale["runs"] == 2 and multiscale["seeds"] == [0, 1]  # "pair" repeats "six": counted once
     assert multiscale["test_top1_error"] == pytest.approx(19.5)
@@ -135,6 +145,7 @@ def test_parity_table_puts_evaluated_views_beside_tables_3_4_and_ensembles_besid
         21.43,
         21.0,
     )
+    assert ten_crop["diff_top1"] == pytest.approx(21.0 - 21.43)
     assert cells["resnet18", "multiscale", "eval_test_subset=None"]["paper_table"] is None  # not in Table 4
 
     ensembles = [r for r in rows if r["model"] == "ensemble"]
@@ -143,6 +154,25 @@ def test_parity_table_puts_evaluated_views_beside_tables_3_4_and_ensembles_besid
     assert (six["paper_table"], six["paper_top1_error"], six["paper_top5_error"]) == ("Table 5", None, 3.57)
     assert (six["test_top5_error"], six["diff_top5"], six["runs"]) == (4.0, pytest.approx(4.0 - 3.57), 3)
     assert rows[-2:] == ensembles  # after the single models of their data set
+
+
+def test_views_a_training_run_was_scored_with_after_training_are_cells_of_their_own():
+    run = record("resnet18", dataset="imagenet", shortcut="A", top1=31.0, top5=11.0)
+    run["views"] = {"10crop": {"top1_error": 29.0, "top5_error": 10.0}}
+    plain = record("plain18", dataset="imagenet", top1=33.0, top5=12.0)  # not scored 10-crop
+    rows = {(r["model"], r["view"]): r for r in parity.parity_table([run, plain])}
+    assert set(rows) == {("resnet18", "center"), ("resnet18", "10crop"), ("plain18", "center")}
+    ten_crop = rows["resnet18", "10crop"]
+    assert (ten_crop["test_top1_error"], ten_crop["paper_table"], ten_crop["paper_top1_error"]) == (
+        29.0,
+        "Table 2",
+        27.88,
+    )
+    assert ten_crop["diff_top1"] == pytest.approx(29.0 - 27.88) and ten_crop["evaluation_run_ids"] == []
+    assert ten_crop["setting"] == run["setting"] and ten_crop["run_ids"] == [run["run_id"]]
+    for center in (rows["resnet18", "center"], rows["plain18", "center"]):
+        assert (center["paper_table"], center["paper_top1_error"], center["diff_top1"]) == ("Table 2", None, None)
+        assert parity.paper_label(center) == "paper: 10-crop"
 
 
 @pytest.fixture(scope="module")
@@ -440,6 +470,8 @@ def test_the_summary_puts_each_paper_cell_beside_its_number_and_judges_depth(tmp
         record("cifar_resnet56", shortcut="A", status="FAILED"),
         record("cifar_plain20", top1=9.0),
         record("cifar_plain56", top1=12.0),
+        # an ImageNet training run: its center-crop errors are not Table 3's 10-crop ones
+        record("resnet34", dataset="imagenet", shortcut="B", top1=25.0, top5=8.0),
     ]
     train = {"cifar_plain20": 5.0, "cifar_plain56": 7.0, "cifar_resnet20": 2.0, "cifar_resnet110": 3.0}
     for r in records:
@@ -449,10 +481,12 @@ def test_the_summary_puts_each_paper_cell_beside_its_number_and_judges_depth(tmp
     seen = layout(page)
     assert problems == [] and seen["page"] <= seen["viewport"]
     assert all(right <= seen["viewport"] for right in seen["tables"])
-    assert column(page, "Against the paper", "model") == ["cifar_resnet20", "cifar_resnet110"]  # not the failed 56
-    assert column(page, "Against the paper", "seeds") == ["1", "3"]
-    assert column(page, "Against the paper", "top-1 err") == ["8.90", "6.70 ± 0.20"]
-    assert column(page, "Against the paper", "diff")[:2] == ["+0.15", "+0.27"]
+    assert column(page, "Against the paper", "model") == ["cifar_resnet20", "cifar_resnet110", "resnet34"]
+    assert column(page, "Against the paper", "seeds") == ["1", "3", "1"]  # not the failed resnet56
+    assert column(page, "Against the paper", "view") == ["center", "center", "center"]
+    assert column(page, "Against the paper", "top-1 err") == ["8.90", "6.70 ± 0.20", "25.00"]
+    assert column(page, "Against the paper", "paper") == ["8.75", "6.43", "paper: 10-crop"]
+    assert column(page, "Against the paper", "diff")[:3] == ["+0.15", "+0.27", "–"]
     assert seen["findings"] == [
         [
             "agree",
