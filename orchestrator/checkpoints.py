@@ -36,7 +36,7 @@ def kept_checkpoints(latest: ray.train.Checkpoint) -> list[ray.train.Checkpoint]
 
 
 def restore_latest_good(
-    latest: ray.train.Checkpoint, model, optimizer, config_hash: str, member: str = ""
+    latest: ray.train.Checkpoint, model, optimizer, config_hash: str, member: str = "", adopt: bool = False
 ) -> tuple[int, int, str | None, dict]:
     """Restore the newest readable checkpoint of the run: ``(iteration, epoch, note, metrics)``.
 
@@ -45,6 +45,9 @@ def restore_latest_good(
     config is not a fallback case: that error is raised. With none readable, the error names the newest.
     ``member``: the sub-folder of each checkpoint that holds this run's file (packed runs share one
     checkpoint, a folder per run).
+    ``adopt`` (sweeps only: a PBT trial taking a better peer's checkpoint, its lr perturbed): a
+    checkpoint of another config is taken too, weights, optimizer and position; its metrics still
+    waiting for MLflow belong to the peer's run and are dropped.
     """
     skipped = []
     for checkpoint in kept_checkpoints(latest):
@@ -52,7 +55,7 @@ def restore_latest_good(
             with checkpoint.as_directory() as folder:
                 state = load_checkpoint(Path(folder) / member / CHECKPOINT_FILE)
             iteration, epoch = restore_checkpoint(
-                state, model, optimizer, expected_config_hash=config_hash, restore_rng=False
+                state, model, optimizer, expected_config_hash=None if adopt else config_hash, restore_rng=False
             )
         except (CheckpointError, FileNotFoundError) as error:
             reason = error.reason if isinstance(error, CheckpointError) else "missing"
@@ -66,6 +69,8 @@ def restore_latest_good(
             if skipped
             else None
         )
+        if adopt and state["config_hash"] != config_hash:
+            return iteration, epoch, note, {k: v for k, v in state["metrics"].items() if k != "unlogged"}
         return iteration, epoch, note, state["metrics"]
     raise CheckpointError(f"no readable checkpoint to resume from: {'; '.join(skipped)}")
 

@@ -100,10 +100,11 @@ class RunState:
         self.iteration, self.epoch, self.metrics = 0, 0, {}
         self.log = MetricsLog(tracking_uri, run_id) if run_id is not None and rank == 0 else None
 
-    def restore(self, checkpoint, member: str = "") -> None:
-        """Continue from the newest readable checkpoint (``member``: this run's folder in a pack's)."""
+    def restore(self, checkpoint, member: str = "", adopt: bool = False) -> None:
+        """Continue from the newest readable checkpoint (``member``: this run's folder in a pack's;
+        ``adopt``: a sweep's trial may take a peer's, of another config: ``restore_latest_good``)."""
         self.iteration, self.epoch, fallback, restored = restore_latest_good(
-            checkpoint, self.model, self.optimizer, self.config.hash(), member=member
+            checkpoint, self.model, self.optimizer, self.config.hash(), member=member, adopt=adopt
         )
         self.val_history = [tuple(entry) for entry in restored.get("val_history", [])]
         self._follow_plateau()

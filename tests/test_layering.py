@@ -57,7 +57,7 @@ def test_importing_every_workloads_module_loads_neither_ray_nor_mlflow():
 
 # The command modules (python -m orchestrator.X): argument parsing and printing only. The work they
 # share lives in modules they import, never in another command module.
-COMMANDS = {"ablate", "compare", "ensemble", "prepare", "train"}
+COMMANDS = {"ablate", "compare", "ensemble", "prepare", "sweep", "train"}
 
 
 def _orchestrator_imports(path: pathlib.Path) -> set[str]:

@@ -198,3 +198,34 @@ def default_tracking_uri(tracking_uri: str | None, storage_path: str) -> str:
             "(--tracking-uri or MLFLOW_TRACKING_URI) that every node can reach"
         )
     return f"sqlite:///{Path(storage_path).resolve() / 'mlflow.db'}"
+
+
+# ---- a sweep's runs (python -m orchestrator.sweep) ----------------------------------------------
+# A parent run (KIND SWEEP) holds the best config and the table of trials; each trial is an ordinary
+# training run under it (the usual training tags, FINISHED when it trained to its end or was stopped
+# early by the scheduler, which SWEEP_STOPPED says), so ``ensemble evaluate --best N --filter
+# "tags.`orchestrator.sweep` = 'NAME'"`` selects from a sweep like from any experiment.
+SWEEP = "sweep"  # a sweep's parent run
+SWEEP_NAME = "orchestrator.sweep"  # on a trial's run: its sweep
+SWEEP_HASH = "orchestrator.sweep.hash"  # on the parent: what a rerun under the same name must match
+SWEEP_TRIAL = "orchestrator.sweep.trial"  # on a trial's run: Ray Tune's trial id
+SWEEP_STOPPED = "orchestrator.sweep.stopped"  # "true": the scheduler stopped the trial early; else "false"
+SWEEP_ITERATION = "orchestrator.sweep.iteration"  # the iteration the trial reached
+SWEEP_EXPLOITED = "orchestrator.sweep.exploited"  # PBT: the checkpoint (and config) the trial last took
+SWEEP_BEST_TRIAL = "orchestrator.sweep.best_trial"  # on the parent: the winner's run name
+SWEEP_REGISTERED = "orchestrator.sweep.registered"  # on the parent: the winner's "model name/version"
+BEST_IS_STOPPED = "last (stopped early by the sweep's scheduler)"  # a BEST_BY value
+SWEEP_FOLDER = "sweep"  # the parent's artifacts
+SWEEP_TRIALS_FILE = "trials.csv"
+SWEEP_BEST_FILE = "best_config.json"
+REGISTRY_ALIAS = "best"  # the alias of a sweep's winner in the Model Registry
+
+
+def sweep_value_metric(key: str) -> str:
+    """A trial run's metric holding searched key ``key``'s value from the step it took effect (PBT
+    changes the lr of a trial between checkpoints; MLflow params cannot change)."""
+    return f"sweep.{metric_name(key)}"
+
+
+def sweep_artifact(file: str) -> str:
+    return f"{SWEEP_FOLDER}/{file}"
