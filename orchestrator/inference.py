@@ -8,10 +8,10 @@ cluster; the driver only stitches the shards back together in image order.
 - In-memory data sets (``score_members``): the images go into the object store once; a shard is
   a slice of them, scored with ``workloads.ensemble.view_probabilities``.
 - Sharded data sets (``score_shards``, ImageNet val): a shard is one Parquet file, which its task
-  reads itself (the driver never holds the images), ``batch_size`` rows at a time: the rows'
-  JPEGs decoded together on the task's device (``decode_rows``: nvJPEG on a GPU), the ImageNet
-  views of the whole batch built there and scored in batched forward passes
-  (``workloads.ensemble.batch_probabilities``).
+  reads itself (the driver never holds the images), a batch of rows at a time (about
+  ``batch_size`` views' worth): the rows' JPEGs decoded together on the task's device
+  (``decode_rows``: nvJPEG on a GPU), the ImageNet views of the whole batch built there and scored
+  in batched forward passes (``workloads.ensemble.batch_probabilities``).
 """
 
 from __future__ import annotations
@@ -106,8 +106,9 @@ def _score_file(
     table = pq.read_table(path, filesystem=fs, columns=image_columns(pq.read_schema(path, filesystem=fs)))
     if rows is not None:
         table = table.take(rows)
-    # Rows decoded at a time: enough for about batch_size views (a task holds them and their views:
-    # 10-crop, 256 views of 0.6 MB float32, ~150 MB; multi-scale, 25 images' views at 640, ~350 MB).
+    # Rows decoded at a time: enough for about batch_size views. A task holds their views at once:
+    # 10-crop, 250 float32 views of 0.6 MB, ~150 MB; multi-scale, 25 4:3 images at all five scales
+    # and mirrored, ~29 MB each, ~0.7 GB.
     rows_at_once = max(1, batch_size // VIEWS_PER_IMAGE[view])
     out = [
         batch_probabilities(model, decode_rows(batch.to_pydict(), device), mean, view, batch_size=batch_size).cpu()
