@@ -20,13 +20,13 @@ from mlflow.exceptions import MlflowException
 from orchestrator import report, tracking
 from orchestrator.build import build_run_model
 from orchestrator.config import ExperimentConfig
-from orchestrator.data import load_split, sharded_test_split
+from orchestrator.data import load_split, sharded_test_split, training_mean
 from orchestrator.parity import PARITY_COLUMNS, paper_label, parity_table
 from orchestrator.results import degradation_findings
 from orchestrator.tracking.schema import TRAINING_VIEW, view_errors
 from workloads import ensemble as ensemble_math
 from workloads.analysis.responses import FIG7_IMAGES, layer_responses, response_layers
-from workloads.data import ResidentLoader, dataset_spec, per_pixel_mean
+from workloads.data import ResidentLoader, dataset_spec
 from workloads.engine import config_hash, load_checkpoint
 from workloads.models import parse_model_name
 
@@ -242,9 +242,18 @@ def fig7_responses(
 def analysis_batches(config: ExperimentConfig, images: int, data_root: str | None, cache: dict) -> list:
     """The first ``images`` test images of the run's data, normalised as the run's evaluation saw
     them, in batches; ``cache`` keeps them per data set and subset, as runs of a matrix share them.
-    In-memory data sets: the images minus the training split's per-pixel mean. Sharded (ImageNet):
-    the first val rows' center views (shorter side 256, central 224) minus the run's mean."""
-    key = (config.dataset, data_root or config.data_root, config.train_subset, config.test_subset)
+    In-memory data sets: the images minus the run's training mean (``data.training_mean``: the
+    training split's per-pixel mean image, or its channel average with ``mean=channel``). Sharded
+    (ImageNet): the first val rows' center views (shorter side 256, central 224) minus the run's
+    mean (``shards.run_mean``)."""
+    key = (
+        config.dataset,
+        data_root or config.data_root,
+        config.val_split,
+        config.train_subset,
+        config.test_subset,
+        config.mean,
+    )
     if key not in cache:
         config = dataclasses.replace(config, data_root=key[1])
         try:
@@ -257,7 +266,7 @@ def analysis_batches(config: ExperimentConfig, images: int, data_root: str | Non
                     test.labels[:images],
                     FIG7_BATCH,
                     train=False,
-                    mean=per_pixel_mean(train.images),
+                    mean=training_mean(config, train.images),
                 )
                 cache[key] = [x for x, _ in loader]
         except (FileNotFoundError, ValueError) as error:
