@@ -23,8 +23,11 @@ import hashlib
 import io
 import json
 import math
+import os
 import queue as local_queue
+import signal
 import tempfile
+import threading
 import time
 
 import ray
@@ -145,12 +148,13 @@ def run_trial(trial_spec: dict) -> None:
     train_name = name
     if start is not None:  # a fresh Ray Train run from that checkpoint: its own would shadow it
         train_name = f"{name}-{hashlib.sha256(start.path.encode()).hexdigest()[:8]}"
-        if static["scheduler"] == "pbt":
+        if trial_id not in start.path:  # a PBT peer's, with its config and our lr perturbed
             tracking.set_tags(client, run_id, {tracking.SWEEP_EXPLOITED: f"{start.path} with {values}"})
     tracking.log_metrics(
         client, run_id, {tracking.sweep_value_metric(k): v for k, v in values.items() if _number(v)}, step=0
     )
-    relay = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    relay = Queue(actor_options={"num_cpus": 0})  # unbounded: Ray Train never waits on the trial
+    halt = Queue(maxsize=1, actor_options={"num_cpus": 0})
     loop_config = {
         "config": config.to_dict(),
         "recipe": recipe.to_dict(),
@@ -158,10 +162,11 @@ def run_trial(trial_spec: dict) -> None:
         "tracking_uri": config.tracking_uri,
         "start": start,
     }
-    # Ray Train runs in a task of its own: when Tune stops the trial (tune.report raises SystemExit
-    # here), cancelling that task ends its process, and with it the run's controller and workers.
+    # Ray Train runs in a task of its own: when Tune stops or pauses the trial (tune.report raises
+    # SystemExit here), ``halt`` makes that task abort the run the way Ctrl-C does, so its controller
+    # ends it and releases its placement group (killing the controller would leave that behind).
     training = fit_task.options(resources={HEAD_NODE: TRIAL_DRIVER[HEAD_NODE]}, scheduling_strategy="DEFAULT").remote(
-        dataclasses.replace(config, name=train_name), recipe, loop_config, relay, static["wait_s"]
+        dataclasses.replace(config, name=train_name), recipe, loop_config, relay, halt, static["wait_s"]
     )
     last = None
     try:
@@ -179,30 +184,53 @@ def run_trial(trial_spec: dict) -> None:
                 last = report
         result, error = ray.get(training)
     except BaseException:
-        ray.cancel(training, force=True)
+        halt.put(True)
+        ray.wait([training], timeout=60)
         raise
     summary = record_result(client, config, run_id, result, error)
     reached = int(summary.metrics.get("iteration", 0))
     tracking.set_tags(client, run_id, {tracking.SWEEP_STOPPED: "false", tracking.SWEEP_ITERATION: reached})
     if summary.status != "FINISHED":
         raise RuntimeError(f"trial {name} failed: {summary.error}")
-    if last is not None:
+    if last is not None and static["scheduler"] != "pbt":
+        # PBT would exploit at the last epoch too, and restart the trial with nothing left to train;
+        # its trials' last epochs are read from MLflow instead (``trial_rows``).
         tune.report(last[0], checkpoint=last[1])
 
 
-@ray.remote(num_cpus=0)
-def fit_task(config: ExperimentConfig, recipe: Recipe, loop_config: dict, relay: Queue, wait_s: float):
+@ray.remote(num_cpus=0, max_calls=1)
+def fit_task(config: ExperimentConfig, recipe: Recipe, loop_config: dict, relay: Queue, halt: Queue, wait_s: float):
     """A trial's Ray Train run to its end: ``trainer.fit`` with ``sweep_worker`` on every rank and
-    each report relayed to the trial; the error travels as its text."""
-    result, error = fit(
-        config,
-        loop_config["run_id"],
-        loop_config["tracking_uri"],
-        recipe,
-        callbacks=[Relay(relay)],
-        loop=(sweep_worker, loop_config),
-        wait_s=wait_s,
-    )
+    each report relayed to the trial; the error travels as its text. A word on ``halt`` interrupts
+    this process (its own process: ``max_calls=1``) as Ctrl-C would: Ray Train's handler, installed
+    by ``fit`` in this main thread, aborts the run."""
+    finished = threading.Event()
+
+    def watch():
+        while not finished.is_set():
+            try:
+                halt.get(timeout=1.0)
+            except (Empty, local_queue.Empty):
+                continue
+            except Exception:  # noqa: BLE001 - the trial is gone: nothing to stop for
+                return
+            if not finished.is_set():
+                os.kill(os.getpid(), signal.SIGINT)
+            return
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        result, error = fit(
+            config,
+            loop_config["run_id"],
+            loop_config["tracking_uri"],
+            recipe,
+            callbacks=[Relay(relay)],
+            loop=(sweep_worker, loop_config),
+            wait_s=wait_s,
+        )
+    finally:
+        finished.set()
     return result, None if error is None else RuntimeError(str(error) or type(error).__name__)
 
 
@@ -338,7 +366,10 @@ def run_sweep(sweep: Sweep, *, wait_s: float = DEFAULT_WAIT_MINUTES * 60, echo=p
                 storage_path=base.storage_path,
                 verbose=0,
                 callbacks=[events],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=base.keep_checkpoints),
+                # PBT exploits a peer's latest checkpoint: keep a few, so none is deleted mid-copy
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=max(base.keep_checkpoints, 4 if sweep.scheduler == "pbt" else 1)
+                ),
             ),
         )
     with resources.PendingWatch(echo, sweep.name):
@@ -424,6 +455,12 @@ def trial_rows(client, sweep: Sweep, grid, experiment_id: str) -> list[dict]:
         metric = result.metrics.get(sweep.metric) if result.metrics else None
         status = run.info.status if run is not None else "NOT STARTED"
         stopped = run is not None and run.data.tags.get(tracking.SWEEP_STOPPED) == "true"
+        ended = {}
+        if status == "FINISHED" and not stopped:  # trained to its end: its last epoch, as MLflow has it
+            ended = {k: v for k, v in run.data.metrics.items() if k in (sweep.metric, "epoch", "iteration")}
+            if sweep.scheduler == "pbt":  # its last epoch is not reported to Tune
+                trained += max(0, int(ended.get("iteration", 0)) - int(result.metrics.get("iteration", 0)))
+            metric = ended.get(sweep.metric, metric)
         if run is not None and status == "RUNNING":  # the driver died before it closed the run
             if result.error is not None:
                 tracking.finish(client, run.info.run_id, ok=False, error=str(result.error).splitlines()[-1][:500])
@@ -437,8 +474,8 @@ def trial_rows(client, sweep: Sweep, grid, experiment_id: str) -> list[dict]:
                 "run_id": run.info.run_id if run is not None else "",
                 **{key: result.config.get(key) for key in sweep.keys},
                 "status": "STOPPED" if stopped else status,
-                "epoch": int(result.metrics.get("epoch", 0)) if result.metrics else 0,
-                "iteration": int(result.metrics.get("iteration", 0)) if result.metrics else 0,
+                "epoch": int(ended.get("epoch", result.metrics.get("epoch", 0))),
+                "iteration": int(ended.get("iteration", result.metrics.get("iteration", 0))),
                 "trained_iterations": trained,
                 sweep.metric: metric,
                 "test_top1_error": result.metrics.get("test_top1_error") if result.metrics else None,
