@@ -165,7 +165,12 @@ def run_trial(trial_spec: dict) -> None:
     # Ray Train runs in a task of its own: when Tune stops or pauses the trial (tune.report raises
     # SystemExit here), ``halt`` makes that task abort the run the way Ctrl-C does, so its controller
     # ends it and releases its placement group (killing the controller would leave that behind).
-    training = fit_task.options(resources={HEAD_NODE: TRIAL_DRIVER[HEAD_NODE]}, scheduling_strategy="DEFAULT").remote(
+    # Detached: Tune ends a stopped trial's process soon after, and a task or actor it owned would
+    # die with it, leaving the run's placement group behind; this one aborts the run first.
+    runner = TrialTraining.options(
+        lifetime="detached", resources={HEAD_NODE: TRIAL_DRIVER[HEAD_NODE]}, scheduling_strategy="DEFAULT"
+    ).remote()
+    training = runner.run.remote(
         dataclasses.replace(config, name=train_name), recipe, loop_config, relay, halt, static["wait_s"]
     )
     last = None
@@ -187,6 +192,7 @@ def run_trial(trial_spec: dict) -> None:
         halt.put(True)
         ray.wait([training], timeout=60)
         raise
+    ray.kill(runner)
     summary = record_result(client, config, run_id, result, error)
     reached = int(summary.metrics.get("iteration", 0))
     tracking.set_tags(client, run_id, {tracking.SWEEP_STOPPED: "false", tracking.SWEEP_ITERATION: reached})
@@ -198,40 +204,48 @@ def run_trial(trial_spec: dict) -> None:
         tune.report(last[0], checkpoint=last[1])
 
 
-@ray.remote(num_cpus=0, max_calls=1)
-def fit_task(config: ExperimentConfig, recipe: Recipe, loop_config: dict, relay: Queue, halt: Queue, wait_s: float):
-    """A trial's Ray Train run to its end: ``trainer.fit`` with ``sweep_worker`` on every rank and
-    each report relayed to the trial; the error travels as its text. A word on ``halt`` interrupts
-    this process (its own process: ``max_calls=1``) as Ctrl-C would: Ray Train's handler, installed
-    by ``fit`` in this main thread, aborts the run."""
-    finished = threading.Event()
+@ray.remote(num_cpus=0, max_restarts=0)
+class TrialTraining:
+    """Runs a trial's Ray Train run to its end (``run``): ``trainer.fit`` with ``sweep_worker`` on
+    every rank and each report relayed to the trial; the error travels as its text. A word on
+    ``halt``, or the trial gone (its queue with it), interrupts this actor as Ctrl-C would: Ray
+    Train's handler, installed by ``fit`` in this actor's main thread, aborts the run, which ends
+    its workers and releases its placement group; the actor then exits."""
 
-    def watch():
-        while not finished.is_set():
-            try:
-                halt.get(timeout=1.0)
-            except (Empty, local_queue.Empty):
-                continue
-            except Exception:  # noqa: BLE001 - the trial is gone: nothing to stop for
+    def run(self, config: ExperimentConfig, recipe: Recipe, loop_config: dict, relay: Queue, halt: Queue, wait_s):
+        finished, halted = threading.Event(), threading.Event()
+
+        def watch():
+            while not finished.is_set():
+                try:
+                    halt.get(timeout=1.0)
+                except (Empty, local_queue.Empty):
+                    continue
+                except Exception:  # noqa: BLE001 - the trial is gone: abort as well
+                    pass
+                if not finished.is_set():
+                    halted.set()
+                    os.kill(os.getpid(), signal.SIGINT)
                 return
-            if not finished.is_set():
-                os.kill(os.getpid(), signal.SIGINT)
-            return
 
-    threading.Thread(target=watch, daemon=True).start()
-    try:
-        result, error = fit(
-            config,
-            loop_config["run_id"],
-            loop_config["tracking_uri"],
-            recipe,
-            callbacks=[Relay(relay)],
-            loop=(sweep_worker, loop_config),
-            wait_s=wait_s,
-        )
-    finally:
-        finished.set()
-    return result, None if error is None else RuntimeError(str(error) or type(error).__name__)
+        threading.Thread(target=watch, daemon=True).start()
+        try:
+            result, error = fit(
+                config,
+                loop_config["run_id"],
+                loop_config["tracking_uri"],
+                recipe,
+                callbacks=[Relay(relay)],
+                loop=(sweep_worker, loop_config),
+                wait_s=wait_s,
+            )
+        except KeyboardInterrupt:  # interrupted before Ray Train's handler was in place
+            ray.actor.exit_actor()
+        finally:
+            finished.set()
+        if halted.is_set():  # detached: nobody else ends it
+            ray.actor.exit_actor()
+        return result, None if error is None else RuntimeError(str(error) or type(error).__name__)
 
 
 def _reported(metrics: dict) -> dict:
