@@ -142,6 +142,12 @@ def run_trial(trial_spec: dict) -> None:
     run_id = run.info.run_id
     if created:
         tracking.log_params(client, run_id, tracking.training_params(config, recipe))
+    elif run.info.status == "FINISHED" and run.data.tags.get(tracking.SWEEP_STOPPED) == "false":
+        # Trained to its end and closed before the driver died, whose Tune state did not get the
+        # last report: reported from MLflow, not trained again.
+        if static["scheduler"] != "pbt":
+            tune.report(_reported(run.data.metrics))
+        return
     else:
         tracking.reopen(client, run_id)
     start = tune.get_checkpoint()
