@@ -203,6 +203,7 @@ def run_mean(config: ExperimentConfig) -> np.ndarray:
     spec = dataset_spec(config.dataset)
     if config.mean == "channel" or not spec.pixel_mean:
         return np.asarray(spec.mean, dtype=np.float32)
+    manifest_of(config, spec.splits["train"])  # a folder prepare never wrote says so, not "no mean image"
     fs, base = resolve_output(config.data_root)
     image = read_pixel_mean(fs, posixpath.join(base, spec.splits["train"]))
     if image is None:

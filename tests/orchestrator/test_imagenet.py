@@ -322,7 +322,7 @@ def test_parity_table_maps_views_to_tables_3_and_4_and_the_ensemble_to_table_5(e
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--data-root", "{folder}/ilsvrc"], "no manifest.json in {folder}/ilsvrc/val"),
+        (["--data-root", "{folder}/ilsvrc"], "no manifest.json in {folder}/ilsvrc/train"),
         (["--shards", "2"], "--shards 2: imagenet members are scored one task per val shard file"),
         (["--view", "10crop", "--test-subset", "0"], "--test-subset must be >= 1, got 0"),
     ],
