@@ -20,6 +20,9 @@ USAGE_ERROR = 2
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
     """Run a CLI's ``main``; a user's mistake (ValueError, FileNotFoundError) becomes one line on
     stderr and exit code 2, never a traceback."""
+    # MLflow draws a tqdm bar on stderr for every artifact download when tqdm is installed (optuna
+    # brings it): the commands print their own progress, and an error stays one line.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         code = main(argv)
     except (ValueError, FileNotFoundError) as error:
