@@ -139,7 +139,8 @@ def add_scoring_args(e) -> None:
         "--batch-size",
         type=int,
         default=256,
-        help="images per forward pass (small images; an ImageNet-size image's views make one pass of their own)",
+        help="images per forward pass (small images); ImageNet: 224x224 views per forward pass (fewer of the larger "
+        "multi-scale views)",
     )
     e.add_argument("--out", type=Path, help="folder for probabilities.parquet (default: <storage>/ensembles/NAME)")
 
