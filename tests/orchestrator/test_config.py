@@ -224,7 +224,7 @@ def test_cli_flags_and_set_build_the_same_config():
         ),
         ({"decode": "gpu"}, r"unknown decode 'gpu'; valid: cpu, device"),
         ({"mean": "image"}, r"unknown mean 'image'; valid: pixel, channel"),
-        ({"val_split": "0"}, r"val_split 0.0 must be a fraction in \(0, 1\) or a whole number of images >= 1"),
+        ({"val_split": "0"}, r"val_split 0 must be a fraction in \(0, 1\) or a whole number of images >= 1"),
         ({"val_split": "12.5"}, r"val_split 12.5 must be a fraction in \(0, 1\) or a whole number"),
         (
             {"val_split": "0.1", "dataset": "imagenet", "model": "resnet18", "recipe": "imagenet"},

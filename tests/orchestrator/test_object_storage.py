@@ -19,22 +19,23 @@ from tests.orchestrator.test_train import kill_session, start_cli, wait_for  # n
 from tests.reliability.procs import Command
 from tests.s3_server import S3Server
 
-# One worker, 2 epochs of 8 iterations: killed once the first epoch's checkpoint is registered.
+# One worker, 4 epochs of 16 iterations: killed once the first epoch's checkpoint is registered, with
+# about 3 epochs (several seconds each) left for the kill to land in.
 KILL_ARGS = [
     "--model",
     "cifar_resnet8",
     "--set",
     "workers=1",
     "--set",
-    "train_subset=1024",
+    "train_subset=2048",
     "--set",
     "test_subset=256",
     "--iterations",
-    "16",
+    "64",
     "--set",
-    "keep_checkpoints=2",
+    "keep_checkpoints=4",
 ]
-KILL_EPOCHS = 2
+KILL_EPOCHS = 4
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,10 @@ def test_a_run_checkpoints_to_s3_is_killed_and_resumes_from_s3(s3, start_cli, tm
     assert second.wait(timeout=300) == 0, second.describe()
     out = second.output()
     assert f"[s3kill] resuming MLflow run {run_id}" in out
-    assert re.findall(r"\[s3kill\] epoch (\d+)/2", out)[-1:] == ["2"], out
+    assert len(before) < KILL_EPOCHS, before  # killed mid-run
+    # The epochs the killed run had not logged, each printed once, in order, to the last.
+    printed = [int(e) for e in re.findall(rf"\[s3kill\] epoch (\d+)/{KILL_EPOCHS}", out)]
+    assert printed and printed == list(range(printed[0], KILL_EPOCHS + 1)), out
     after = registered(s3, "kill/s3kill")
     assert after[: len(before)] == before and [epoch for _, epoch in after] == list(range(1, KILL_EPOCHS + 1))
     assert not (tmp_path / "kill").exists()  # nothing went to a local folder instead

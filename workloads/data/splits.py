@@ -20,9 +20,9 @@ def validation_size(val_split: float, total: int) -> int:
     elif val_split >= 1 and float(val_split).is_integer():
         size = int(val_split)
     else:
-        raise ValueError(f"val_split {val_split!r} must be a fraction in (0, 1) or a whole number of images >= 1")
+        raise ValueError(f"val_split {val_split:g} must be a fraction in (0, 1) or a whole number of images >= 1")
     if not 0 < size < total:
-        raise ValueError(f"val_split {val_split!r} holds out {size} of {total} training images; leave 1..{total - 1}")
+        raise ValueError(f"val_split {val_split:g} holds out {size} of {total} training images; leave 1..{total - 1}")
     return size
 
 
