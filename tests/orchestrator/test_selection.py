@@ -56,7 +56,7 @@ def test_mean_channel_subtracts_the_training_mean_image_averaged_over_its_pixels
 def test_a_val_split_larger_than_the_training_split_fails_in_the_driver():
     from orchestrator.data import data_shape
 
-    with pytest.raises(ValueError, match=r"val_split 60000.0 holds out 60000 of 60000 training images"):
+    with pytest.raises(ValueError, match=r"val_split 60000 holds out 60000 of 60000 training images"):
         data_shape(load_config("smoke", {"val_split": 60000.0}))
 
 
