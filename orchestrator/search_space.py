@@ -244,6 +244,16 @@ class Sweep:
             t *= factor
         return rungs
 
+    def decision_epochs(self) -> list[int]:
+        """The epochs after which the scheduler may stop, pause or exploit a trial: its training waits
+        there for the verdict, so a stopped trial trains nothing past them (ASHA's rungs, PBT's
+        perturbation points; FIFO decides nothing)."""
+        if self.scheduler == "asha":
+            return self.rungs()
+        if self.scheduler == "pbt":
+            return list(range(self.pbt["interval_epochs"], self.epochs, self.pbt["interval_epochs"]))
+        return []
+
     def full_budget(self) -> int:
         """Iterations of every sample trained to its end: the worst case, and the full grid's cost."""
         return self.samples * self.iterations
@@ -449,6 +459,11 @@ def check(sweep: Sweep) -> None:
             raise ValueError(f"pbt.quantile must be in (0, 0.5], got {quantile!r}")
         if sweep.samples < 2:
             raise ValueError(f"PBT needs at least 2 samples (a population), got {sweep.samples}")
+        if sweep.searcher != "random":
+            raise ValueError(
+                f"PBT samples its population at random and then perturbs it; searcher {sweep.searcher!r} "
+                "cannot steer it (Ray Tune refuses the pair): use --searcher random, or --scheduler asha"
+            )
         if PBT_MUTABLE not in sweep.keys:
             raise ValueError(
                 f"PBT perturbs {PBT_MUTABLE}: put it in the space, e.g. --space {PBT_MUTABLE}=loguniform:0.01:0.5"

@@ -26,14 +26,12 @@ import math
 import os
 import queue as local_queue
 import signal
-import tempfile
 import threading
 import time
 
 import ray
 import ray.train
 import ray.train.torch
-import torch
 from ray import tune
 from ray.train.v2.api.callback import UserCallback
 from ray.util.queue import Empty, Queue
@@ -42,60 +40,14 @@ from orchestrator import cli, resources, storage, tracking
 from orchestrator.ablation import HEAD_NODE, TRIAL_DRIVER, quiet_tune, trials_at_once
 from orchestrator.build import run_recipe
 from orchestrator.config import ExperimentConfig
-from orchestrator.data import build_run_data
-from orchestrator.lifecycle import RunState
 from orchestrator.progress import epoch_line
 from orchestrator.resources import DEFAULT_WAIT_MINUTES
 from orchestrator.search_space import PBT_MUTABLE, Sweep, trial_config
 from orchestrator.trainer import check_data, fit, fluent_tracking_uri, record_result
-from workloads.engine import DivergenceError, Recipe
+from orchestrator.worker import TRAINED, train_worker
+from workloads.engine import Recipe
 
 TUNE_FOLDER = "tune"  # the Tune experiment's folder under <storage>/<sweep>/
-TRAINED = "trained_iterations"  # reported to Tune with each epoch: iterations that epoch trained
-
-
-# ---- inside a trial ------------------------------------------------------------------------------
-
-
-def sweep_worker(loop_config: dict) -> None:
-    """Ray Train's ``train_loop_per_worker`` for a trial: one run's epochs, as ``worker.train_worker``,
-    started from ``loop_config["start"]`` (the trial's checkpoint in Tune, maybe a PBT peer's) when
-    Ray Train has none of its own, and reporting the iterations each epoch trained."""
-    config = ExperimentConfig(**loop_config["config"])
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
-    recipe = Recipe(**loop_config["recipe"])
-    data = build_run_data(config, recipe.per_worker_batch(world_size), rank, world_size, device)
-    run = RunState(
-        config,
-        data,
-        device,
-        recipe,
-        rank=rank,
-        world_size=world_size,
-        tracking_uri=loop_config["tracking_uri"],
-        run_id=loop_config["run_id"],
-    )
-    own = ray.train.get_checkpoint()  # this Ray Train run's own, after a worker restart
-    if own is not None or loop_config["start"] is not None:
-        run.restore(own or loop_config["start"], adopt=own is None)
-    run.start()
-    while run.epoch < run.epochs:
-        before = run.iteration
-        try:
-            stats = run.train_epoch()
-        except DivergenceError as error:
-            run.diverged(error)
-            return
-        metrics = run.end_epoch(stats) | {TRAINED: run.iteration - before}
-        if rank == 0 and run.saves_after(run.epoch):
-            with tempfile.TemporaryDirectory() as folder:
-                run.save(folder)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-        else:
-            ray.train.report(metrics)
-    run.finish()
 
 
 class Relay(UserCallback):
@@ -159,14 +111,20 @@ def run_trial(trial_spec: dict) -> None:
     tracking.log_metrics(
         client, run_id, {tracking.sweep_value_metric(k): v for k, v in values.items() if _number(v)}, step=0
     )
-    relay = Queue(actor_options={"num_cpus": 0})  # unbounded: Ray Train never waits on the trial
+    relay = Queue(actor_options={"num_cpus": 0})  # unbounded: Ray Train waits on the trial only at pause_at
     halt = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    # Training stops after each decision epoch until Tune has ruled on its report (as a function
+    # trainable stops in tune.report), so a trial Tune stops there trains no further.
+    pause_at = static["pause_at"]
+    gate = Queue(actor_options={"num_cpus": 0})
     loop_config = {
         "config": config.to_dict(),
         "recipe": recipe.to_dict(),
         "run_id": run_id,
         "tracking_uri": config.tracking_uri,
         "start": start,
+        "pause_at": pause_at,
+        "gate": gate,
     }
     # Ray Train runs in a task of its own: when Tune stops or pauses the trial (tune.report raises
     # SystemExit here), ``halt`` makes that task abort the run the way Ctrl-C does, so its controller
@@ -191,6 +149,8 @@ def run_trial(trial_spec: dict) -> None:
             report = (_reported(metrics), tune.Checkpoint(path) if path else None)
             if metrics["epoch"] < metrics["epochs"]:
                 tune.report(report[0], checkpoint=report[1])
+                if metrics["epoch"] in pause_at:
+                    gate.put(True)
             else:
                 last = report
         result, error = ray.get(training)
@@ -212,7 +172,7 @@ def run_trial(trial_spec: dict) -> None:
 
 @ray.remote(num_cpus=0, max_restarts=0)
 class TrialTraining:
-    """Runs a trial's Ray Train run to its end (``run``): ``trainer.fit`` with ``sweep_worker`` on
+    """Runs a trial's Ray Train run to its end (``run``): ``trainer.fit`` with ``worker.train_worker`` on
     every rank and each report relayed to the trial; the error travels as its text. A word on
     ``halt``, or the trial gone (its queue with it), interrupts this actor as Ctrl-C would: Ray
     Train's handler, installed by ``fit`` in this actor's main thread, aborts the run, which ends
@@ -242,7 +202,7 @@ class TrialTraining:
                 loop_config["tracking_uri"],
                 recipe,
                 callbacks=[Relay(relay)],
-                loop=(sweep_worker, loop_config),
+                loop=(train_worker, loop_config),
                 wait_s=wait_s,
             )
         except KeyboardInterrupt:  # interrupted before Ray Train's handler was in place
@@ -368,6 +328,7 @@ def run_sweep(sweep: Sweep, *, wait_s: float = DEFAULT_WAIT_MINUTES * 60, echo=p
             "experiment_id": experiment_id,
             "parent_id": parent_id,
             "scheduler": sweep.scheduler,
+            "pause_at": sweep.decision_epochs(),
             "wait_s": wait_s,
         }
         tuner = tune.Tuner(

@@ -19,10 +19,16 @@ from orchestrator.data import build_run_data
 from orchestrator.lifecycle import RunState
 from workloads.engine import DivergenceError, Recipe
 
+TRAINED = "trained_iterations"  # reported with each epoch: iterations that epoch trained (a sweep's budget)
+
 
 def train_worker(loop_config: dict) -> None:
     """Ray Train's ``train_loop_per_worker``: ``loop_config`` holds the resolved config and recipe as
-    dicts, the MLflow ``tracking_uri`` and the ``run_id`` that rank 0 logs to."""
+    dicts, the MLflow ``tracking_uri`` and the ``run_id`` that rank 0 logs to, and a sweep's trials
+    add ``start``, a checkpoint to begin from when Ray Train has none of its own (the trial's in
+    Tune, maybe a PBT peer's, whose weights are adopted whatever its config hash), and ``pause_at``:
+    epochs after whose report rank 0 waits for a word on ``gate`` (the scheduler's verdict:
+    continue), the other ranks at their next collective."""
     config = ExperimentConfig(**loop_config["config"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
@@ -39,11 +45,13 @@ def train_worker(loop_config: dict) -> None:
         tracking_uri=loop_config["tracking_uri"],
         run_id=loop_config["run_id"],
     )
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        run.restore(checkpoint)
+    own = ray.train.get_checkpoint()  # this Ray Train run's own, after a worker restart
+    start = loop_config.get("start")
+    if own is not None or start is not None:
+        run.restore(own or start, adopt=own is None)
     run.start()
     while run.epoch < run.epochs:
+        before = run.iteration
         try:
             stats = run.train_epoch()
         except DivergenceError as error:
@@ -51,7 +59,7 @@ def train_worker(loop_config: dict) -> None:
             # deterministic failure; rank 0 records it on the run, and the driver marks it failed.
             run.diverged(error)
             return
-        metrics = run.end_epoch(stats)
+        metrics = run.end_epoch(stats) | {TRAINED: run.iteration - before}
         if rank == 0 and run.saves_after(run.epoch):
             with tempfile.TemporaryDirectory() as folder:
                 run.save(folder)
@@ -59,4 +67,6 @@ def train_worker(loop_config: dict) -> None:
         else:
             # A barrier: every rank reports as often as rank 0 does.
             ray.train.report(metrics)
+        if rank == 0 and run.epoch in loop_config.get("pause_at", ()):
+            loop_config["gate"].get()
     run.finish()

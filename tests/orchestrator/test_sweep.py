@@ -63,6 +63,7 @@ def test_the_space_grammar_reads_every_distribution():
         (["--set", "val_split=null"], "needs a validation split"),
         (["--set", "recipe.total=32", "--set", "recipe.milestones=[]"], "needs at least 2"),
         (["--scheduler", "pbt", "--samples", "1"], "at least 2 samples"),
+        (["--scheduler", "pbt", "--searcher", "optuna"], "searcher 'optuna' cannot steer it"),
         (["--samples", "1"], "needs at least 2 samples to stop any"),
     ],
 )
@@ -201,10 +202,13 @@ def test_pbt_trials_resume_from_a_peers_checkpoint(ray_local, tmp_path):
     assert len(lrs) == 2 and lrs[1] != lrs[0]  # its lr was perturbed
 
 
-def test_killed_driver_continues_the_same_sweep_without_duplicating_runs(tmp_path):
+def test_killed_driver_continues_the_same_optuna_sweep_without_duplicating_runs(tmp_path):
+    """Optuna's TPE end to end: its state (what it suggested, what it was told) is not rebuilt from
+    run names but restored with Tune's experiment, so the rerun's searcher is the one that died."""
     storage = tmp_path / "runs"
     command = [sys.executable, "-m", "orchestrator.sweep", "--name", "resume", "--samples", "2"]
-    command += ["--scheduler", "fifo", "--max-concurrent", "1", "--storage-path", str(storage), "--no-register"]
+    command += ["--scheduler", "fifo", "--searcher", "optuna", "--max-concurrent", "1"]
+    command += ["--storage-path", str(storage), "--no-register"]
     command += [arg for pair in TINY for arg in ("--set", pair)] + [arg for s in SPACE for arg in ("--space", s)]
     log = tmp_path / "first.log"
     with log.open("w") as out:
@@ -227,6 +231,10 @@ def test_killed_driver_continues_the_same_sweep_without_duplicating_runs(tmp_pat
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     for run_id, end_time in finished.items():  # the finished trial was not trained again
         assert client.get_run(run_id).info.end_time == end_time
+    assert parents[0].data.params["searcher"] == "optuna"
+    assert list((storage / "resume" / "tune").glob("searcher-state-*.pkl")), "Tune saved no searcher state"
+    lrs = [float(c.data.params["recipe.lr"]) for c in children]
+    assert len(set(lrs)) == 2 and all(0.002 <= lr <= 0.5 for lr in lrs)
 
 
 def wait_for_finished_trials(db: Path, log: Path, timeout: float) -> dict[str, int]:
