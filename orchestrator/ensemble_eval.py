@@ -20,43 +20,53 @@ from workloads import ensemble as ensemble_math
 from workloads.data import dataset_spec
 from workloads.engine import config_hash
 
-VALIDATION_NOTE = (
-    "no validation split: greedy selection picks on a seeded random half of the test "
-    "split ('val') and is reported on the other half ('holdout')"
-)
+
+def shared_validation(members: list, sharded: bool) -> tuple[float | None, str]:
+    """``(val_split, what greedy selection picks on)``: the validation split every member held out of
+    its training images, or None and why there is none to pick on (greedy selection is then skipped:
+    picking on the reported split would report a selection on the images it was made on)."""
+    if sharded:
+        return None, "skipped: sharded data sets have no validation split (their val/ folder is the reported split)"
+    splits = {m.config.val_split for m in members}
+    if splits == {None}:
+        return None, "skipped: the members held out no validation split (val_split null)"
+    if len(splits) > 1:
+        shown = ", ".join(f"{m.name}: {m.config.val_split}" for m in members)
+        return None, f"skipped: the members held out different validation splits ({shown}), so none is unseen by all"
+    (val_split,) = splits
+    return val_split, f"on the members' validation split (val_split {val_split:g}), reported on the test split"
 
 
-def summarize(probabilities: dict, labels: torch.Tensor, validation: torch.Tensor, weights: list[float] | None) -> dict:
-    """Every member's and the ensemble's errors on all images, and on the holdout half the plain
-    average next to the members greedy selection picks on the validation half."""
+def summarize(
+    probabilities: dict, labels: torch.Tensor, validation: torch.Tensor, weights: list[float] | None, selection: str
+) -> dict:
+    """Every member's and the ensemble's errors on the test rows (``validation`` False), and greedy
+    forward selection: picked on the validation rows, its members' average scored on the test rows.
+    ``selection`` says what it picks on, or why it was skipped (no validation rows)."""
     names = list(probabilities)
     weights = weights or [1.0] * len(names)
+    test = ~validation
+    on_test = {n: p[test] for n, p in probabilities.items()}
     members = [
-        {"name": n, "weight": w, **ensemble_math.errors(probabilities[n], labels)} for n, w in zip(names, weights)
+        {"name": n, "weight": w, **ensemble_math.errors(on_test[n], labels[test])} for n, w in zip(names, weights)
     ]
-    ensemble = ensemble_math.errors(ensemble_math.combine([probabilities[n] for n in names], weights), labels)
-    holdout = ~validation
-    steps = ensemble_math.greedy_selection({n: p[validation] for n, p in probabilities.items()}, labels[validation])
-    picked = [s["member"] for s in steps]
+    ensemble = ensemble_math.errors(ensemble_math.combine([on_test[n] for n in names], weights), labels[test])
+    greedy: dict = {"selection": selection, "val_images": int(validation.sum())}
+    if validation.any():
+        steps = ensemble_math.greedy_selection({n: p[validation] for n, p in probabilities.items()}, labels[validation])
+        picked = [s["member"] for s in steps]
+        greedy |= {
+            "steps": steps,
+            "members": picked,
+            "test": ensemble_math.errors(ensemble_math.combine([on_test[n] for n in picked]), labels[test]),
+        }
     return {
-        "images": len(labels),
+        "images": int(test.sum()),
         "members": members,
         "ensemble": ensemble,
         "mean_member": {k: sum(m[k] for m in members) / len(members) for k in ("top1_error", "top5_error")},
         "worst_member": {k: max(m[k] for m in members) for k in ("top1_error", "top5_error")},
-        "greedy": {
-            "validation": VALIDATION_NOTE,
-            "val_images": int(validation.sum()),
-            "holdout_images": int(holdout.sum()),
-            "steps": steps,
-            "members": picked,
-            "holdout_average": ensemble_math.errors(
-                ensemble_math.combine([p[holdout] for p in probabilities.values()], weights), labels[holdout]
-            ),
-            "holdout_greedy": ensemble_math.errors(
-                ensemble_math.combine([probabilities[n][holdout] for n in picked]), labels[holdout]
-            ),
-        },
+        "greedy": greedy,
     }
 
 
@@ -70,11 +80,14 @@ def report_lines(summary: dict) -> list[str]:
             f"{label:<{width}}  {'':6}  {summary[key]['top1_error']:8.2f}%  {summary[key]['top5_error']:8.2f}%"
         )
     g = summary["greedy"]
+    if "members" not in g:
+        lines.append(f"greedy forward selection {g['selection']}")
+        return lines
     lines.append(
-        f"greedy forward selection ({g['validation']}): picked {', '.join(g['members'])}; on the "
-        f"{g['holdout_images']} holdout images top-1/top-5 {g['holdout_greedy']['top1_error']:.2f}%/"
-        f"{g['holdout_greedy']['top5_error']:.2f}% vs the plain average's "
-        f"{g['holdout_average']['top1_error']:.2f}%/{g['holdout_average']['top5_error']:.2f}%"
+        f"greedy forward selection {g['selection']}: picked {', '.join(g['members'])} on "
+        f"{g['val_images']} validation images; on the {summary['images']} test images top-1/top-5 "
+        f"{g['test']['top1_error']:.2f}%/{g['test']['top5_error']:.2f}% vs the average's "
+        f"{summary['ensemble']['top1_error']:.2f}%/{summary['ensemble']['top5_error']:.2f}%"
     )
     return lines
 
@@ -129,9 +142,16 @@ def evaluate(
             f"the {test_config.dataset} test split has {test.num_classes} classes, the members {members[0].num_classes}"
         )
     ensemble_math.check_view(view, image_size)
+    val_split, selection = shared_validation(members, spec.sharded)
+    labels, validation = test.labels, torch.zeros(len(test.labels), dtype=torch.bool)
+    images = None if spec.sharded else test.images
+    if val_split is not None:  # scored in the same pass, after the test images
+        val = load_split(dataclasses.replace(test_config, val_split=val_split), "val")
+        images, labels = torch.cat([test.images, val.images]), torch.cat([test.labels, val.labels])
+        validation = torch.cat([validation, torch.ones(len(val.labels), dtype=torch.bool)])
     echo(
-        f"[ensemble] scoring {len(members)} member(s) on {len(test.labels)} {test_config.dataset} test images, "
-        f"view {view}, over Ray"
+        f"[ensemble] scoring {len(members)} member(s) on {len(test.labels)} {test_config.dataset} test images"
+        f"{f' and {int(validation.sum())} validation images' if validation.any() else ''}, view {view}, over Ray"
     )
     cli.init_ray()
     task = {"CPU": cpus, "GPU": 1.0} if use_gpu else {"CPU": cpus}
@@ -142,10 +162,9 @@ def evaluate(
         probabilities = score_shards(members, test, view, use_gpu=use_gpu, cpus=cpus, batch_size=batch_size)
     else:
         probabilities = score_members(
-            members, test.images, view, use_gpu=use_gpu, cpus=cpus, shards=shards, batch_size=batch_size
+            members, images, view, use_gpu=use_gpu, cpus=cpus, shards=shards, batch_size=batch_size
         )
-    validation = ensemble_math.holdout_split(len(test.labels))
-    summary = summarize(probabilities, test.labels, validation, weights)
+    summary = summarize(probabilities, labels, validation, weights, selection)
 
     key = config_hash(
         {
@@ -164,11 +183,11 @@ def evaluate(
         "dataset": test_config.dataset,
         "test_subset": test_config.test_subset,
         "weights": weights,
-        "validation": VALIDATION_NOTE,
+        "greedy_selection": selection,
     }
     folder = Path(out) if out else _output_folder(storage_path, eval_name)
     parquet = ensemble_math.write_probabilities(
-        folder / tracking.PROBABILITIES_FILE, probabilities, test.labels, validation, metadata
+        folder / tracking.PROBABILITIES_FILE, probabilities, labels, validation, metadata
     )
     run_id = log_evaluation(client, runs[0].info.experiment_id, eval_name, key, summary, metadata, parquet, parent)
     for line in report_lines(summary):
@@ -215,22 +234,25 @@ def log_evaluation(
             "weights": metadata["weights"],
             "test_subset": metadata["test_subset"],
             "member_run_ids": ",".join(m["run_id"] for m in metadata["members"]),
+            "greedy_selection": metadata["greedy_selection"],
         },
     )
     g = summary["greedy"]
     metrics = {
         "members": len(summary["members"]),
         "images": summary["images"],
+        "val_images": g["val_images"],
         "ensemble_top1_error": summary["ensemble"]["top1_error"],
         "ensemble_top5_error": summary["ensemble"]["top5_error"],
         "mean_member_top1_error": summary["mean_member"]["top1_error"],
         "mean_member_top5_error": summary["mean_member"]["top5_error"],
-        "holdout_average_top1_error": g["holdout_average"]["top1_error"],
-        "holdout_average_top5_error": g["holdout_average"]["top5_error"],
-        "holdout_greedy_top1_error": g["holdout_greedy"]["top1_error"],
-        "holdout_greedy_top5_error": g["holdout_greedy"]["top5_error"],
-        "greedy_members": len(g["members"]),
     }
+    if "members" in g:  # picked on validation images, scored on the test images
+        metrics |= {
+            "greedy_top1_error": g["test"]["top1_error"],
+            "greedy_top5_error": g["test"]["top5_error"],
+            "greedy_members": len(g["members"]),
+        }
     for m in summary["members"]:
         metrics |= {tracking.member_metric(m["name"], k): m[k] for k in ("top1_error", "top5_error")}
     tracking.log_metrics(client, run_id, metrics, step=0)
@@ -265,7 +287,8 @@ def combine(client, source: str, members: list[str] | None, weights: list[float]
         )
     if weights is not None and len(weights) != len(names):
         raise ValueError(f"--weights gives {len(weights)} weight(s) for {len(names)} members")
-    summary = summarize({n: probabilities[n] for n in names}, labels, validation, weights)
+    selection = metadata.get("greedy_selection", "skipped: the table has no validation rows")
+    summary = summarize({n: probabilities[n] for n in names}, labels, validation, weights, selection)
     for line in report_lines(summary):
         echo(line)
     return report(summary, metadata) | {"source": source}

@@ -34,7 +34,7 @@ VIEWS = ("center", "flip", "10crop", "multiscale")
 SMALL_IMAGE_MAX = 64  # px: images up to this size are scored whole, as trained
 METADATA_KEY = b"ensemble"  # Parquet schema metadata: JSON describing the members
 FIXED_COLUMNS = ("image", "label", "split")
-VALIDATION, HOLDOUT = "val", "holdout"
+VALIDATION, TEST = "val", "test"  # the split column: selection rows, reported rows
 
 
 def check_view(view: str, image_size: int) -> None:
@@ -224,15 +224,6 @@ def errors(probabilities: torch.Tensor, labels: torch.Tensor) -> dict:
     return {"top1_error": 100.0 * (n - correct1) / n, "top5_error": 100.0 * (n - correct5) / n}
 
 
-def holdout_split(n: int, seed: int = 0) -> torch.Tensor:
-    """bool ``[n]``: True for a seeded random half of the images (the "validation" half that greedy
-    selection looks at), False for the other half (held out to report the selection on)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[order[: n // 2]] = True
-    return mask
-
-
 def greedy_selection(probabilities: Mapping[str, torch.Tensor], labels: torch.Tensor) -> list[dict]:
     """Greedy forward selection (Caruana et al. 2004, without replacement, equal weights).
 
@@ -267,8 +258,9 @@ def write_probabilities(
     validation: torch.Tensor,
     metadata: dict,
 ) -> Path:
-    """One row per image: ``image`` (index in the evaluated split), ``label``, ``split`` ("val" or
-    "holdout", see ``holdout_split``), and per member a column of its class probabilities (a
+    """One row per image: ``image`` (its index in its split), ``label``, ``split`` ("val" where
+    ``validation`` is True: the members' held-out training images, which greedy selection picks on;
+    else "test": the reported split), and per member a column of its class probabilities (a
     fixed-size list of float32). ``metadata`` (JSON) is stored in the schema."""
     names = list(probabilities)
     clash = set(names) & set(FIXED_COLUMNS)
@@ -276,9 +268,9 @@ def write_probabilities(
         raise ValueError(f"member name(s) {sorted(clash)} clash with the columns {FIXED_COLUMNS}")
     classes = next(iter(probabilities.values())).shape[1]
     columns = {
-        "image": pa.array(range(len(labels)), pa.int64()),
+        "image": pa.array(_index_in_split(validation).tolist(), pa.int64()),
         "label": pa.array(labels.tolist(), pa.int64()),
-        "split": pa.array([VALIDATION if v else HOLDOUT for v in validation.tolist()], pa.string()),
+        "split": pa.array([VALIDATION if v else TEST for v in validation.tolist()], pa.string()),
     }
     for name in names:
         flat = pa.array(probabilities[name].float().reshape(-1).numpy(), pa.float32())
@@ -288,6 +280,12 @@ def write_probabilities(
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
     return path
+
+
+def _index_in_split(validation: torch.Tensor) -> torch.Tensor:
+    """Each row's index among the rows of its own split (val or test), in row order."""
+    val = validation.long()
+    return torch.where(validation, val.cumsum(0) - 1, (1 - val).cumsum(0) - 1)
 
 
 def read_probabilities(path: str | Path) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, dict]:

@@ -96,11 +96,18 @@ def by_hand(table, names, weights=None):
     return top1, top5
 
 
+def rows(parquet: str, split: str):
+    """The probability table's rows of one split: "test" (reported) or "val" (selection)."""
+    table = pq.read_table(parquet)
+    return table.filter(table.column("split").to_numpy(zero_copy_only=False) == split)
+
+
 def test_ensemble_errors_match_a_recomputation_from_the_stored_probabilities(trained):
     evaluation = trained[0]["evaluation"]
-    table = pq.read_table(evaluation["parquet"])
+    table = rows(evaluation["parquet"], "test")
     names = [m["name"] for m in evaluation["members"]]
     assert table.num_rows == evaluation["images"] == 512
+    assert table.column("image").to_pylist() == list(range(512))
     top1, top5 = by_hand(table, names)
     assert evaluation["ensemble"]["top1_error"] == pytest.approx(top1, abs=1e-9)
     assert evaluation["ensemble"]["top5_error"] == pytest.approx(top5, abs=1e-9)
@@ -114,21 +121,27 @@ def test_the_ensemble_beats_the_mean_member_on_top1(trained):
     assert evaluation["ensemble"]["top1_error"] <= evaluation["worst_member"]["top1_error"]
 
 
-def test_greedy_selection_never_adds_a_member_that_raises_validation_error(trained):
-    evaluation = trained[0]["evaluation"]
+def test_greedy_selection_picks_on_the_validation_split_and_is_reported_on_the_test_split(trained):
+    summary, uri, _ = trained
+    evaluation = summary["evaluation"]
     greedy = evaluation["greedy"]
-    table = pq.read_table(evaluation["parquet"]).filter(
-        pq.read_table(evaluation["parquet"]).column("split").to_numpy(zero_copy_only=False) == "val"
-    )
-    assert table.num_rows == greedy["val_images"] == 256
+    # The members' 500 held-out training images (val_split=500), none of the 512 test images.
+    val = rows(evaluation["parquet"], "val")
+    assert val.num_rows == greedy["val_images"] == 500
+    assert greedy["selection"].startswith("on the members' validation split (val_split 500)")
     picked, previous = [], (float("inf"), float("inf"))
     for step in greedy["steps"]:
         picked.append(step["member"])
-        top1, top5 = by_hand(table, picked)
+        top1, top5 = by_hand(val, picked)
         assert (step["top1_error"], step["top5_error"]) == pytest.approx((top1, top5))
-        assert (top5, top1) < previous
+        assert (top5, top1) < previous  # never adds a member that raises the validation error
         previous = (top5, top1)
     assert greedy["members"] == picked and 1 <= len(picked) <= 3
+    top1, top5 = by_hand(rows(evaluation["parquet"], "test"), picked)
+    assert (greedy["test"]["top1_error"], greedy["test"]["top5_error"]) == pytest.approx((top1, top5))
+    logged = MlflowClient(uri).get_run(evaluation["run_id"]).data
+    assert logged.metrics["greedy_top1_error"] == pytest.approx(top1) and logged.metrics["val_images"] == 500
+    assert logged.params["greedy_selection"] == greedy["selection"]
 
 
 def test_combine_of_a_subset_equals_evaluating_that_subset(trained, tmp_path, capsys):
@@ -175,8 +188,9 @@ def test_combine_of_a_subset_equals_evaluating_that_subset(trained, tmp_path, ca
     assert combined["ensemble"] == direct["ensemble"]
     assert combined["members"] == direct["members"]
     assert combined["ensemble"] == pytest.approx(
-        dict(zip(("top1_error", "top5_error"), by_hand(pq.read_table(direct["parquet"]), names, [2, 1])))
+        dict(zip(("top1_error", "top5_error"), by_hand(rows(direct["parquet"], "test"), names, [2, 1])))
     )
+    assert combined["greedy"] == direct["greedy"]  # picked on the same validation rows
 
 
 def fake_run(

@@ -128,3 +128,34 @@ def test_plateau_divides_the_lr_on_validation_error_and_a_resumed_run_divides_wh
     resumed.restore(ray.train.Checkpoint.from_directory(str(tmp_path / "checkpoint_1")))
     assert (resumed.epoch, resumed.iteration) == (3, 12)
     assert resumed.val_history == run.val_history and resumed.recipe.milestones == (8, 12)
+
+
+def test_greedy_ensemble_selection_picks_only_on_a_validation_split_every_member_held_out():
+    from types import SimpleNamespace
+
+    from orchestrator.ensemble_eval import report_lines, shared_validation, summarize
+
+    def member(name, val_split):
+        return SimpleNamespace(name=name, config=SimpleNamespace(val_split=val_split))
+
+    assert shared_validation([member("a", 500.0), member("b", 500.0)], sharded=False)[0] == 500.0
+    for members, sharded, why in (
+        ([member("a", 500.0)], True, "sharded data sets have no validation split"),
+        ([member("a", None), member("b", None)], False, "held out no validation split"),
+        ([member("a", 500.0), member("b", None)], False, "different validation splits (a: 500.0, b: None)"),
+    ):
+        val_split, selection = shared_validation(members, sharded)
+        assert val_split is None and selection.startswith("skipped: ") and why in selection
+    # Without validation rows the members and the ensemble are still scored, greedy selection is not.
+    labels = torch.tensor([0, 1, 1, 0])
+    probabilities = {"a": torch.eye(2)[labels], "b": torch.eye(2)[1 - labels]}
+    summary = summarize(probabilities, labels, torch.zeros(4, dtype=torch.bool), None, "skipped: no split")
+    assert [m["top1_error"] for m in summary["members"]] == [0.0, 100.0] and "members" not in summary["greedy"]
+    assert report_lines(summary)[-1] == "greedy forward selection skipped: no split"
+    # With validation rows it picks there, blind to the test rows: "b" is right on the val rows and
+    # wrong on the test rows, "a" the other way round, so greedy takes "b" and reports its test error.
+    validation = torch.tensor([False, False, True, True])
+    probabilities = {"a": torch.eye(2)[torch.tensor([0, 1, 0, 1])], "b": torch.eye(2)[torch.tensor([1, 0, 1, 0])]}
+    summary = summarize(probabilities, labels, validation, None, "on val")
+    assert summary["images"] == 2 and [m["top1_error"] for m in summary["members"]] == [0.0, 100.0]
+    assert summary["greedy"]["members"] == ["b"] and summary["greedy"]["test"]["top1_error"] == 100.0

@@ -354,7 +354,7 @@ def store(tmp_path_factory) -> dict:
         folder / "probs" / "probabilities.parquet",
         probabilities,
         labels,
-        ensemble_math.holdout_split(4),
+        torch.tensor([True, True, False, False]),
         {"members": [{"name": n, "run_id": n} for n in probabilities]},
     )
     return {"folder": folder, "uri": uri, "parquet": str(parquet), **ids}

@@ -3,6 +3,7 @@ table, against values computed by hand."""
 
 import math
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from torch import nn
@@ -86,9 +87,13 @@ def test_greedy_selection_adds_only_members_that_lower_the_error():
     assert keys == sorted(keys) and len(set(keys)) == len(keys)  # every step strictly lowers the error
 
 
-def test_holdout_split_is_a_seeded_half():
-    mask = E.holdout_split(11)
-    assert mask.sum().item() == 5 and torch.equal(mask, E.holdout_split(11))
+def test_each_row_is_numbered_within_its_split(tmp_path):
+    probs = {"m": torch.full((5, 2), 0.5)}
+    validation = torch.tensor([False, False, True, False, True])
+    path = E.write_probabilities(tmp_path / "p.parquet", probs, torch.zeros(5, dtype=torch.int64), validation, {})
+    table = pq.read_table(path)
+    assert table.column("split").to_pylist() == ["test", "test", "val", "test", "val"]
+    assert table.column("image").to_pylist() == [0, 1, 0, 2, 1]
 
 
 def test_probability_table_round_trips(tmp_path):
