@@ -60,9 +60,9 @@ lint: setup
 test-fast: setup lint
 	$(PY) -m pytest $(FAST_TESTS) $(PYTEST_ARGS)
 
-# The chaos suite: the short reliability tests plus the long fault-injection runs (slow).
+# The fault-injection tests alone (part of `make test` too): about 15 min.
 chaos: setup test-services
-	CHAOS_LONG=1 $(PY) -m pytest tests/reliability \
+	$(PY) -m pytest tests/reliability \
 	  tests/orchestrator/test_train.py::test_driver_sigkill_then_rerun_resumes $(PYTEST_ARGS)
 
 clean:

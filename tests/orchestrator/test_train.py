@@ -33,7 +33,6 @@ from orchestrator.tracking import CHECKPOINT_FILE
 from orchestrator.train import build_parser, config_from_args
 from orchestrator.trainer import run_folder
 from orchestrator.training import train
-from tests.reliability.procs import CHAOS_LONG, LONG_REASON
 from workloads.data import ResidentLoader, per_pixel_mean
 from workloads.engine import evaluate, load_checkpoint
 
@@ -525,7 +524,7 @@ def test_only_a_dead_ray_process_outside_the_worker_groups_own_retries_is_fitted
 
     died = ray.exceptions.ActorDiedError()
     assert _a_ray_process_died(died)
-    assert _a_ray_process_died(ControllerError(died))  # as the long chaos test's worker kill ends fit()
+    assert _a_ray_process_died(ControllerError(died))  # as test_chaos's three worker kills can end fit()
     try:
         try:
             raise died
@@ -710,9 +709,6 @@ def test_worker_sigkill_redoes_at_most_one_epoch(start_cli, tmp_path):
 # --- 3. the driver killed: rerunning the command resumes from the latest checkpoint ------------------
 
 
-# Long (make chaos): the ablation's driver-kill resume (tests/orchestrator/test_ablate.py) covers the
-# same path in the normal run, and the full suite must stay under 20 minutes on 2 cores.
-@pytest.mark.skipif(not CHAOS_LONG, reason=LONG_REASON)
 @pytest.mark.timeout(480)
 def test_driver_sigkill_then_rerun_resumes(start_cli, tmp_path):
     started = time.monotonic()

@@ -20,8 +20,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 FASHION_MNIST = Path(os.environ.get("FASHION_MNIST_ROOT", "/usr/share/datasets/fashion-mnist"))
 HAVE_FASHION_MNIST = (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists()
-CHAOS_LONG = os.environ.get("CHAOS_LONG") == "1"
-LONG_REASON = "long chaos test: runs only with CHAOS_LONG=1 (make chaos)"
 
 
 def clean_env(**extra: str) -> dict:
