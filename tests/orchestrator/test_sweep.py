@@ -101,7 +101,7 @@ def test_dry_run_prints_the_space_the_rungs_and_the_budget():
     assert out.returncode == 0, out.stderr
     assert "recipe.lr            log-uniform in [0.005, 1]" in out.stdout
     assert "ASHA rungs (epochs): 1, 2, 4" in out.stdout
-    assert re.search(r"budget: at most 8 x \d+ = \d+ iterations", out.stdout)
+    assert re.search(r"budget: at most 16 x \d+ = \d+ iterations", out.stdout)
 
 
 def test_asha_budget_and_rungs_follow_the_schedule(tmp_path):
