@@ -182,6 +182,33 @@ def test_the_winner_is_registered_with_the_alias_best(asha_and_full):
     assert any(line.startswith("registered: model tiny-asha version") for line in lines)
 
 
+def test_ensemble_evaluate_best_n_selects_the_sweeps_trials_on_validation(asha_and_full, tmp_path, capsys):
+    from orchestrator import cli, ensemble
+
+    summary, _, _ = asha_and_full["asha"]
+    client = MlflowClient(summary["tracking_uri"])
+    sweep_runs = f"tags.`orchestrator.sweep` = '{summary['name']}'"
+    argv = ["evaluate", "--best", "2", "--filter", sweep_runs, "--tracking-uri", summary["tracking_uri"]]
+    argv += ["--out", str(tmp_path / "ensemble"), "--json", str(tmp_path / "ensemble.json")]
+    with pytest.raises(SystemExit) as code:
+        cli.run(ensemble.main, argv)
+    assert code.value.code == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "ensemble.json").read_text())
+    experiment = client.get_run(summary["parent_run_id"]).info.experiment_id
+    trials = client.search_runs([experiment], sweep_runs)
+    assert len(trials) == 4
+
+    def key(run):
+        return (run.data.metrics["val_top5_error"], run.data.metrics["val_top1_error"])
+
+    chosen = {m["run_id"] for m in result["members"]}
+    assert len(chosen) == 2 and chosen <= {r.info.run_id for r in trials}
+    assert max(key(r) for r in trials if r.info.run_id in chosen) <= min(
+        key(r) for r in trials if r.info.run_id not in chosen
+    )
+    assert result["greedy"]["val_images"] == 256  # the trials' shared validation split
+
+
 def test_pbt_trials_resume_from_a_peers_checkpoint(ray_local, tmp_path):
     from orchestrator.sweeping import run_sweep
 
