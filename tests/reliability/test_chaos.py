@@ -110,7 +110,7 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
-# --- the newest checkpoint truncated (short) -----------------------------------------------------------
+# --- the newest checkpoint truncated------------------------------------------------------------------
 
 # One worker, 256 images = 2 iterations of batch 128 per epoch, 4 epochs. Rank 0's loss goes NaN at
 # iteration 5 (epoch 3), so the run fails deterministically after checkpointing epochs 1 and 2, and
@@ -188,7 +188,7 @@ def test_every_kept_checkpoint_corrupt_fails_naming_them_and_loads_no_garbage(ra
     assert newest.read_bytes() == b"\x00" * 1024  # left for inspection, not rewritten
 
 
-# --- workers SIGKILLed three times (long) -------------------------------------------------------------
+# --- workers SIGKILLed three times -------------------------------------------------------------------
 
 # 2 workers, 2,048 images = 16 iterations per epoch, 10 epochs; room for 3 restarts.
 KILL_ARGS = [
@@ -248,7 +248,7 @@ def test_workers_sigkilled_three_times_the_run_finishes_as_if_uninterrupted(comm
     assert "Traceback" not in cli.stdout()
 
 
-# --- the ablation driver killed again and again (long) ------------------------------------------------
+# --- the ablation driver killed again and again ------------------------------------------------------
 
 
 @pytest.mark.timeout(1800)
@@ -310,7 +310,7 @@ def test_ablation_driver_killed_repeatedly_each_trial_completes_once(commands, i
         assert client.get_run(run_id).info.end_time == end_time
 
 
-# --- the MLflow tracking server down mid-run (long) ---------------------------------------------------
+# --- the MLflow tracking server down mid-run ---------------------------------------------------------
 
 
 @pytest.mark.timeout(900)
@@ -372,7 +372,7 @@ def test_mlflow_server_down_for_20s_mid_run_metrics_land_later_none_lost(command
         server.stop()
 
 
-# --- the storage made read-only mid-run (long) --------------------------------------------------------
+# --- the storage made read-only mid-run --------------------------------------------------------------
 
 
 @pytest.mark.timeout(900)
@@ -420,7 +420,7 @@ def test_storage_read_only_mid_run_fails_clearly_and_keeps_the_last_checkpoint(c
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
-# --- a packed trial's driver killed, its newest checkpoint torn (long) ---------------------------------
+# --- a packed trial's driver killed, its newest checkpoint torn ---------------------------------------
 
 
 @pytest.mark.timeout(900)
