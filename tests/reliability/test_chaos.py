@@ -110,7 +110,7 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
-# --- the newest checkpoint truncated------------------------------------------------------------------
+# --- the newest checkpoint truncated ------------------------------------------------------------------
 
 # One worker, 256 images = 2 iterations of batch 128 per epoch, 4 epochs. Rank 0's loss goes NaN at
 # iteration 5 (epoch 3), so the run fails deterministically after checkpointing epochs 1 and 2, and
