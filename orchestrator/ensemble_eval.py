@@ -287,7 +287,9 @@ def combine(client, source: str, members: list[str] | None, weights: list[float]
         )
     if weights is not None and len(weights) != len(names):
         raise ValueError(f"--weights gives {len(weights)} weight(s) for {len(names)} members")
-    selection = metadata.get("greedy_selection", "skipped: the table has no validation rows")
+    selection = metadata.get("greedy_selection") or (  # tables written before the field: say what they hold
+        "on the table's val rows" if validation.any() else "skipped: the table has no val rows"
+    )
     summary = summarize({n: probabilities[n] for n in names}, labels, validation, weights, selection)
     for line in report_lines(summary):
         echo(line)
