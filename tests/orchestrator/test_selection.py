@@ -75,6 +75,23 @@ def test_the_driver_resolves_an_epoch_recipe_into_iterations_of_the_global_batch
     }
 
 
+def test_without_local_data_an_epoch_recipe_stays_in_epochs_only_when_driving_a_remote_cluster(tmp_path, monkeypatch):
+    # The data lives on the cluster's nodes alone: this driver cannot count an epoch's iterations.
+    config = load_config(
+        "imagenet",
+        {
+            "data_root": str(tmp_path / "on-the-nodes"),
+            "recipe_overrides": {"unit": "epoch", "total": 6, "milestones": [3, 5]},
+        },
+    )
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(FileNotFoundError):
+        run_recipe(config)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    recipe = run_recipe(config)
+    assert (recipe.unit, recipe.total) == ("epoch", 6)  # the workers turn it into iterations
+
+
 def _checkpoint(tmp_path, name: str) -> ray.train.Checkpoint:
     (tmp_path / name).mkdir()
     return ray.train.Checkpoint.from_directory(str(tmp_path / name))
