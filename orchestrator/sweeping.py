@@ -113,12 +113,18 @@ def run_trial(trial_spec: dict) -> None:
     )
     relay = Queue(actor_options={"num_cpus": 0})  # unbounded: Ray Train waits on the trial only at pause_at
     halt = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    # Training stops after each decision epoch until Tune has ruled on its report (as a function
+    # trainable stops in tune.report), so a trial Tune stops there trains no further.
+    pause_at = static["pause_at"]
+    gate = Queue(actor_options={"num_cpus": 0})
     loop_config = {
         "config": config.to_dict(),
         "recipe": recipe.to_dict(),
         "run_id": run_id,
         "tracking_uri": config.tracking_uri,
         "start": start,
+        "pause_at": pause_at,
+        "gate": gate,
     }
     # Ray Train runs in a task of its own: when Tune stops or pauses the trial (tune.report raises
     # SystemExit here), ``halt`` makes that task abort the run the way Ctrl-C does, so its controller
@@ -128,13 +134,6 @@ def run_trial(trial_spec: dict) -> None:
     runner = TrialTraining.options(
         lifetime="detached", resources={HEAD_NODE: TRIAL_DRIVER[HEAD_NODE]}, scheduling_strategy="DEFAULT"
     ).remote()
-    # Training stops after each decision epoch until Tune has ruled on its report (as a function
-    # trainable stops in tune.report), so a trial Tune stops there trains no further. The gate is
-    # the runner's: a stopped trial's process exits at once, and a gate it owned would die with it,
-    # failing the waiting worker into a restart that trains on until the abort lands.
-    pause_at = static["pause_at"]
-    gate = ray.get(runner.open_gate.remote()) if pause_at else None
-    loop_config |= {"pause_at": pause_at, "gate": gate}
     training = runner.run.remote(
         dataclasses.replace(config, name=train_name), recipe, loop_config, relay, halt, static["wait_s"]
     )
@@ -178,11 +177,6 @@ class TrialTraining:
     ``halt``, or the trial gone (its queue with it), interrupts this actor as Ctrl-C would: Ray
     Train's handler, installed by ``fit`` in this actor's main thread, aborts the run, which ends
     its workers and releases its placement group; the actor then exits."""
-
-    def open_gate(self) -> Queue:
-        """The queue the trial's verdicts pass through to the waiting rank 0 (``worker.await_verdict``),
-        owned by this actor so that it outlives the trial until the run is aborted."""
-        return Queue(actor_options={"num_cpus": 0})
 
     def run(self, config: ExperimentConfig, recipe: Recipe, loop_config: dict, relay: Queue, halt: Queue, wait_s):
         finished, halted = threading.Event(), threading.Event()

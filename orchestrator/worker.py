@@ -13,7 +13,6 @@ import tempfile
 import ray.train
 import ray.train.torch
 import torch
-from ray.util.queue import Empty
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import build_run_data
@@ -21,9 +20,6 @@ from orchestrator.lifecycle import RunState
 from workloads.engine import DivergenceError, Recipe
 
 TRAINED = "trained_iterations"  # reported with each epoch: iterations that epoch trained (a sweep's budget)
-# s: how long rank 0 waits at a pause for the scheduler's verdict (a ruling takes seconds: a
-# controller poll, 2 s, and Tune's step); past it the trial is taken for gone and the run fails.
-VERDICT_TIMEOUT_S = 600.0
 
 
 def train_worker(loop_config: dict) -> None:
@@ -72,16 +68,5 @@ def train_worker(loop_config: dict) -> None:
             # A barrier: every rank reports as often as rank 0 does.
             ray.train.report(metrics)
         if rank == 0 and run.epoch in loop_config.get("pause_at", ()):
-            await_verdict(loop_config["gate"], run.epoch)
+            loop_config["gate"].get()
     run.finish()
-
-
-def await_verdict(gate, epoch: int) -> None:
-    """Block until the sweep's trial says Tune let the run continue past ``epoch``; a stopped
-    trial's run is aborted meanwhile. Fails, saying so, when no word comes in VERDICT_TIMEOUT_S."""
-    try:
-        gate.get(timeout=VERDICT_TIMEOUT_S)
-    except Empty:
-        raise RuntimeError(
-            f"no verdict from the sweep's scheduler on epoch {epoch} in {VERDICT_TIMEOUT_S:.0f} s: its trial is gone"
-        ) from None

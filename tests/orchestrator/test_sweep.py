@@ -161,10 +161,6 @@ def test_the_sweep_is_one_parent_with_a_child_run_per_trial_stopped_ones_tagged(
         stopped = child.data.tags["orchestrator.sweep.stopped"] == "true"
         reached = int(child.data.tags["orchestrator.sweep.iteration"])
         assert reached < 32 if stopped else reached == 32
-    # A stopped trial trained exactly to the rung it was stopped at (epoch 1 or 4, 4 iterations
-    # each), nothing past it: its training waited there for ASHA's verdict.
-    for row in summary["trials"]:
-        assert row["trained_iterations"] in ((4, 16) if row["status"] == "STOPPED" else (32,)), row
         assert {f.path for f in client.list_artifacts(child.info.run_id, "checkpoints")} == {
             "checkpoints/best",
             "checkpoints/last",
@@ -211,19 +207,6 @@ def test_ensemble_evaluate_best_n_selects_the_sweeps_trials_on_validation(asha_a
         key(r) for r in trials if r.info.run_id not in chosen
     )
     assert result["greedy"]["val_images"] == 256  # the trials' shared validation split
-
-
-def test_a_run_paused_for_a_verdict_that_never_comes_fails_saying_so(ray_local, monkeypatch):
-    from ray.util.queue import Queue
-
-    from orchestrator import worker
-
-    monkeypatch.setattr(worker, "VERDICT_TIMEOUT_S", 1.0)
-    gate = Queue(actor_options={"num_cpus": 0})
-    gate.put(True)
-    worker.await_verdict(gate, 1)  # the trial's word: training goes on
-    with pytest.raises(RuntimeError, match="no verdict from the sweep's scheduler on epoch 4 in 1 s"):
-        worker.await_verdict(gate, 4)
 
 
 def test_pbt_trials_resume_from_a_peers_checkpoint(ray_local, tmp_path):
