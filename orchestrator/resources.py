@@ -232,7 +232,12 @@ def start_timeout_failures(wait_s: float) -> tuple[float, int]:
 class PendingWatch:
     """Prints, at most every ``REPORT_EVERY_S``, what this job's placement groups are waiting for
     (Ray Train worker groups not yet placed): after a node is lost, or while trials queue for nodes
-    the autoscaler is bringing up. Quiet while nothing waits; never raises."""
+    the autoscaler is bringing up. Quiet while nothing waits; never raises.
+
+    It looks at Ray only while Ray is up and never while ``while_paused`` restarts it: a Ray call
+    between ``ray.shutdown()`` and the next ``ray.init`` would start a Ray of its own (Ray's
+    auto-init), joining the dead cluster's address, and Ray ends the process 60 s later for want
+    of that cluster's GCS."""
 
     def __init__(self, echo, who: str, interval: float = REPORT_EVERY_S):
         import ray
@@ -240,6 +245,7 @@ class PendingWatch:
         self.echo, self.who, self.interval = echo, who, interval
         self.job = ray.get_runtime_context().get_job_id()
         self._since: float | None = None
+        self._ray = threading.Lock()  # held while polling, and across a restart of Ray
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pending-watch", daemon=True)
 
@@ -251,12 +257,25 @@ class PendingWatch:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def while_paused(self, restart) -> None:
+        """Run ``restart`` (one that shuts Ray down and starts it again) with no poll in between."""
+        import ray
+
+        with self._ray:
+            restart()
+            self.job, self._since = ray.get_runtime_context().get_job_id(), None
+
     def _loop(self) -> None:
+        import ray
+
         while not self._stop.wait(self.interval):
-            try:
-                line = self.poll()
-            except Exception:  # noqa: BLE001 - reporting must never kill the run it reports on
-                continue
+            with self._ray:
+                if not ray.is_initialized():
+                    continue
+                try:
+                    line = self.poll()
+                except Exception:  # noqa: BLE001 - reporting must never kill the run it reports on
+                    continue
             if line:
                 self.echo(line)
 

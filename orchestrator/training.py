@@ -61,9 +61,8 @@ def train(
     )
     with (
         RunWatcher(uri, {config.name: run_id}, lambda label, m, eta: echo(epoch_line(label, m, eta)), on_event=echo),
-        resources.PendingWatch(echo, config.name),
+        resources.PendingWatch(echo, config.name) as watch,
     ):
-        result, error = fit(
-            config, run_id, uri, recipe, echo=echo, wait_s=wait_s, restart_ray=cli.restart_ray if own_ray else None
-        )
+        restart = (lambda: watch.while_paused(cli.restart_ray)) if own_ray else None
+        result, error = fit(config, run_id, uri, recipe, echo=echo, wait_s=wait_s, restart_ray=restart)
     return record_result(client, config, run_id, result, error)

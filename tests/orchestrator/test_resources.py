@@ -3,6 +3,11 @@ visibly (and then refused) on a cluster, and placement groups left waiting repor
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from orchestrator import resources
@@ -115,3 +120,31 @@ def test_a_waiting_placement_group_of_the_job_is_reported(ray_local):
         and "1 worker group(s) not placed yet, asking 1 CPU, 1 GPU; the cluster has 2 CPU, 0 GPU in all" in line
     ), line
     assert watch.poll() is None
+
+
+RESTART_WHILE_WATCHED = """
+import ray
+from orchestrator import cli, resources
+
+cli.init_ray()
+with resources.PendingWatch(print, "w", interval=0.002) as watch:
+    for _ in range(3):
+        watch.while_paused(cli.restart_ray)
+        ray.cluster_resources()  # the new Ray answers
+print("node", ray.get_runtime_context().get_node_id())
+"""
+
+
+def test_the_watch_never_touches_ray_while_the_driver_restarts_it():
+    # A poll between ray.shutdown() and ray.init would auto-start a Ray of its own (measured: the
+    # driver's ray.init then failed with "called ray.init twice", or the process died 60 s later
+    # waiting for the dead cluster's GCS). A fresh process: the restarts need a private Ray.
+    done = subprocess.run(
+        [sys.executable, "-c", RESTART_WHILE_WATCHED],
+        cwd=Path(__file__).parents[2],
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "node " in done.stdout, done.stderr[-3000:]
