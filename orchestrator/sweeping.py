@@ -48,6 +48,9 @@ from orchestrator.worker import TRAINED, train_worker
 from workloads.engine import Recipe
 
 TUNE_FOLDER = "tune"  # the Tune experiment's folder under <storage>/<sweep>/
+# s: a stopped trial's run waiting at its decision epoch ends within about a second of the word to
+# stop; one still mid-epoch (stopped elsewhere, or the sweep interrupted) is aborted after this.
+STOP_GRACE_S = 10.0
 
 
 class Relay(UserCallback):
@@ -113,18 +116,12 @@ def run_trial(trial_spec: dict) -> None:
     )
     relay = Queue(actor_options={"num_cpus": 0})  # unbounded: Ray Train waits on the trial only at pause_at
     halt = Queue(maxsize=1, actor_options={"num_cpus": 0})
-    # Training stops after each decision epoch until Tune has ruled on its report (as a function
-    # trainable stops in tune.report), so a trial Tune stops there trains no further.
-    pause_at = static["pause_at"]
-    gate = Queue(actor_options={"num_cpus": 0})
     loop_config = {
         "config": config.to_dict(),
         "recipe": recipe.to_dict(),
         "run_id": run_id,
         "tracking_uri": config.tracking_uri,
         "start": start,
-        "pause_at": pause_at,
-        "gate": gate,
     }
     # Ray Train runs in a task of its own: when Tune stops or pauses the trial (tune.report raises
     # SystemExit here), ``halt`` makes that task abort the run the way Ctrl-C does, so its controller
@@ -134,6 +131,13 @@ def run_trial(trial_spec: dict) -> None:
     runner = TrialTraining.options(
         lifetime="detached", resources={HEAD_NODE: TRIAL_DRIVER[HEAD_NODE]}, scheduling_strategy="DEFAULT"
     ).remote()
+    # Training stops after each decision epoch until Tune has ruled on its report (as a function
+    # trainable stops in tune.report), so a trial Tune stops there trains no further. The gate is
+    # the runner's: a stopped trial's process exits at once, and a gate it owned would die with it,
+    # failing the waiting workers into a restart that trains on until the abort lands.
+    pause_at = static["pause_at"]
+    gate = ray.get(runner.open_gate.remote()) if pause_at else None
+    loop_config |= {"pause_at": pause_at, "gate": gate}
     training = runner.run.remote(
         dataclasses.replace(config, name=train_name), recipe, loop_config, relay, halt, static["wait_s"]
     )
@@ -174,9 +178,16 @@ def run_trial(trial_spec: dict) -> None:
 class TrialTraining:
     """Runs a trial's Ray Train run to its end (``run``): ``trainer.fit`` with ``worker.train_worker`` on
     every rank and each report relayed to the trial; the error travels as its text. A word on
-    ``halt``, or the trial gone (its queue with it), interrupts this actor as Ctrl-C would: Ray
-    Train's handler, installed by ``fit`` in this actor's main thread, aborts the run, which ends
-    its workers and releases its placement group; the actor then exits."""
+    ``halt``, or the trial gone (its queue with it), stops the run: the workers waiting at a
+    decision epoch are told to stop there (``False`` on the gate) and end it themselves; a run
+    that is not waiting (Tune stopped it elsewhere, or the sweep was interrupted) is interrupted as
+    Ctrl-C would: Ray Train's handler, installed by ``fit`` in this actor's main thread, aborts the
+    run, which ends its workers and releases its placement group. The actor then exits."""
+
+    def open_gate(self) -> Queue:
+        """The queue the trial's verdicts pass through to the waiting workers
+        (``worker.await_verdict``), owned by this actor so that it outlives the trial's process."""
+        return Queue(actor_options={"num_cpus": 0})
 
     def run(self, config: ExperimentConfig, recipe: Recipe, loop_config: dict, relay: Queue, halt: Queue, wait_s):
         finished, halted = threading.Event(), threading.Event()
@@ -187,10 +198,14 @@ class TrialTraining:
                     halt.get(timeout=1.0)
                 except (Empty, local_queue.Empty):
                     continue
-                except Exception:  # noqa: BLE001 - the trial is gone: abort as well
+                except Exception:  # noqa: BLE001 - the trial is gone: stop as well
                     pass
-                if not finished.is_set():
-                    halted.set()
+                if finished.is_set():
+                    return
+                halted.set()
+                if loop_config.get("gate") is not None:
+                    loop_config["gate"].put(False)
+                if not finished.wait(STOP_GRACE_S):
                     os.kill(os.getpid(), signal.SIGINT)
                 return
 

@@ -13,6 +13,8 @@ import tempfile
 import ray.train
 import ray.train.torch
 import torch
+import torch.distributed as dist
+from ray.util.queue import Empty
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import build_run_data
@@ -20,6 +22,9 @@ from orchestrator.lifecycle import RunState
 from workloads.engine import DivergenceError, Recipe
 
 TRAINED = "trained_iterations"  # reported with each epoch: iterations that epoch trained (a sweep's budget)
+# s: how long rank 0 waits at a pause for the scheduler's verdict (a ruling takes seconds: a
+# controller poll, 2 s, and Tune's step); past it the trial is taken for gone and the run fails.
+VERDICT_TIMEOUT_S = 600.0
 
 
 def train_worker(loop_config: dict) -> None:
@@ -27,8 +32,8 @@ def train_worker(loop_config: dict) -> None:
     dicts, the MLflow ``tracking_uri`` and the ``run_id`` that rank 0 logs to, and a sweep's trials
     add ``start``, a checkpoint to begin from when Ray Train has none of its own (the trial's in
     Tune, maybe a PBT peer's, whose weights are adopted whatever its config hash), and ``pause_at``:
-    epochs after whose report rank 0 waits for a word on ``gate`` (the scheduler's verdict:
-    continue), the other ranks at their next collective."""
+    epochs after whose report every rank waits for the scheduler's verdict on ``gate``
+    (``await_verdict``): train on, or stop there."""
     config = ExperimentConfig(**loop_config["config"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
@@ -67,6 +72,28 @@ def train_worker(loop_config: dict) -> None:
         else:
             # A barrier: every rank reports as often as rank 0 does.
             ray.train.report(metrics)
-        if rank == 0 and run.epoch in loop_config.get("pause_at", ()):
-            loop_config["gate"].get()
+        if run.epoch in loop_config.get("pause_at", ()) and not await_verdict(
+            loop_config["gate"], run.epoch, rank, device
+        ):
+            break  # the sweep's scheduler stopped the trial here: it trains no further
     run.finish()
+
+
+def await_verdict(gate, epoch: int, rank: int, device: torch.device) -> bool:
+    """The sweep scheduler's verdict on ``epoch`` (True: train on), read by rank 0 from ``gate``
+    and broadcast, so every rank goes on or stops together. Fails, saying so, when no word comes
+    in VERDICT_TIMEOUT_S."""
+    verdict = True
+    if rank == 0:
+        try:
+            verdict = bool(gate.get(timeout=VERDICT_TIMEOUT_S))
+        except Empty:
+            raise RuntimeError(
+                f"no verdict from the sweep's scheduler on epoch {epoch} in {VERDICT_TIMEOUT_S:.0f} s: "
+                "its trial is gone"
+            ) from None
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        word = torch.tensor([int(verdict)], device=device)
+        dist.broadcast(word, src=0)
+        verdict = bool(word.item())
+    return verdict

@@ -115,9 +115,11 @@ def test_asha_budget_and_rungs_follow_the_schedule(tmp_path):
 
 @pytest.fixture(scope="module")
 def asha_and_full(ray_local, tmp_path_factory):
-    """The same 4 samples (same searcher seed) swept with ASHA and trained to the end (FIFO). ASHA's
-    reduction factor is 4 here: past each rung (epochs 1 and 4) goes only a trial that is the best
-    so far there, so with 2 trials at a time it stops some whatever order they report in."""
+    """The same 4 samples (same searcher seed) trained to the end (FIFO, 2 at a time) and swept with
+    ASHA one at a time. ASHA's reduction factor is 4 here: past each rung (epochs 1 and 4) goes
+    only a trial that is the best so far there, so which trials it stops depends on the order they
+    reach a rung in. Two at a time, that order is a race (measured: 100 or 72 of 128 iterations
+    from one run to the next); one at a time it is the samples' order, and the saving is fixed."""
     from orchestrator.sweeping import run_sweep
 
     folder = tmp_path_factory.mktemp("sweeps")
@@ -127,6 +129,8 @@ def asha_and_full(ray_local, tmp_path_factory):
         started = time.time()
         sweep = tiny(folder, name=f"tiny-{scheduler}", scheduler=scheduler)
         sweep = dataclasses.replace(sweep, asha={"grace_epochs": 1, "reduction_factor": 4})
+        if scheduler == "asha":
+            sweep = dataclasses.replace(sweep, max_concurrent=1)
         summary = run_sweep(sweep, echo=lines.append)
         runs[scheduler] = (summary, lines, time.time() - started)
     return runs
@@ -165,6 +169,10 @@ def test_the_sweep_is_one_parent_with_a_child_run_per_trial_stopped_ones_tagged(
             "checkpoints/best",
             "checkpoints/last",
         }
+    # A stopped trial trained exactly to the rung it was stopped at (epoch 1 or 4, 4 iterations
+    # each), nothing past it: its training waited there for ASHA's verdict.
+    for row in summary["trials"]:
+        assert row["trained_iterations"] in ((4, 16) if row["status"] == "STOPPED" else (32,)), row
     assert sum(c.data.tags["orchestrator.sweep.stopped"] == "true" for c in children) == len(summary["stopped"])
     files = {f.path for f in client.list_artifacts(parent.info.run_id, "sweep")}
     assert files == {"sweep/trials.csv", "sweep/best_config.json"}
@@ -207,6 +215,23 @@ def test_ensemble_evaluate_best_n_selects_the_sweeps_trials_on_validation(asha_a
         key(r) for r in trials if r.info.run_id not in chosen
     )
     assert result["greedy"]["val_images"] == 256  # the trials' shared validation split
+
+
+def test_a_paused_run_goes_on_or_stops_on_the_verdict_and_fails_when_none_comes(ray_local, monkeypatch):
+    import torch
+    from ray.util.queue import Queue
+
+    from orchestrator import worker
+
+    monkeypatch.setattr(worker, "VERDICT_TIMEOUT_S", 1.0)
+    gate = Queue(actor_options={"num_cpus": 0})
+    gate.put(True)
+    gate.put(False)
+    cpu = torch.device("cpu")
+    assert worker.await_verdict(gate, 1, 0, cpu) is True  # the trial's word: training goes on
+    assert worker.await_verdict(gate, 2, 0, cpu) is False  # the trial was stopped: training ends here
+    with pytest.raises(RuntimeError, match="no verdict from the sweep's scheduler on epoch 4 in 1 s"):
+        worker.await_verdict(gate, 4, 0, cpu)
 
 
 def test_pbt_trials_resume_from_a_peers_checkpoint(ray_local, tmp_path):
@@ -295,3 +320,39 @@ def test_optuna_search_samples_the_space_through_tune(tmp_path):
     assert all(0.002 <= s["recipe.lr"] <= 0.5 for s in suggested[:2])
     assert suggested[2] is None  # at most 2 trials in flight
     assert isinstance(space["recipe.lr"], tune.search.sample.Float)
+
+
+def test_both_ranks_of_a_run_stop_at_the_decision_epoch_the_scheduler_stopped_it_at(ray_local, tmp_path):
+    # Two ranks: rank 0 reads the verdict, the other learns it by broadcast; both end the run there,
+    # with no worker failure for Ray Train to retry.
+    from ray.util.queue import Queue
+
+    from orchestrator import tracking
+    from orchestrator.build import run_recipe
+    from orchestrator.config import load_config
+    from orchestrator.trainer import fit
+    from orchestrator.worker import train_worker
+
+    overrides = parse_overrides([*TINY, "workers=2", "cpus_per_worker=0.95", "name=verdict", "max_failures=0"])
+    config = load_config("smoke", overrides | {"storage_path": str(tmp_path / "runs")})
+    uri = config.resolved_tracking_uri()
+    client = tracking.connect(uri)
+    run, _ = tracking.get_or_create_run(
+        client, tracking.ensure_experiment(client, config.experiment), "verdict", run_name="verdict"
+    )
+    recipe = run_recipe(config)
+    gate = Queue(actor_options={"num_cpus": 0})
+    gate.put(True)  # epoch 1: train on
+    gate.put(False)  # epoch 2: stopped
+    loop_config = {
+        "config": config.to_dict(),
+        "recipe": recipe.to_dict(),
+        "run_id": run.info.run_id,
+        "tracking_uri": uri,
+        "pause_at": [1, 2, 4],
+        "gate": gate,
+    }
+    result, error = fit(config, run.info.run_id, uri, recipe, loop=(train_worker, loop_config))
+    assert error is None, error
+    assert (result.metrics["epoch"], result.metrics["iteration"]) == (2, 8)
+    assert gate.empty()
