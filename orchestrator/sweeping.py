@@ -123,11 +123,11 @@ def run_trial(trial_spec: dict) -> None:
         "tracking_uri": config.tracking_uri,
         "start": start,
     }
-    # Ray Train runs in a task of its own: when Tune stops or pauses the trial (tune.report raises
-    # SystemExit here), ``halt`` makes that task abort the run the way Ctrl-C does, so its controller
-    # ends it and releases its placement group (killing the controller would leave that behind).
-    # Detached: Tune ends a stopped trial's process soon after, and a task or actor it owned would
-    # die with it, leaving the run's placement group behind; this one aborts the run first.
+    # Ray Train runs in an actor of its own: when Tune stops or pauses the trial (tune.report raises
+    # SystemExit here, or the process ends), ``halt`` makes that actor end the run (``TrialTraining``),
+    # so its controller ends it and releases its placement group (killing the controller would leave
+    # that behind). Detached: Tune ends a stopped trial's process soon after, and an actor it owned
+    # would die with it, leaving the run's placement group behind; this one ends the run first.
     runner = TrialTraining.options(
         lifetime="detached", resources={HEAD_NODE: TRIAL_DRIVER[HEAD_NODE]}, scheduling_strategy="DEFAULT"
     ).remote()
