@@ -118,8 +118,8 @@ def asha_and_full(ray_local, tmp_path_factory):
     """The same 4 samples (same searcher seed) trained to the end (FIFO, 2 at a time) and swept with
     ASHA one at a time. ASHA's reduction factor is 4 here: past each rung (epochs 1 and 4) goes
     only a trial that is the best so far there, so which trials it stops depends on the order they
-    reach a rung in. Two at a time, that order is a race (measured: 100 or 72 of 128 iterations
-    from one run to the next); one at a time it is the samples' order, and the saving is fixed."""
+    reach a rung in. Two at a time, that order is a race (100 of 128 iterations measured once, 72
+    when trial 0 reaches epoch 1 first); one at a time it is the samples' order: 72, every run."""
     from orchestrator.sweeping import run_sweep
 
     folder = tmp_path_factory.mktemp("sweeps")
