@@ -33,11 +33,11 @@ from orchestrator.tracking import CHECKPOINT_FILE
 from orchestrator.train import build_parser, config_from_args
 from orchestrator.trainer import run_folder
 from orchestrator.training import train
+from tests.shared_data import needs_fashion_mnist
 from workloads.data import ResidentLoader, per_pixel_mean
 from workloads.engine import evaluate, load_checkpoint
 
 MLFLOW_URI_AT_IMPORT = os.environ.get("MLFLOW_TRACKING_URI")  # before any test of this session ran
-FASHION_MNIST = Path(os.environ.get("FASHION_MNIST_ROOT", "/usr/share/datasets/fashion-mnist"))
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH_METRICS = (
     "epoch",
@@ -54,10 +54,7 @@ EPOCH_METRICS = (
 )
 RUN_ID = re.compile(r"(starting|resuming) MLflow run ([0-9a-f]{32})")
 
-pytestmark = pytest.mark.skipif(
-    not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
-    reason=f"Fashion-MNIST not at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)",
-)
+pytestmark = needs_fashion_mnist
 
 
 # --- helpers -----------------------------------------------------------------------------------------

@@ -18,8 +18,6 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-FASHION_MNIST = Path(os.environ.get("FASHION_MNIST_ROOT", "/usr/share/datasets/fashion-mnist"))
-HAVE_FASHION_MNIST = (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists()
 
 
 def clean_env(**extra: str) -> dict:

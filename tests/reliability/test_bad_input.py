@@ -33,7 +33,8 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import cli
 from orchestrator.prepare import prepare
-from tests.reliability.procs import HAVE_FASHION_MNIST, clean_env
+from tests.reliability.procs import clean_env
+from tests.shared_data import needs_fashion_mnist
 from tests.workloads.data_fixtures import write_png_tree
 from workloads import ensemble as ensemble_math
 
@@ -295,9 +296,6 @@ ARGPARSE_CASES = [
     ("orchestrator.prepare", "no-out", ["--dataset", "cifar10"], r"the following arguments are required: --out"),
 ]
 
-pytestmark = pytest.mark.skipif(not HAVE_FASHION_MNIST, reason="Fashion-MNIST not installed (make data)")
-
-
 # A few cases run again as real ``python -m`` processes (one wave of 4: spawns are slow here).
 SUBPROCESS_CASES = {
     ("orchestrator.train", "gpu-without-gpu"),
@@ -305,7 +303,7 @@ SUBPROCESS_CASES = {
     ("orchestrator.ensemble", "eval-garbage-checkpoint"),
 }
 
-pytestmark = pytest.mark.skipif(not HAVE_FASHION_MNIST, reason="Fashion-MNIST not installed (make data)")
+pytestmark = needs_fashion_mnist
 
 
 def _snapshot(folder: Path) -> set[str]:

@@ -32,16 +32,15 @@ from orchestrator.train import build_parser, config_from_args
 from orchestrator.trainer import run_folder
 from orchestrator.training import train
 from tests.reliability.procs import (
-    HAVE_FASHION_MNIST,
     Command,
     MlflowServer,
     train_workers,
     wait_until,
 )
-from tests.shared_data import required_by_ci
+from tests.shared_data import needed_by_ci, needs_fashion_mnist
 from workloads.engine import load_checkpoint
 
-pytestmark = pytest.mark.skipif(not HAVE_FASHION_MNIST, reason="Fashion-MNIST not installed (make data)")
+pytestmark = needs_fashion_mnist
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -382,10 +381,7 @@ def test_storage_read_only_mid_run_fails_clearly_and_keeps_the_last_checkpoint(c
     mount.mkdir()
     # Root ignores permissions but not a read-only mount; a tmpfs needs privileges (CAP_SYS_ADMIN).
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True).returncode:
-        cannot = "cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)"
-        if required_by_ci():
-            pytest.fail(f"{cannot}; CI is set, so the test needs it", pytrace=False)
-        pytest.skip(f"{cannot}; with CI set this fails")
+        needed_by_ci("cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)")
     try:
         args = [
             "--model",
