@@ -1,14 +1,11 @@
-"""python -m orchestrator.ablate: matrix expansion, validation, an end-to-end smoke matrix on real
-Ray Tune + MLflow + Fashion-MNIST, and resume after the driver is killed."""
+"""python -m orchestrator.ablate: matrix expansion, validation, and an end-to-end smoke matrix on real
+Ray Tune + MLflow + Fashion-MNIST. Resume after the driver is killed: tests/reliability/test_chaos.py."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -137,70 +134,6 @@ def test_smoke_matrix_end_to_end(tiny_ablation):
     assert (
         len(client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")) == 4
     )
-
-
-def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
-    storage = tmp_path / "runs"
-    command = [
-        sys.executable,
-        "-m",
-        "orchestrator.ablate",
-        "--name",
-        "resume",
-        "--axis",
-        "depth=[8]",
-        "--axis",
-        "residual=[true]",
-        "--axis",
-        "seed=[0, 1]",
-        "--max-concurrent",
-        "1",
-        "--storage-path",
-        str(storage),
-    ]
-    command += [arg for pair in TINY for arg in ("--set", pair)]
-    uri = f"sqlite:///{storage / 'mlflow.db'}"
-    log = tmp_path / "first.log"
-    with log.open("w") as out:
-        first = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        finished = wait_for_finished_children(storage / "mlflow.db", log, at_least=1, timeout=400)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
-    assert len(finished) == 1, "the driver was meant to die mid-ablation"
-
-    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "2 trials: 1 finished, 1 to run" in second.stdout
-
-    client = MlflowClient(uri)
-    parent = client.search_runs(
-        [client.get_experiment_by_name("resnet-orchestrator").experiment_id], "tags.`orchestrator.run_key` = 'resume'"
-    )[0]
-    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
-    for run_id, end_time in finished.items():  # not retrained
-        assert client.get_run(run_id).info.end_time == end_time
-
-
-def wait_for_finished_children(db: Path, log: Path, at_least: int, timeout: float) -> dict[str, int]:
-    """Poll the MLflow database until ``at_least`` trials of the ablation named "resume" finished:
-    {run_id: end_time}. Only once the driver has said how many trials it runs: before that it may
-    still be creating the database, and a second client would race its schema migration."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if "trials:" in log.read_text():
-            client = MlflowClient(f"sqlite:///{db}")
-            experiment = client.get_experiment_by_name("resnet-orchestrator")
-            if experiment is not None:
-                runs = client.search_runs(
-                    [experiment.experiment_id], "attributes.status = 'FINISHED' and tags.ablation = 'resume'"
-                )
-                if len(runs) >= at_least:
-                    return {r.info.run_id: r.info.end_time for r in runs}
-        time.sleep(2)
-    raise AssertionError(f"no {at_least} finished trial(s) within {timeout:.0f} s")
 
 
 def test_results_table_goes_to_local_storage_or_a_temp_folder_for_remote_storage(tmp_path):
