@@ -47,9 +47,12 @@ test-services:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
-# Lint and format checks first (seconds), then the whole suite.
+# Lint and format checks first (seconds), then the whole suite, over TEST_WORKERS pytest-xdist
+# workers (tests/conftest.py keeps tests that share a costly fixture in one worker; TEST_WORKERS=0
+# runs it in this process, in the same order).
+TEST_WORKERS ?= 2
 test: setup test-services lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder) $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .

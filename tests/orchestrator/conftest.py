@@ -2,23 +2,6 @@
 
 import pytest
 
-
-@pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray (2 CPUs, no dashboard) for the whole test session; Ray tests take this fixture.
-
-    ``address="local"`` starts a fresh Ray even when this machine runs another one (``ray start``
-    writes /tmp/ray/ray_current_cluster, which a bare ``ray.init()`` would join).
-    """
-    import ray
-
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING"
-    )
-    yield ray
-    ray.shutdown()
-
-
 # A matrix small enough for tests: depth 8 and 14, plain and residual, one worker per trial,
 # 2 epochs of 4 iterations (512 images, batch 128).
 TINY = ["train_subset=512", "test_subset=256", "recipe.total=8", "recipe.milestones=[6]", "log_every=2"]

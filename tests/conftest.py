@@ -1,0 +1,102 @@
+"""How `make test` spreads the suite over two pytest-xdist workers (`-n 2 --dist loadgroup`).
+
+Most of the suite's time is Ray starting processes and one-worker runs training on one core, so a
+second worker fills the other core (`make test` sets it up; a plain `pytest` runs serially, in the
+same order). Two rules keep that cheap and correct:
+
+- Tests that share a costly fixture run in one worker, or every worker pays for it: a module-scoped
+  fixture (a sweep, a data tree, a run trained once for the module's tests) keeps its module
+  together, and each session fixture in SHARED keeps every module that uses it together (and apart
+  from the other worker's copy). Every other test is scheduled on its own.
+- The longest units start first (LONGEST_FIRST, the slowest in CI's --durations table, longest
+  first), so neither worker is left running a long test alone at the end. Only the start order
+  depends on it: a test missing from it starts later, nothing more.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+# Session fixtures that train or start services (tiny_ablation: an ablation trained once, ~90 s;
+# services: PostgreSQL and an MLflow server for the cluster rehearsals). ray_local and ray_session
+# (a private Ray, seconds) are left to start once in each worker.
+SHARED = {"tiny_ablation", "services"}
+
+LONGEST_FIRST = (
+    "tests/cluster/test_rehearsal",  # both rehearsals share `services`: ~430 s together
+    "tests/orchestrator/test_sweep.py",  # the ASHA/FIFO fixture ~380 s, PBT, the Optuna resume
+    "tests/reliability/test_chaos.py::test_ablation_driver_killed",
+    "tests/test_bench_gpu_orchestrated.py",
+    "tests/reliability/test_chaos.py::test_packed_trial",
+    "tests/orchestrator/test_imagenet_views.py",
+    "tests/reliability/test_chaos.py::test_mlflow_server_down",
+    "tests/orchestrator/test_train.py::test_driver_sigkill",
+    "tests/reliability/test_chaos.py::test_workers_sigkilled",
+    "tests/orchestrator/test_object_storage.py",
+    "tests/orchestrator/test_ensemble.py",
+    "tests/orchestrator/test_ablate.py",
+    "tests/reliability/test_chaos.py",
+    "tests/orchestrator/test_train.py",
+    "tests/orchestrator/test_imagenet.py",
+)
+
+
+def _fixture_scopes(item: pytest.Item) -> list[tuple[str, str]]:
+    defs = getattr(item, "_fixtureinfo", None)
+    if defs is None:
+        return []
+    return [(name, fixtures[-1].scope) for name, fixtures in defs.name2fixturedefs.items() if fixtures]
+
+
+def _groups(items: list[pytest.Item]) -> dict[str, str]:
+    """{nodeid: group} for the tests that must share a worker: a union of the modules of
+    module-scoped fixtures and the SHARED session fixtures each test uses."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    keys_of = {}
+    for item in items:
+        keys = [item.nodeid.split("::")[0] for _, scope in _fixture_scopes(item) if scope in ("module", "class")]
+        keys += [name for name, scope in _fixture_scopes(item) if scope == "session" and name in SHARED]
+        keys_of[item.nodeid] = keys
+        for key in keys[1:]:
+            parent[root(key)] = root(keys[0])
+    return {nodeid: root(keys[0]) for nodeid, keys in keys_of.items() if keys}
+
+
+def _rank(nodeid: str) -> int:
+    return next((i for i, prefix in enumerate(LONGEST_FIRST) if nodeid.startswith(prefix)), len(LONGEST_FIRST))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray (2 CPUs, no dashboard) for the whole test session; Ray tests take this fixture.
+
+    ``address="local"`` starts a fresh Ray even when this machine runs another one (``ray start``
+    writes /tmp/ray/ray_current_cluster, which a bare ``ray.init()`` would join).
+    """
+    import ray
+
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING"
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    groups = _groups(items)
+    for item in items:
+        if item.nodeid in groups:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid].replace("/", "_")))
+    # A group starts at its earliest member's rank, and its members stay together in the order.
+    first = {}
+    for item in items:
+        group = groups.get(item.nodeid, item.nodeid)
+        first[group] = min(first.get(group, len(LONGEST_FIRST)), _rank(item.nodeid))
+    items.sort(key=lambda item: first[groups.get(item.nodeid, item.nodeid)])
