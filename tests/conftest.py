@@ -1,8 +1,8 @@
 """How `make test` spreads the suite over two pytest-xdist workers (`-n 2 --dist loadgroup`).
 
 Most of the suite's time is Ray starting processes and one-worker runs training on one core, so a
-second worker fills the other core (`make test` sets it up; a plain `pytest` runs serially, in the
-same order). Two rules keep that cheap and correct:
+second worker fills the other core (a plain `pytest` runs serially, in the same order). Two rules
+keep that cheap and correct:
 
 - Tests that share a costly fixture run in one worker, or every worker pays for it: a module-scoped
   fixture (a sweep, a data tree, a run trained once for the module's tests) keeps its module
@@ -11,15 +11,26 @@ same order). Two rules keep that cheap and correct:
 - The longest units start first (LONGEST_FIRST, the slowest in CI's --durations table, longest
   first), so neither worker is left running a long test alone at the end. Only the start order
   depends on it: a test missing from it starts later, nothing more.
+
+The groups come from the fixtures each test uses, which only the workers see (they collect; the
+controller schedules node ids). So each worker writes {node id: group} to a file the controller
+named, and `--dist loadgroup` schedules by that file. xdist's own loadgroup reads `xdist_group`
+marks through ``item._nodeid``, which pytest 9 no longer has: it would silently group nothing.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 # Session fixtures that train or start services (tiny_ablation: an ablation trained once, ~90 s;
-# services: PostgreSQL and an MLflow server for the cluster rehearsals). ray_local and ray_session
-# (a private Ray, seconds) are left to start once in each worker.
+# services: PostgreSQL and an MLflow server for the cluster rehearsals). ray_local, a private Ray
+# (seconds), is left to start once in each worker.
 SHARED = {"tiny_ablation", "services"}
 
 LONGEST_FIRST = (
@@ -88,15 +99,55 @@ def ray_local():
     ray.shutdown()
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     groups = _groups(items)
-    for item in items:
-        if item.nodeid in groups:
-            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid].replace("/", "_")))
     # A group starts at its earliest member's rank, and its members stay together in the order.
     first = {}
     for item in items:
         group = groups.get(item.nodeid, item.nodeid)
         first[group] = min(first.get(group, len(LONGEST_FIRST)), _rank(item.nodeid))
     items.sort(key=lambda item: first[groups.get(item.nodeid, item.nodeid)])
+    target = getattr(config, "workerinput", {}).get(GROUPS_FILE)
+    if target:  # an xdist worker: tell the controller (every worker writes the same, atomically)
+        written = Path(f"{target}.{config.workerinput['workerid']}")
+        written.write_text(json.dumps(groups))
+        os.replace(written, target)
+
+
+GROUPS_FILE = "tests_groups_file"
+
+
+def _groups_file(config: pytest.Config) -> Path:
+    if not hasattr(config, "_tests_groups_file"):
+        config._tests_groups_file = Path(tempfile.mkdtemp(prefix="pytest-groups-")) / "groups.json"
+    return config._tests_groups_file
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    node.workerinput[GROUPS_FILE] = str(_groups_file(node.config))
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        """xdist's loadscope with the groups the workers wrote as scopes (called once every worker
+        has collected, so the file is there)."""
+
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:
+                self.groups = json.loads(_groups_file(config).read_text())
+            return self.groups.get(nodeid, nodeid)
+
+    return GroupScheduling(config, log)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if hasattr(config, "_tests_groups_file"):
+        shutil.rmtree(config._tests_groups_file.parent, ignore_errors=True)
