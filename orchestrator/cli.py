@@ -145,13 +145,33 @@ def init_ray() -> None:
     # Workers stay quiet: the driver prints progress from MLflow, a failure surfaces as the run's
     # error. ORCHESTRATOR_WORKER_LOGS=1 streams the workers' own output for debugging.
     log_to_driver = os.environ.get("ORCHESTRATOR_WORKER_LOGS") == "1"
-    try:
-        if address:
+    if address:
+        try:
             ray.init(address=address, logging_level="WARNING", log_to_driver=log_to_driver)
-        else:
-            # One machine, so no node for a cloud to preempt or drain: Ray Train's preemption
-            # watcher would be one more actor polling on the training cores (~0.8% of a core each).
-            os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        except ConnectionError as error:
+            raise ValueError(f"cannot connect to Ray at RAY_ADDRESS={address!r}: {error}") from None
+    else:
+        start_local_ray(log_to_driver)
+    if not log_to_driver:
+        quiet_ray_errors()
+
+
+# Ray gives a new node's raylet a fixed 30 s to register (ray/_private/node.py); on a machine
+# this busy (other trainings, a test suite on every core) it can miss that, and a second start
+# usually makes it.
+LOCAL_RAY_STARTS = 3
+
+
+def start_local_ray(log_to_driver: bool) -> None:
+    """A private Ray on this machine, started again (saying so) when it misses Ray's start-up
+    deadline, up to LOCAL_RAY_STARTS times."""
+    import ray
+
+    # One machine, so no node for a cloud to preempt or drain: Ray Train's preemption
+    # watcher would be one more actor polling on the training cores (~0.8% of a core each).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    for start in range(1, LOCAL_RAY_STARTS + 1):
+        try:
             # address="local": a plain ray.init() would silently join any cluster that
             # `ray start` left running on this machine, with its own Python environment.
             ray.init(
@@ -161,17 +181,39 @@ def init_ray() -> None:
                 logging_level="WARNING",
                 log_to_driver=log_to_driver,
             )
-    except ConnectionError as error:
-        raise ValueError(f"cannot connect to Ray at RAY_ADDRESS={address!r}: {error}") from None
-    except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception when its processes time out
-        if "timed out during startup" not in str(error):
-            raise
-        raise RayUnavailable(
-            f"the local Ray did not start in time (a machine this busy delays its "
-            f"processes): {str(error).splitlines()[0]}"
-        ) from None
-    if not log_to_driver:
-        quiet_ray_errors()
+            return
+        except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception when its processes time out
+            if "timed out during startup" not in str(error):
+                raise
+            stop_failed_start(error)
+            if start == LOCAL_RAY_STARTS:
+                raise RayUnavailable(
+                    f"the local Ray did not start in time, {LOCAL_RAY_STARTS} times (a machine this busy "
+                    f"delays its processes): {str(error).splitlines()[0]}"
+                ) from None
+            print(
+                f"[ray] the local Ray missed its start-up deadline (a busy machine); starting it again "
+                f"(start {start + 1} of {LOCAL_RAY_STARTS})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def stop_failed_start(error: BaseException) -> None:
+    """Stop the processes a ``ray.init`` that missed its deadline had started (its GCS, its raylet):
+    Ray raises from inside its ``Node`` before handing the node to anyone, so they are reached
+    through the traceback. They would die with this process anyway; not with the next start."""
+    import ray
+    from ray._private.node import Node
+
+    frame = error.__traceback__
+    while frame is not None:
+        node = frame.tb_frame.f_locals.get("self")
+        if isinstance(node, Node):
+            node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
+            break
+        frame = frame.tb_next
+    ray.shutdown()
 
 
 def quiet_ray_errors() -> None:
