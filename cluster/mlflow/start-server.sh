@@ -66,6 +66,9 @@ admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 INI
 export MLFLOW_AUTH_CONFIG_PATH="$config"
+# MLflow 3's job runner (huey consumers for GenAI scorer jobs, which training runs never queue):
+# 8 more processes per server, start-up 40 s instead of 20 on 2 busy cores. Set it to true to use them.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
 
 args=(server
   --backend-store-uri "$MLFLOW_BACKEND_STORE_URI"

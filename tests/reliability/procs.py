@@ -163,7 +163,7 @@ class MlflowServer:
                     "1",
                 ],
                 cwd=self.folder,
-                env=clean_env(),
+                env=clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),  # as cluster/mlflow/start-server.sh
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
