@@ -247,8 +247,9 @@ def test_workers_sigkilled_three_times_the_run_finishes_as_if_uninterrupted(comm
     output = cli.stdout() + cli.stderr()
     assert "Traceback" not in output
     # The kills explained in the project's words, not in Ray's: a worker-group restart, or (a kill
-    # that ended Ray's fit() itself) the driver's restart of its Ray. Not one line per kill: a kill
-    # during the workers' set-up, before they counted their start, shows as one restart with the next.
+    # that ended Ray's fit() itself) the driver's restart of its Ray. Not one line per kill: the
+    # driver counts restarts by the workers' recorded starts, and a kill during the workers' set-up
+    # comes before theirs. So a line is due once a kill came after an epoch was logged.
     assert "A worker died or was killed" not in output
     explained = re.findall(
         r"\[kill3\] (?:a worker was lost or failed: Ray Train restarted the run's workers \(restart \d\), "
@@ -256,7 +257,7 @@ def test_workers_sigkilled_three_times_the_run_finishes_as_if_uninterrupted(comm
         r"and resuming from the latest checkpoint \(retry \d of 3\))",
         output,
     )
-    assert explained, cli.describe()
+    assert explained or not any(epochs for _, epochs in killed), (killed, cli.describe())
 
 
 # --- the ablation driver killed again and again ------------------------------------------------------
