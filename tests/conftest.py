@@ -94,6 +94,8 @@ def ray_local():
     """
     import ray
 
+    # A test that ran a CLI's main in this process may have left its Ray up: this one is known.
+    ray.shutdown()
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING"
     )
