@@ -73,8 +73,12 @@ def _groups(items: list[pytest.Item]) -> dict[str, str]:
 
     keys_of = {}
     for item in items:
-        keys = [item.nodeid.split("::")[0] for _, scope in _fixture_scopes(item) if scope in ("module", "class")]
-        keys += [name for name, scope in _fixture_scopes(item) if scope == "session" and name in SHARED]
+        keys = []
+        for name, scope in _fixture_scopes(item):
+            if scope in ("module", "class"):
+                keys.append(item.nodeid.split("::")[0])
+            elif scope == "session" and name in SHARED:
+                keys.append(name)
         keys_of[item.nodeid] = keys
         for key in keys[1:]:
             parent[root(key)] = root(keys[0])

@@ -1,6 +1,26 @@
 """Fixtures shared by the orchestrator tests."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def python_in_fresh_process(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -c code`` from the checkout, off any cluster (a private Ray needs a process of its own)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
 
 # A matrix small enough for tests: depth 8 and 14, plain and residual, one worker per trial,
 # 2 epochs of 4 iterations (512 images, batch 128).

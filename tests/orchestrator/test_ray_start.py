@@ -3,10 +3,7 @@ again, saying so. A fresh process each: a private Ray needs one."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from tests.orchestrator.conftest import python_in_fresh_process
 
 # Ray's own deadline path, forced: the first start's raylet never shows up as registered (Ray's
 # check raises as it does while a raylet is still coming up), so after its real 30 s Ray raises
@@ -42,14 +39,7 @@ print("GCS processes now:", len(gcs), "CPUs:", ray.cluster_resources().get("CPU"
 
 
 def test_a_local_ray_that_misses_its_startup_deadline_is_stopped_and_started_again():
-    done = subprocess.run(
-        [sys.executable, "-c", MISSED_DEADLINE],
-        cwd=Path(__file__).parents[2],
-        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = python_in_fresh_process(MISSED_DEADLINE)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "first start's GCS stopped: True" in done.stdout, done.stdout
     assert "GCS processes now: 1 CPUs:" in done.stdout, done.stdout

@@ -3,16 +3,12 @@ visibly (and then refused) on a cluster, and placement groups left waiting repor
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from orchestrator import resources
 from orchestrator.config import load_config
 from orchestrator.resources import Demand, ResourcesUnavailable, copies_that_fit, shortfall
+from tests.orchestrator.conftest import python_in_fresh_process
 
 GPU_NODE = {"CPU": 8.0, "GPU": 1.0}
 
@@ -139,12 +135,5 @@ def test_the_watch_never_touches_ray_while_the_driver_restarts_it():
     # A poll between ray.shutdown() and ray.init would auto-start a Ray of its own (measured: the
     # driver's ray.init then failed with "called ray.init twice", or the process died 60 s later
     # waiting for the dead cluster's GCS). A fresh process: the restarts need a private Ray.
-    done = subprocess.run(
-        [sys.executable, "-c", RESTART_WHILE_WATCHED],
-        cwd=Path(__file__).parents[2],
-        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = python_in_fresh_process(RESTART_WHILE_WATCHED)
     assert done.returncode == 0 and "node " in done.stdout, done.stderr[-3000:]
