@@ -162,6 +162,16 @@ def test_help_and_argument_errors_load_neither_ray_nor_mlflow_nor_torchvision():
         assert "orchestrator" in loaded and not loaded & HEAVY, (name, flag, sorted(loaded & HEAVY))
 
 
+def test_the_modules_every_ray_process_of_a_run_imports_load_no_torchvision():
+    """A CLI driver, a Tune trial actor and a Train controller (which unpickles ``train_worker``)
+    import these; torchvision (~2 s of CPU, most of it torch._dynamo) loads only where an image is
+    resized or decoded, so a run from memory never pays for it."""
+    modules = ["orchestrator.trainer", "orchestrator.ablation", "orchestrator.sweeping", "orchestrator.worker"]
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False"], out.stderr[-2000:]
+
+
 def test_a_lazily_exported_name_is_never_its_module():
     """``workloads.data`` exports lazily; a name that is also a module of it stays the function after
     that module is imported (a fresh interpreter, so no earlier test has imported it)."""

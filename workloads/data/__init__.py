@@ -2,8 +2,10 @@
 synthetic), the data-set specs, the paper's augmentations and its test-time views. Pure
 PyTorch/torchvision/numpy/PIL.
 
-Names load on first use (PEP 562): a command that only validates a config (the data-set specs)
-does not pay for torchvision, whose import takes longer than torch's own.
+Names load on first use (PEP 562), and torchvision inside the functions that call it: a command
+that only validates a config (the data-set specs), and every Ray process that trains from memory
+(a CLI driver, a Tune trial, a Train worker), does not pay for torchvision, whose import takes
+longer than torch's own (~2 s of CPU here, most of it torch._dynamo through torchvision.ops).
 
 See docs/DATA.md for layouts, environment variables and how Fashion-MNIST feeds the CIFAR nets.
 """

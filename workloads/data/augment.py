@@ -9,7 +9,6 @@ in [0,1] units minus the mean.
 from __future__ import annotations
 
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 # AlexNet's PCA of ImageNet RGB pixels in [0,1] units (as fb.resnet.torch uses them):
 # eigenvalues, and eigenvectors as columns.
@@ -19,6 +18,8 @@ PCA_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140
 
 def resize_shorter(image: torch.Tensor, size: int) -> torch.Tensor:
     """Resize [..., H, W] so that min(H, W) == size, keeping the aspect ratio (bilinear, antialiased)."""
+    from torchvision.transforms.v2 import functional as TF  # on first use: see workloads/data/__init__.py
+
     h, w = image.shape[-2:]
     if h <= w:
         new = (size, max(1, round(w * size / h)))

@@ -23,8 +23,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.io import ImageReadMode, decode_jpeg
-from torchvision.ops import roi_align
 
 from .augment import PCA_EIGVAL, PCA_EIGVEC
 from .decode import decode_image_bytes
@@ -41,6 +39,8 @@ def decode_jpegs(batch: dict, device: torch.device | str) -> list[torch.Tensor]:
     (``decode_image_bytes``) and is moved over: ImageNet's train split holds a PNG named .JPEG,
     which ``prepare`` keeps because PIL reads it, and ``decode_jpeg`` refuses.
     """
+    from torchvision.io import ImageReadMode, decode_jpeg  # on first use: see workloads/data/__init__.py
+
     keys = batch.get("key")
     names = [str(keys[i]) if keys is not None else f"row {i}" for i in range(len(batch["image"]))]
     jpegs = [i for i, blob in enumerate(batch["image"]) if bytes(blob[:2]) == JPEG_START]
@@ -94,6 +94,8 @@ def crop_batch(images: list[torch.Tensor], boxes: torch.Tensor, crop: int = 224)
     pixel past the image (as ``roi_align`` does at the top and left edges by clamping). Memory:
     N x 3 x Hmax x Wmax float32, ~0.6 GB for 256 images of at most 500x500.
     """
+    from torchvision.ops import roi_align  # on first use: see workloads/data/__init__.py
+
     h_max, w_max = (max(image.shape[d] for image in images) for d in (-2, -1))
     padded = torch.empty(len(images), 3, h_max, w_max, device=images[0].device)
     for i, image in enumerate(images):

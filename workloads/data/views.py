@@ -13,7 +13,6 @@ where the view is 224x224; multi-scale views of other sizes use the mean image's
 from __future__ import annotations
 
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from .augment import resize_shorter, subtract_mean
 
@@ -22,6 +21,8 @@ MULTI_SCALES = (224, 256, 384, 480, 640)
 
 def center_view(image: torch.Tensor, mean: torch.Tensor, *, resize: int = 256, crop: int = 224) -> torch.Tensor:
     """``[1,3,crop,crop]``: the central crop after resizing the shorter side to ``resize``."""
+    from torchvision.transforms.v2 import functional as TF  # on first use: see workloads/data/__init__.py
+
     view = TF.center_crop(resize_shorter(image, resize), [crop, crop])
     return subtract_mean(view, mean)[None]
 
@@ -31,6 +32,8 @@ def ten_crop_views(image: torch.Tensor, mean: torch.Tensor, *, resize: int = 256
 
     View 5+i is view i mirrored (torchvision's ten_crop orders its mirrored half differently).
     """
+    from torchvision.transforms.v2 import functional as TF  # on first use: see workloads/data/__init__.py
+
     crops = [subtract_mean(v, mean) for v in TF.five_crop(resize_shorter(image, resize), [crop, crop])]
     return torch.stack(crops + [c.flip(-1) for c in crops])
 
