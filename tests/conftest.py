@@ -43,7 +43,6 @@ LONGEST_FIRST = (
     "tests/reliability/test_chaos.py::test_packed_trial",
     "tests/orchestrator/test_imagenet_views.py",
     "tests/reliability/test_chaos.py::test_mlflow_server_down",
-    "tests/orchestrator/test_train.py::test_driver_sigkill",
     "tests/reliability/test_chaos.py::test_workers_sigkilled",
     "tests/orchestrator/test_object_storage.py",
     "tests/orchestrator/test_ensemble.py",

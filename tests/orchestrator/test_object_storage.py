@@ -15,12 +15,19 @@ from mlflow.tracking import MlflowClient
 from orchestrator import ablate, cli, prepare, train
 from tests.orchestrator.conftest import TINY
 from tests.orchestrator.test_imagenet import write_imagenet_tree
-from tests.orchestrator.test_train import kill_session, start_cli, wait_for  # noqa: F401
+from tests.orchestrator.test_train import (  # noqa: F401
+    assert_each_epoch_once,
+    kill_session,
+    session_pids,
+    start_cli,
+    wait_for,
+)
 from tests.reliability.procs import Command
 from tests.s3_server import S3Server
 
 # One worker, 4 epochs of 16 iterations: killed once the first epoch's checkpoint is registered, with
-# about 3 epochs (several seconds each) left for the kill to land in.
+# about 3 epochs (several seconds each) left for the kill to land in. (The only `train` driver kill
+# of the suite: what it proves of resuming holds for a local folder too, the same pyarrow calls.)
 KILL_ARGS = [
     "--model",
     "cifar_resnet8",
@@ -35,7 +42,7 @@ KILL_ARGS = [
     "--set",
     "keep_checkpoints=4",
 ]
-KILL_EPOCHS = 4
+KILL_EPOCHS, KILL_ITERATIONS_PER_EPOCH = 4, 16  # 2,048 images in batches of 128
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +65,19 @@ def s3(tmp_path_factory):
         server.stop()
 
 
-def registered(s3, prefix: str) -> list[tuple[str, int]]:
-    """Ray Train's record, in the bucket, of the run's kept checkpoints: ``[(folder, epoch)]``."""
+def snapshot(s3, prefix: str) -> dict:
+    """Ray Train's record, in the bucket, of the run's kept checkpoints and reports ({} before any)."""
     try:
         body = s3.client().get_object(Bucket="runs", Key=f"{prefix}/checkpoint_manager_snapshot.json")["Body"]
     except s3.client().exceptions.NoSuchKey:
-        return []
-    snapshot = json.loads(body.read())
-    return [(r["checkpoint_dir_name"], int(r["metrics"]["epoch"])) for r in snapshot["checkpoint_results"]]
+        return {}
+    return json.loads(body.read())
+
+
+def registered(s3, prefix: str) -> list[tuple[str, int]]:
+    """The run's kept checkpoints in the bucket: ``[(folder, epoch)]``."""
+    kept = snapshot(s3, prefix).get("checkpoint_results", [])
+    return [(r["checkpoint_dir_name"], int(r["metrics"]["epoch"])) for r in kept]
 
 
 def test_a_run_checkpoints_to_s3_is_killed_and_resumes_from_s3(s3, start_cli, tmp_path):
@@ -76,27 +88,34 @@ def test_a_run_checkpoints_to_s3_is_killed_and_resumes_from_s3(s3, start_cli, tm
     client = MlflowClient(uri)
     wait_for(lambda: registered(s3, "kill/s3kill"), 240, first, "a checkpoint registered in s3://runs/kill/s3kill")
     before = registered(s3, "kill/s3kill")
-    kill_session(first.pid)  # the driver and its private Ray
+    kill_session(first.pid)  # the driver and its private Ray, all at once
     first.process.wait(timeout=30)
     assert first.process.returncode == -signal.SIGKILL
-    assert client.get_run(run_id).info.status == "RUNNING"
+    assert not session_pids(first.pid)
+    assert client.get_run(run_id).info.status == "RUNNING"  # nobody closed it
 
     second = start_cli(tmp_path, [*args, "--json", str(tmp_path / "out.json")])
     assert second.wait(timeout=300) == 0, second.describe()
     out = second.output()
-    assert f"[s3kill] resuming MLflow run {run_id}" in out
+    assert f"[s3kill] resuming MLflow run {run_id}" in out and "starting" not in out
     assert len(before) < KILL_EPOCHS, before  # killed mid-run
     # The epochs the killed run had not logged, each printed once, in order, to the last.
     printed = [int(e) for e in re.findall(rf"\[s3kill\] epoch (\d+)/{KILL_EPOCHS}", out)]
     assert printed and printed == list(range(printed[0], KILL_EPOCHS + 1)), out
+    # It went on from the latest checkpoint: the ones before the kill are kept, each later epoch
+    # was reported once.
     after = registered(s3, "kill/s3kill")
     assert after[: len(before)] == before and [epoch for _, epoch in after] == list(range(1, KILL_EPOCHS + 1))
+    assert snapshot(s3, "kill/s3kill")["current_report_index"] == KILL_EPOCHS
     assert not (tmp_path / "kill").exists()  # nothing went to a local folder instead
     summary = json.loads((tmp_path / "out.json").read_text())
-    assert summary["status"] == "FINISHED" and summary["storage_path"] == "s3://runs/kill"
+    assert (summary["status"], summary["run_id"], summary["storage_path"]) == ("FINISHED", run_id, "s3://runs/kill")
+    assert summary["metrics"]["iteration"] == KILL_EPOCHS * KILL_ITERATIONS_PER_EPOCH
     assert summary["checkpoints"]["last"].startswith("runs/kill/s3kill/checkpoint_")
-    epochs = sorted(m.value for m in client.get_metric_history(run_id, "epoch"))
-    assert epochs == list(range(1, KILL_EPOCHS + 1))  # each once, across the kill
+    experiment = client.get_experiment_by_name("resnet-orchestrator")
+    assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [run_id]  # no duplicate
+    # Every per-epoch metric once an epoch, across the kill.
+    assert_each_epoch_once(client, run_id, KILL_EPOCHS, KILL_ITERATIONS_PER_EPOCH)
 
 
 def test_prepare_writes_shards_to_s3_and_a_run_trains_from_them(s3, start_cli, tmp_path):
