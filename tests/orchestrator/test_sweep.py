@@ -33,6 +33,7 @@ TINY = [
 ]
 SPACE = ["recipe.lr=loguniform:0.002:0.5"]
 MARGIN = 10.0  # percentage points of validation top-1 error: ASHA's pick against the best full run
+SAMPLES = 3  # the ASHA and FIFO sweeps' trials
 
 
 def tiny(storage: Path, **choices):
@@ -120,11 +121,12 @@ WITH_SWEEPS = pytest.mark.timeout(1800)
 
 @pytest.fixture(scope="module")
 def asha_and_full(ray_local, tmp_path_factory):
-    """The same 4 samples (same searcher seed) trained to the end (FIFO, 2 at a time) and swept with
+    """The same 3 samples (same searcher seed) trained to the end (FIFO, 2 at a time) and swept with
     ASHA one at a time. ASHA's reduction factor is 4 here: past each rung (epochs 1 and 4) goes
     only a trial that is the best so far there, so which trials it stops depends on the order they
-    reach a rung in. Two at a time, that order is a race (100 of 128 iterations measured once, 72
-    when trial 0 reaches epoch 1 first); one at a time it is the samples' order: 72, every run."""
+    reach a rung in. Two at a time, that order is a race; one at a time it is the samples' order:
+    68 of 96 iterations (trial 1 stopped at epoch 1), every run. Each trial costs ~40 s of start-up
+    and finish here against ~2 s an epoch, hence few trials."""
     from orchestrator.sweeping import run_sweep
 
     folder = tmp_path_factory.mktemp("sweeps")
@@ -132,7 +134,7 @@ def asha_and_full(ray_local, tmp_path_factory):
     for scheduler in ("fifo", "asha"):
         lines: list[str] = []
         started = time.time()
-        sweep = tiny(folder, name=f"tiny-{scheduler}", scheduler=scheduler)
+        sweep = tiny(folder, name=f"tiny-{scheduler}", scheduler=scheduler, samples=SAMPLES)
         sweep = dataclasses.replace(sweep, asha={"grace_epochs": 1, "reduction_factor": 4})
         if scheduler == "asha":
             sweep = dataclasses.replace(sweep, max_concurrent=1)
@@ -145,7 +147,7 @@ def asha_and_full(ray_local, tmp_path_factory):
 def test_asha_spends_clearly_fewer_iterations_and_finds_a_config_near_the_best_full_run(asha_and_full):
     full, _, _ = asha_and_full["fifo"]
     asha, lines, _ = asha_and_full["asha"]
-    assert full["iterations_spent"] == full["iterations_full_grid"] == 4 * 32
+    assert full["iterations_spent"] == full["iterations_full_grid"] == SAMPLES * 32
     assert asha["iterations_spent"] <= 0.75 * full["iterations_spent"], asha["trials"]
     assert asha["stopped"], "ASHA stopped no trial"
     # The same samples: each ASHA trial's config is one of the full runs'.
@@ -164,7 +166,7 @@ def test_the_sweep_is_one_parent_with_a_child_run_per_trial_stopped_ones_tagged(
     parent = client.get_run(summary["parent_run_id"])
     assert parent.data.tags["orchestrator.kind"] == "sweep" and parent.info.status == "FINISHED"
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert len(children) == 4
+    assert len(children) == SAMPLES
     for child in children:  # ordinary finished training runs: ensemble evaluate --best N finds them
         assert child.info.status == "FINISHED" and child.data.params["model"] == "cifar_resnet8"
         assert child.data.tags["orchestrator.sweep"] == summary["name"]
@@ -185,7 +187,7 @@ def test_the_sweep_is_one_parent_with_a_child_run_per_trial_stopped_ones_tagged(
     assert files == {"sweep/trials.csv", "sweep/best_config.json"}
     best = json.loads(Path(client.download_artifacts(parent.info.run_id, "sweep/best_config.json")).read_text())
     assert best["run_id"] == summary["best"]["run_id"] and "recipe.lr" in best["config"]
-    assert parent.data.metrics["iterations_saved"] == 4 * 32 - summary["iterations_spent"]
+    assert parent.data.metrics["iterations_saved"] == SAMPLES * 32 - summary["iterations_spent"]
 
 
 @WITH_SWEEPS
@@ -213,7 +215,7 @@ def test_ensemble_evaluate_best_n_selects_the_sweeps_trials_on_validation(asha_a
     result = json.loads((tmp_path / "ensemble.json").read_text())
     experiment = client.get_run(summary["parent_run_id"]).info.experiment_id
     trials = client.search_runs([experiment], sweep_runs)
-    assert len(trials) == 4
+    assert len(trials) == SAMPLES
 
     def key(run):
         return (run.data.metrics["val_top5_error"], run.data.metrics["val_top1_error"])
@@ -265,12 +267,14 @@ def test_pbt_trials_resume_from_a_peers_checkpoint(ray_local, tmp_path):
 
 def test_killed_driver_continues_the_same_optuna_sweep_without_duplicating_runs(tmp_path):
     """Optuna's TPE end to end: its state (what it suggested, what it was told) is not rebuilt from
-    run names but restored with Tune's experiment, so the rerun's searcher is the one that died."""
+    run names but restored with Tune's experiment, so the rerun's searcher is the one that died.
+    Trials of 2 epochs: what is resumed is the sweep, not a trial's training."""
     storage = tmp_path / "runs"
     command = [sys.executable, "-m", "orchestrator.sweep", "--name", "resume", "--samples", "2"]
     command += ["--scheduler", "fifo", "--searcher", "optuna", "--max-concurrent", "1"]
     command += ["--storage-path", str(storage), "--no-register"]
-    command += [arg for pair in TINY for arg in ("--set", pair)] + [arg for s in SPACE for arg in ("--space", s)]
+    short = [pair for pair in TINY if not pair.startswith("recipe.")] + ["recipe.total=8", "recipe.milestones=[6]"]
+    command += [arg for pair in short for arg in ("--set", pair)] + [arg for s in SPACE for arg in ("--space", s)]
     log = tmp_path / "first.log"
     with log.open("w") as out:
         first = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
