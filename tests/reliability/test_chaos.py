@@ -278,7 +278,7 @@ def finished_trials(uri: str) -> dict[str, int]:
 
 @pytest.mark.timeout(1200)
 def test_ablation_driver_killed_repeatedly_each_trial_completes_once(commands, in_tmp):
-    """Three trials one at a time. The first driver is killed just after a trial finished (the
+    """Two trials one at a time. The first driver is killed just after a trial finished (the
     rerun must count it finished and not train it again), the second at a random point once it
     runs, the third runs to the end."""
     from tests.orchestrator.conftest import TINY
@@ -293,7 +293,7 @@ def test_ablation_driver_killed_repeatedly_each_trial_completes_once(commands, i
         "--axis",
         "residual=[true]",
         "--axis",
-        "seed=[0, 1, 2]",
+        "seed=[0, 1]",
         "--max-concurrent",
         "1",
         "--storage-path",
@@ -315,7 +315,7 @@ def test_ablation_driver_killed_repeatedly_each_trial_completes_once(commands, i
 
     second = commands("orchestrator.ablate", args, in_tmp, "second")
     started_trials(second)
-    assert "3 trials: 1 finished, 2 to run" in second.stdout(), second.describe()
+    assert "2 trials: 1 finished, 1 to run" in second.stdout(), second.describe()
     time.sleep(rng.uniform(5, 25))
     assert second.alive(), second.describe()
     second.kill()
@@ -331,7 +331,7 @@ def test_ablation_driver_killed_repeatedly_each_trial_completes_once(commands, i
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     names = sorted(c.info.run_name for c in children)
-    assert names == [f"chaos-cifar_resnet8-A-s{s}" for s in range(3)]  # exactly one child run per trial
+    assert names == [f"chaos-cifar_resnet8-A-s{s}" for s in range(2)]  # exactly one child run per trial
     assert all(c.info.status == "FINISHED" for c in children)
     for child in children:
         assert_each_epoch_once(client, child.info.run_id, 2, 4)  # TINY: 2 epochs of 4 iterations
@@ -457,7 +457,8 @@ def test_packed_trial_resumes_every_member_from_the_pack_checkpoint(commands, in
     from tests.orchestrator.conftest import TINY
 
     # Three runs in one pack (seeds 0 and 1, and seed 0 with its loss going NaN at iteration 6, in
-    # epoch 2, long before the driver is killed): 512 images = 4 iterations per epoch, 30 epochs.
+    # epoch 2, long before the driver is killed): 512 images = 4 iterations per epoch, 16 epochs,
+    # enough that the kill after two registered checkpoints (~epoch 4) lands mid-run.
     storage = in_tmp / "runs"
     args = [
         "--name",
@@ -478,7 +479,7 @@ def test_packed_trial_resumes_every_member_from_the_pack_checkpoint(commands, in
     args += [
         a
         for pair in TINY
-        + ["engine=fast", "workers=1", "recipe.total=120", "recipe.milestones=[90]", "keep_checkpoints=3"]
+        + ["engine=fast", "workers=1", "recipe.total=64", "recipe.milestones=[48]", "keep_checkpoints=3"]
         for a in ("--set", pair)
     ]
     clean = [f"packchaos-cifar_resnet8-A-inject_nan=None-s{seed}" for seed in (0, 1)]
@@ -522,7 +523,7 @@ def test_packed_trial_resumes_every_member_from_the_pack_checkpoint(commands, in
     for name in clean:
         run = run_of(name)
         assert run.info.status == "FINISHED"
-        assert_each_epoch_once(client, run.info.run_id, 30, 4)
+        assert_each_epoch_once(client, run.info.run_id, 16, 4)
         note = run.data.tags[tracking.CHECKPOINT_FALLBACK]  # resumed through the pack, past the torn file
         assert f"{newest}/{name}/{CHECKPOINT_FILE}" in note, note
     for name in nan:  # still recorded as diverged after the resume, not retrained, not left blank
