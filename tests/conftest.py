@@ -2,9 +2,9 @@
 --no-loadscope-reorder`, the last so units start in this file's order).
 
 Run alone, a third of the suite's time leaves a core idle (Ray starting processes, one-worker runs
-training on one core); a second worker fills it: 59 min instead of 77 on a fresh clone on 2 cores
-(2026-12-03). A plain `pytest` runs serially, in the same order. Two rules keep that cheap and
-correct:
+training on one core); a second worker fills it: 1.3x faster on 2 cores (59 min instead of 77 on a
+fresh clone, 2026-12-03). A plain `pytest` runs serially, in the same order. Two rules keep that
+cheap and correct:
 
 - Tests that share a costly fixture run in one worker, or every worker pays for it: a module-scoped
   fixture (a sweep, a data tree, a run trained once for the module's tests) keeps its module
@@ -35,9 +35,9 @@ import pytest
 # (seconds), is left to start once in each worker.
 SHARED = {"tiny_ablation", "services"}
 
-LONGEST_FIRST = (
-    "tests/cluster/test_rehearsal",  # both rehearsals share `services`: ~430 s together
-    "tests/orchestrator/test_sweep.py",  # the ASHA/FIFO fixture ~380 s, PBT, the Optuna resume
+LONGEST_FIRST = (  # CI's --durations of 2026-12-03 (fresh clone, two workers)
+    "tests/cluster/test_rehearsal",  # both rehearsals share `services`: ~670 s together
+    "tests/orchestrator/test_sweep.py",  # ~1,120 s: the ASHA/FIFO fixture 580 s, PBT, the Optuna resume
     "tests/reliability/test_chaos.py::test_ablation_driver_killed",
     "tests/test_bench_gpu_orchestrated.py",
     "tests/reliability/test_chaos.py::test_packed_trial",
