@@ -124,9 +124,9 @@ def asha_and_full(ray_local, tmp_path_factory):
     """The same 3 samples (same searcher seed) trained to the end (FIFO, 2 at a time) and swept with
     ASHA one at a time. ASHA's reduction factor is 4 here: past each rung (epochs 1 and 4) goes
     only a trial that is the best so far there, so which trials it stops depends on the order they
-    reach a rung in. Two at a time, that order is a race; one at a time it is the samples' order:
-    68 of 96 iterations (trial 1 stopped at epoch 1), every run. Each trial costs ~40 s of start-up
-    and finish here against ~2 s an epoch, hence few trials."""
+    reach a rung in. Two at a time, that order is a race; one at a time it is the samples' order,
+    the same every run. Each trial costs ~40 s of start-up and finish here against ~2 s an epoch,
+    hence few trials."""
     from orchestrator.sweeping import run_sweep
 
     folder = tmp_path_factory.mktemp("sweeps")

@@ -456,9 +456,9 @@ def test_storage_read_only_mid_run_fails_clearly_and_keeps_the_last_checkpoint(c
 def test_packed_trial_resumes_every_member_from_the_pack_checkpoint(commands, in_tmp):
     from tests.orchestrator.conftest import TINY
 
-    # Three runs in one pack (seeds 0 and 1, and seed 0 with its loss going NaN at iteration 6, in
-    # epoch 2, long before the driver is killed): 512 images = 4 iterations per epoch, 16 epochs,
-    # enough that the kill after two registered checkpoints (~epoch 4) lands mid-run.
+    # Four runs in one pack (seeds 0 and 1, each also with its loss going NaN at iteration 6, in
+    # epoch 2, before the driver is killed): 512 images = 4 iterations per epoch, 16 epochs, so the
+    # kill once two checkpoints are registered (epoch 2 or 3) lands mid-run.
     storage = in_tmp / "runs"
     args = [
         "--name",
