@@ -162,9 +162,9 @@ def init_ray() -> None:
 LOCAL_RAY_STARTS = 3
 
 
-def start_local_ray(log_to_driver: bool) -> None:
-    """A private Ray on this machine, started again (saying so) when it misses Ray's start-up
-    deadline, up to LOCAL_RAY_STARTS times."""
+def start_local_ray(log_to_driver: bool, num_cpus: int | None = None) -> None:
+    """A private Ray on this machine (``num_cpus``: Ray's default, every core), started again
+    (saying so) when it misses Ray's start-up deadline, up to LOCAL_RAY_STARTS times."""
     import ray
 
     # One machine, so no node for a cloud to preempt or drain: Ray Train's preemption
@@ -176,6 +176,7 @@ def start_local_ray(log_to_driver: bool) -> None:
             # `ray start` left running on this machine, with its own Python environment.
             ray.init(
                 address="local",
+                num_cpus=num_cpus,
                 include_dashboard=False,
                 _node_ip_address="127.0.0.1",
                 logging_level="WARNING",

@@ -18,13 +18,13 @@ import ray.exceptions
 import ray.train
 import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, WorkerGroupError
-from ray.train.torch import TorchTrainer
 
 from orchestrator import storage, tracking
 from orchestrator.build import build_run_model
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import data_shape
 from orchestrator.resources import DEFAULT_WAIT_MINUTES, run_demand, start_timeout_failures
+from orchestrator.run_trainer import RunTrainer
 from orchestrator.shards import ray_datasets
 from orchestrator.worker import train_worker
 from workloads.data import dataset_spec
@@ -90,7 +90,7 @@ def build_trainer(
     callbacks: list | None = None,
     loop: tuple[Callable, dict] | None = None,
     wait_s: float = DEFAULT_WAIT_MINUTES * 60,
-) -> TorchTrainer:
+) -> RunTrainer:
     """A trainer whose name and storage are the run's: rerunning it resumes from its checkpoint.
     ``recipe``: the run's ``build.run_recipe``. ``loop``: another ``(train_loop_per_worker, its config)``
     than one run's (a pack's: its members carry their recipes). A worker group that cannot be
@@ -100,7 +100,7 @@ def build_trainer(
         train_worker,
         {"config": config.to_dict(), "recipe": recipe.to_dict(), "run_id": run_id, "tracking_uri": tracking_uri},
     )
-    return TorchTrainer(
+    return RunTrainer(
         train_fn,
         train_loop_config=loop_config,
         datasets=ray_datasets(config),

@@ -90,18 +90,15 @@ def _rank(nodeid: str) -> int:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray (2 CPUs, no dashboard) for the whole test session; Ray tests take this fixture.
-
-    ``address="local"`` starts a fresh Ray even when this machine runs another one (``ray start``
-    writes /tmp/ray/ray_current_cluster, which a bare ``ray.init()`` would join).
-    """
+    """One local Ray for the whole test session, started as the commands start their private one
+    (with 2 CPUs whatever the machine); Ray tests take this fixture."""
     import ray
+
+    from orchestrator.cli import start_local_ray
 
     # A test that ran a CLI's main in this process may have left its Ray up: this one is known.
     ray.shutdown()
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING"
-    )
+    start_local_ray(log_to_driver=True, num_cpus=2)
     yield ray
     ray.shutdown()
 

@@ -308,6 +308,9 @@ class RayNode:
             "RAY_USAGE_STATS_ENABLED": "0",
         }
         self.env.pop("RAY_ADDRESS", None)
+        # What a private local Ray sets in the process that started it (cli.start_local_ray, maybe
+        # this test process): a cluster node keeps Ray Train's default.
+        self.env.pop("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", None)
         self.raylet_pid: int | None = None
         self.pids: set[int] = set()
         self.node_id: str | None = None

@@ -151,6 +151,11 @@ def test_an_ablation_on_a_zero_cpu_head_waits_for_nodes_and_survives_losing_one(
         assert set(placements.on(name)) == {aws.head.node_id}, (name, placements.on(name))
         assert len(placements.nodes[name]) >= len(TRIALS), (name, placements.nodes[name])
 
+    # A cluster runs a dashboard: every Train run had Ray Train's placement-group cleaner (a private
+    # Ray leaves it out: run_trainer.py); no run fed a Ray Dataset, so none had a shard manager.
+    assert len(aws.dashboard.actors(class_name="PlacementGroupCleaner")) >= len(TRIALS)
+    assert not aws.dashboard.actors(class_name="DatasetManager")
+
     # MLflow, read through the server with the job's credentials.
     experiment = client.get_experiment_by_name("resnet-orchestrator")
     parent = client.search_runs([experiment.experiment_id], f"tags.`orchestrator.run_key` = '{NAME}'")[0]

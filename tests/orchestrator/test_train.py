@@ -232,10 +232,14 @@ LEARN_EPOCHS, LEARN_ITERATIONS_PER_EPOCH = 5, 32
 
 @pytest.fixture(scope="module")
 def learned(ray_local, tmp_path_factory):
-    """One finished 2-worker run: ``(config, summary, progress lines, seconds)``."""
+    """One finished 2-worker run: ``(config, summary, progress lines, the classes of the Ray actors
+    it started)``."""
+    from ray._private.state import actors  # the GCS's actor table (no dashboard needed)
+
     folder = tmp_path_factory.mktemp("learn")
     cwd, old_uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.chdir(folder)
+    before = set(actors())
     try:
         config = config_of(folder, *LEARN_ARGS)
         lines: list[str] = []
@@ -246,8 +250,9 @@ def learned(ray_local, tmp_path_factory):
         os.chdir(cwd)
         if old_uri is not None:
             os.environ["MLFLOW_TRACKING_URI"] = old_uri
+    started_actors = {actor["ActorClassName"] for key, actor in actors().items() if key not in before}
     print(f"\nlearn run: {seconds:.1f}s, test top-1 error {summary.metrics.get('test_top1_error')}%")
-    return config, summary, lines, seconds
+    return config, summary, lines, started_actors
 
 
 @pytest.mark.timeout(400)
@@ -266,6 +271,14 @@ def test_two_workers_learn_far_below_chance(learned):
     progress = [int(re.match(r"\[learn\] epoch (\d+)/5 iter \d+/160 \|", line).group(1)) for line in lines[1:]]
     assert progress and progress == sorted(set(progress)) and progress[-1] == LEARN_EPOCHS, lines
     assert all("img/s" in line for line in lines[1:])
+
+
+def test_a_run_on_a_private_ray_starts_no_helper_process_it_has_no_use_for(learned):
+    """No Ray Data shard manager (it feeds no Ray Dataset), no placement-group cleaner (no dashboard
+    to watch the controller through), no preemption watcher (one machine): see run_trainer.py."""
+    *_, started = learned
+    assert {"TrainController", "SynchronizationActor", "RayTrainWorker"} <= started, started
+    assert not started & {"DatasetManager", "PlacementGroupCleaner", "PreemptionWatcher"}, started
 
 
 def test_mlflow_run_holds_config_metrics_tags_and_status(learned):
