@@ -66,7 +66,7 @@ test-fast: setup lint
 # The fault-injection tests alone (part of `make test` too): about 15 min.
 chaos: setup test-services
 	$(PY) -m pytest tests/reliability \
-	  tests/orchestrator/test_train.py::test_driver_sigkill_then_rerun_resumes $(PYTEST_ARGS)
+	  tests/orchestrator/test_object_storage.py::test_a_run_checkpoints_to_s3_is_killed_and_resumes_from_s3 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
