@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.timeout(900)  # the quick run: ~3 min on 2 idle cores, far more when they are shared
+pytestmark = pytest.mark.timeout(1320)  # the quick run: 350-680 s in CI (2 shared cores), within its 1,200-s budget
 
 
 def positive(value) -> bool:
@@ -31,7 +31,12 @@ def quick_run(tmp_path_factory):
     env = os.environ | {"OUT": str(out), "PYTHON": sys.executable}
     env.pop("RAY_ADDRESS", None)  # each CLI starts its own private Ray, as on the GPU machine
     done = subprocess.run(
-        ["bash", "bench/gpu_orchestrated.sh", "--quick"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=870
+        ["bash", "bench/gpu_orchestrated.sh", "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1290,
     )
     return out, done
 
