@@ -8,7 +8,7 @@ on 2 cores: a tiny run's 44 CPU-s fell to 34 without these two and the preemptio
   in-memory data set: its workers load their own split);
 - the placement-group cleaner (``PlacementGroupCleanerCallback``), on a Ray without a dashboard
   (the private local one): it watches the controller through the state API, which the dashboard
-  serves, so there it could never see the controller die and only logs, every few seconds, that
+  serves, so there it could never see the controller die and only logs, every second, that
   it cannot ask. Clusters (``cluster/``) run a dashboard and keep it.
 
 Both are Ray Train's internal classes (Ray 2.60); where a Ray version lacks them, every helper stays.
