@@ -24,7 +24,8 @@
 # which took 350-680 s in CI on 2 shared cores), each under its own limit; a part that no longer fits
 # is skipped and says so, a failed part does not stop the others, and the report always runs.
 # GPU_ORCH_PARTS (default all) names the parts to run, comma-separated (setup always runs), e.g.
-# GPU_ORCH_PARTS=cuda_paths,imagenet_compiled for what a first run skipped. PYTHON picks the interpreter (default python3; .venv/bin/python with --quick).
+# GPU_ORCH_PARTS=cuda_paths,imagenet_compiled for what a first run skipped. PYTHON picks the
+# interpreter (default python3; .venv/bin/python with --quick).
 set -u
 cd "$(dirname "$0")/.."
 QUICK=0
