@@ -292,6 +292,16 @@ def runs_in(database: Path) -> list:
     return [Run(client, r) for r in client.search_runs(experiments)] if experiments else []
 
 
+def not_measured(runs: list, missing: str) -> dict:
+    """A part with no figure: why, from its database (a failed run's error) or else ``missing``."""
+    from orchestrator.tracking import ERROR
+
+    failed = [r for r in runs if r.run.info.status == "FAILED"]
+    if failed:
+        return {"status": f"{failed[0].name} FAILED: {failed[0].run.data.tags.get(ERROR, 'no error recorded')}"}
+    return {"status": missing}
+
+
 def timing(work: Path, part: str) -> dict | None:
     """The shell's record of a CLI's launch: wall-clock start and end (s), exit status, slice."""
     return read_json(work / f"{part}.timing.json")
@@ -300,7 +310,7 @@ def timing(work: Path, part: str) -> dict | None:
 def report_cifar_train(work: Path, bare: dict | None) -> dict:
     stamp, runs = timing(work, "cifar_train"), runs_in(work / "cifar_train" / "mlflow.db")
     if not stamp or not runs or not runs[0].epochs:
-        return {"status": "not run or no epoch logged"}
+        return not_measured(runs, "not run or no epoch logged")
     run = runs[0]
     start = run.first_step_started()
     span = run.last_epoch_logged() - start
@@ -337,7 +347,7 @@ def report_ablate(work: Path, bare: dict | None) -> dict:
     members = [r for r in runs if PARENT_RUN_ID in r.run.data.tags and r.epochs]
     rates = [r.rate_between_epochs() for r in members]
     if not stamp or not members or None in rates:
-        return {"status": "not run, or fewer than 2 epochs logged in the slice"}
+        return not_measured(runs, "not run, or fewer than 2 epochs logged in the slice")
     rate = statistics.median(rates)
     start = min(r.first_step_started() for r in members)
     out = {
@@ -369,7 +379,7 @@ def report_imagenet(work: Path, synthetic: dict | None) -> dict:
     run = runs[0] if runs else None
     steady = run.in_epoch_images_per_s() if run else None
     if not stamp or steady is None:
-        return {"status": "not run, or no two logged steps in one epoch after the first"}
+        return not_measured(runs, "not run, or no two logged steps in one epoch after the first")
     out = {
         "model": run.run.data.params["model"],
         "status": run.run.info.status,

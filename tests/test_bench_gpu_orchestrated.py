@@ -122,3 +122,23 @@ def test_quick_mlflow_databases_hold_the_runs(quick_run):
             rows = db.execute("select name, status from runs").fetchall()
         assert {run for run, _ in rows} == runs, (name, rows)
         assert {status for _, status in rows} == {"FINISHED"}, (name, rows)
+    with sqlite3.connect(out / "mlflow_imagenet.db") as db:
+        (lr,) = db.execute("select value from params where key = 'recipe.lr'").fetchone()
+    assert float(lr) == 0.01  # not the paper's 0.1, at which the synthetic JPEGs diverge
+
+
+def test_a_part_whose_run_failed_reports_the_runs_error(tmp_path, monkeypatch):
+    """On the GPU machine the ImageNet slice's run diverged; the report must say so, not "not run"."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking import ERROR
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import gpu_orchestrated
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/imagenet/mlflow.db")
+    run = client.create_run(client.create_experiment("resnet"), run_name="resnet50-device", tags={ERROR: "nan"})
+    client.log_param(run.info.run_id, "recipe", "imagenet")
+    client.set_terminated(run.info.run_id, "FAILED")
+    (tmp_path / "imagenet.timing.json").write_text('{"start": 0, "end": 1, "exit": 1, "slice_s": 90}')
+    assert gpu_orchestrated.report_imagenet(tmp_path, None) == {"status": "resnet50-device FAILED: nan"}
