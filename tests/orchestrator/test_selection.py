@@ -43,6 +43,21 @@ def test_validation_images_leave_the_training_split_and_its_mean():
     assert len(data.val) == 2  # 500 images in evaluation batches of 256
 
 
+def test_a_worker_reads_each_file_split_once_for_its_train_val_and_test_loaders(monkeypatch):
+    """cifar10-jpeg's training split is 50,000 JPEGs to decode, ~10 s on the H200 machine's host
+    (60,000 took 12.6 s there): read twice, for train and for val, it cost that much more of the
+    109 s a ResNet-20 run spent starting."""
+    from orchestrator import data as run_data
+
+    reads, real = [], run_data.load_dataset
+    monkeypatch.setattr(
+        run_data, "load_dataset", lambda name, split, **kw: reads.append(split) or real(name, split, **kw)
+    )
+    data = build_run_data(load_config("smoke", SMALL), 128, 0, 1, torch.device("cpu"))
+    assert sorted(reads) == ["test", "train"]
+    assert len(data.train) == 4 and len(data.val) == 2 and len(data.test) == 1
+
+
 def test_mean_channel_subtracts_the_training_mean_image_averaged_over_its_pixels():
     config = load_config("smoke", SMALL)
     channel = dataclasses.replace(config, mean="channel")
@@ -176,3 +191,34 @@ def test_greedy_ensemble_selection_picks_only_on_a_validation_split_every_member
     summary = summarize(probabilities, labels, validation, None, "on val")
     assert summary["images"] == 2 and [m["top1_error"] for m in summary["members"]] == [0.0, 100.0]
     assert summary["greedy"]["members"] == ["b"] and summary["greedy"]["test"]["top1_error"] == 100.0
+
+
+@pytest.mark.parametrize(
+    "cut", [{}, {"val_split": 0.1}, {"val_split": 500.0, "train_subset": 100}, {"train_subset": 10**6}]
+)
+def test_train_images_counts_what_load_split_leaves(cut):
+    config = load_config("smoke", {"train_subset": None} | cut)
+    assert train_images(config) == len(load_split(config, "train"))
+
+
+def test_the_drivers_data_check_decodes_only_the_test_split(tmp_path, monkeypatch):
+    """The driver checks a cifar10-jpeg run's val_split against its training split's file count:
+    decoding those 50,000 JPEGs took ~10 s of a run's start-up on the H200 machine, 26 s here."""
+    from PIL import Image
+
+    from orchestrator.data import data_shape
+    from workloads.data import registry
+
+    for split, count in (("train", 6), ("test", 2)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (32, 32), (40 * i, 0, 0)).save(tmp_path / split / cls / f"{i}.jpg")
+    decoded, real = [], registry.load_image_tree
+    monkeypatch.setattr(registry, "load_image_tree", lambda source: decoded.append(source.root.name) or real(source))
+    config = load_config("smoke", {"dataset": "cifar10-jpeg", "data_root": str(tmp_path), "val_split": 4.0})
+    assert data_shape(config) == (3, 2, 32)
+    assert decoded == ["test"]
+    assert train_images(config) == 8
+    with pytest.raises(ValueError, match=r"val_split 12 holds out 12 of 12 training images"):
+        data_shape(dataclasses.replace(config, val_split=12.0))

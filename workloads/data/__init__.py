@@ -31,6 +31,7 @@ _EXPORTS = {  # name -> the module of this package that defines it
     "InMemoryDataset": "registry",
     "list_datasets": "registry",
     "load_dataset": "registry",
+    "split_size": "registry",
     "ResidentLoader": "resident",
     "crop_flip": "resident",
     "per_pixel_mean": "resident",

@@ -66,7 +66,7 @@ def _cifar10(split: str, root) -> InMemoryDataset:
     return InMemoryDataset(images, labels, cifar.CLASSES)
 
 
-def _cifar10_jpeg(split: str, root, max_per_class: int | None = None) -> InMemoryDataset:
+def _cifar10_jpeg_files(split: str, root, max_per_class: int | None = None) -> ImageFolderSource:
     _check_split("cifar10-jpeg", split)
     root = root or os.environ.get(CIFAR10_JPEG_ENV_VAR)
     if not root:
@@ -74,7 +74,11 @@ def _cifar10_jpeg(split: str, root, max_per_class: int | None = None) -> InMemor
             f"cifar10-jpeg: no data root given; {root_hint(CIFAR10_JPEG_ENV_VAR)} "
             f"(the extracted cifar10-jpeg/ directory holding train/ and test/)"
         )
-    source = ImageFolderSource(Path(root) / split, max_per_class=max_per_class, env_var=CIFAR10_JPEG_ENV_VAR)
+    return ImageFolderSource(Path(root) / split, max_per_class=max_per_class, env_var=CIFAR10_JPEG_ENV_VAR)
+
+
+def _cifar10_jpeg(split: str, root, max_per_class: int | None = None) -> InMemoryDataset:
+    source = _cifar10_jpeg_files(split, root, max_per_class)
     images, labels = load_image_tree(source)
     return InMemoryDataset(images, labels, source.classes)
 
@@ -94,6 +98,14 @@ _LOADERS = {
     "cifar10-jpeg": _cifar10_jpeg,
     "synthetic": _synthetic,
 }
+
+
+def split_size(name: str, split: str = "train", root: str | Path | None = None, **kw) -> int:
+    """Images in split "train" or "test" of a named in-memory data set, as ``len(load_dataset(...))``;
+    cifar10-jpeg's are counted from its file list, without decoding 50,000 JPEGs (10-26 s a core)."""
+    if name == "cifar10-jpeg":
+        return len(_cifar10_jpeg_files(split, root, **kw))
+    return len(load_dataset(name, split, root, **kw))
 
 
 def list_datasets() -> list[str]:
