@@ -31,9 +31,15 @@ from tests.cluster.local_cluster import ROOT, LocalCluster
 from tests.cluster.shipped import head_of, worker_of
 
 NAME = "rehearsal"
-TRAIN_IMAGES, BATCH, ITERATIONS = 1024, 128, 16  # smoke recipe batch 128: 8 iterations an epoch
+TRAIN_IMAGES, BATCH = 1024, 128  # smoke recipe batch 128: 8 iterations an epoch
+SUBSETS = [f"train_subset={TRAIN_IMAGES}", "test_subset=256"]
+TINY = [*SUBSETS, "recipe.total=16", "recipe.milestones=[12]"]  # 2 epochs: the ensemble rehearsal's members
+# The ablation's trials train 6 epochs: the test loses the node once it sees a checkpoint, which
+# takes it up to ~5 s (a 2-s poll of the job and the state API); an epoch takes ~2 s on a quiet
+# machine, so trials of 2 epochs could finish before the node was lost and nothing would restart.
+ITERATIONS = 48
 EPOCHS = math.ceil(ITERATIONS / (TRAIN_IMAGES // BATCH))
-TINY = [f"train_subset={TRAIN_IMAGES}", "test_subset=256", f"recipe.total={ITERATIONS}", "recipe.milestones=[12]"]
+ABLATION = [*SUBSETS, f"recipe.total={ITERATIONS}", "recipe.milestones=[36]"]
 TRIALS = sorted(f"{NAME}-{net}-s0" for net in ("cifar_plain8", "cifar_resnet8-A"))
 JOB_TIMEOUT_S = 900  # 320 s in all beside another test on the 2 cores (make test's two workers)
 # The code the job ships (its working_dir): this checkout; another tree only to debug the rehearsal.
@@ -99,7 +105,7 @@ def test_an_ablation_on_a_zero_cpu_head_waits_for_nodes_and_survives_losing_one(
             "--tracking-uri",
             services.server.url,
         ]
-        + [a for pair in TINY for a in ("--set", pair)],
+        + [a for pair in ABLATION for a in ("--set", pair)],
     )
 
     # The head alone holds no trial: the job says so and waits (asking the autoscaler), writing nothing.
