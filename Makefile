@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 PYTEST_ARGS ?=
-# make test-fast: pytest 193 s here (2026-12-03), 276 s on the slower 2026-12-04; lint adds ~10 s.
+# make test-fast: pytest 93-276 s here (the machine's speed varies by day: README.md); lint adds ~10 s.
 FAST_TESTS := tests/workloads tests/test_layering.py tests/test_packaging.py tests/test_security.py \
   tests/test_shared_data.py tests/orchestrator/test_config.py tests/orchestrator/test_progress.py \
   tests/cluster/test_configs.py
