@@ -46,24 +46,28 @@ def subset_indices(total: int, limit: int | None) -> torch.Tensor:
     return order[:limit].sort().values
 
 
-def load_split(config: ExperimentConfig, split: str):
+def load_split(config: ExperimentConfig, split: str, reads: dict | None = None):
     """An in-memory split: "train" and "val" (the held-out part of the training split, when
-    ``val_split`` is set), cut to ``train_subset``; "test", cut to ``test_subset``."""
-    return load_splits(config, split)[0]
+    ``val_split`` is set), cut to ``train_subset``; "test", cut to ``test_subset``. ``reads``: as
+    for ``load_splits``."""
+    return load_splits(config, split, reads=reads)[0]
 
 
-def load_splits(config: ExperimentConfig, *splits: str) -> list:
+def load_splits(config: ExperimentConfig, *splits: str, reads: dict | None = None) -> list:
     """``load_split`` of each of ``splits``, reading each of the data set's files once: "train" and
-    "val" are cut from the same read (cifar10-jpeg: 50,000 JPEGs to decode, 10-26 s on one core)."""
+    "val" are cut from the same read (cifar10-jpeg: 50,000 JPEGs to decode, 10-26 s on one core).
+    ``reads``: a dict the caller shares between calls, so that later calls reuse what earlier
+    ones read (keyed by data set, file split and root)."""
     if "val" in splits and config.val_split is None:
         raise ValueError(f"run {config.name!r} has no validation split (val_split is null)")
-    read: dict[str, object] = {}
+    read: dict = {} if reads is None else reads
     out = []
     for split in splits:
         source = "test" if split == "test" else "train"
-        if source not in read:
-            read[source] = load_dataset(config.dataset, source, root=config.data_root)
-        data = read[source]
+        key = (config.dataset, source, config.data_root)
+        if key not in read:
+            read[key] = load_dataset(config.dataset, source, root=config.data_root)
+        data = read[key]
         if split != "test" and config.val_split is not None:
             train, val = validation_split(data.labels, config.val_split)
             data = data.subset(val if split == "val" else train)

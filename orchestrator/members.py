@@ -103,8 +103,11 @@ def download_checkpoint(client, run, label: str, folder: Path) -> dict:
         ) from None
 
 
-def load_members(client, runs: list, label: str, folder: Path, data_root: str | None) -> list[Member]:
-    """Every run's checkpoint as a ``Member``: the model, its config and its training mean."""
+def load_members(
+    client, runs: list, label: str, folder: Path, data_root: str | None, reads: dict | None = None
+) -> list[Member]:
+    """Every run's checkpoint as a ``Member``: the model, its config and its training mean (the
+    training split read into ``reads``, when given: ``data.load_splits``)."""
     names = [tracking.run_name(r) for r in runs]
     means: dict = {}
     members = []
@@ -127,7 +130,7 @@ def load_members(client, runs: list, label: str, folder: Path, data_root: str | 
 
                 means[key] = torch.from_numpy(run_mean(config))
             else:
-                means[key] = training_mean(config, load_split(config, "train").images)
+                means[key] = training_mean(config, load_split(config, "train", reads).images)
         members.append(Member(name, run.info.run_id, config, state["model"], means[key]))
     classes = {m.name: m.num_classes for m in members}
     if len(set(classes.values())) > 1:
