@@ -33,7 +33,6 @@ from tests.cluster.shipped import head_of, worker_of
 NAME = "rehearsal"
 TRAIN_IMAGES, BATCH = 1024, 128  # smoke recipe batch 128: 8 iterations an epoch
 SUBSETS = [f"train_subset={TRAIN_IMAGES}", "test_subset=256"]
-TINY = [*SUBSETS, "recipe.total=16", "recipe.milestones=[12]"]  # 2 epochs: the ensemble rehearsal's members
 # The ablation's trials train 6 epochs: the test loses the node once it sees a checkpoint, which
 # takes it up to ~5 s (a 2-s poll of the job and the state API); an epoch takes ~2 s on a quiet
 # machine, so trials of 2 epochs could finish before the node was lost and nothing would restart.

@@ -18,10 +18,11 @@ from mlflow.tracking import MlflowClient
 from tests.cluster.conftest import Placements, submit, waiting_logs
 from tests.cluster.local_cluster import LocalCluster
 from tests.cluster.shipped import head_of, worker_of
-from tests.cluster.test_rehearsal import SOURCE, TINY
+from tests.cluster.test_rehearsal import SOURCE, SUBSETS
 
 NAME = "ensemble-rehearsal"
 MEMBERS = 3  # configs/ensemble/smoke.yaml
+TINY = [*SUBSETS, "recipe.total=16", "recipe.milestones=[12]"]  # 2 epochs a member
 JOB_TIMEOUT_S = 900  # 430 s in all beside another test on the 2 cores (make test's two workers)
 MANIFEST = "kuberay/rayjob-ensemble.yaml"
 

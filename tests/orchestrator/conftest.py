@@ -22,6 +22,17 @@ def python_in_fresh_process(code: str, timeout: float = 300) -> subprocess.Compl
     )
 
 
+@pytest.fixture
+def dataset_reads(monkeypatch) -> list[str]:
+    """The file splits ("train", "test") ``orchestrator.data`` reads from disk while the test runs,
+    in order: each is a full decode (cifar10-jpeg's training split: 50,000 JPEGs, 10-26 s a core)."""
+    from orchestrator import data
+
+    reads, real = [], data.load_dataset
+    monkeypatch.setattr(data, "load_dataset", lambda name, split, **kw: reads.append(split) or real(name, split, **kw))
+    return reads
+
+
 # A matrix small enough for tests: depth 8 and 14, plain and residual, one worker per trial,
 # 2 epochs of 4 iterations (512 images, batch 128).
 TINY = ["train_subset=512", "test_subset=256", "recipe.total=8", "recipe.milestones=[6]", "log_every=2"]

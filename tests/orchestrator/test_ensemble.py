@@ -194,20 +194,15 @@ def test_combine_of_a_subset_equals_evaluating_that_subset(trained, tmp_path, ca
 
 
 def test_evaluate_reads_the_training_split_once_for_the_mean_and_the_validation_images(
-    trained, tmp_path, capsys, monkeypatch
+    trained, tmp_path, capsys, dataset_reads
 ):
-    """The members' training mean and the validation rows come from one read of the training split
-    (cifar10-jpeg: 50,000 JPEGs to decode, 10-26 s a core)."""
-    from orchestrator import data
-
+    """The members' training mean and the validation rows come from one read of the training split."""
     summary, uri, _ = trained
-    reads, real = [], data.load_dataset
-    monkeypatch.setattr(data, "load_dataset", lambda name, split, **kw: reads.append(split) or real(name, split, **kw))
     ids = ",".join(sorted(member_ids(summary).values())[:2])
     code, out, err = run_cli(["evaluate", "--runs", ids, "--tracking-uri", uri, "--out", str(tmp_path)], capsys)
     assert code == 0, err
     assert "and 500 validation images" in out
-    assert sorted(reads) == ["test", "train"]
+    assert sorted(dataset_reads) == ["test", "train"]
 
 
 def fake_run(

@@ -43,18 +43,12 @@ def test_validation_images_leave_the_training_split_and_its_mean():
     assert len(data.val) == 2  # 500 images in evaluation batches of 256
 
 
-def test_a_worker_reads_each_file_split_once_for_its_train_val_and_test_loaders(monkeypatch):
+def test_a_worker_reads_each_file_split_once_for_its_train_val_and_test_loaders(dataset_reads):
     """cifar10-jpeg's training split is 50,000 JPEGs to decode, ~10 s on the H200 machine's host
     (60,000 took 12.6 s there): read twice, for train and for val, it cost that much more of the
     109 s a ResNet-20 run spent starting."""
-    from orchestrator import data as run_data
-
-    reads, real = [], run_data.load_dataset
-    monkeypatch.setattr(
-        run_data, "load_dataset", lambda name, split, **kw: reads.append(split) or real(name, split, **kw)
-    )
     data = build_run_data(load_config("smoke", SMALL), 128, 0, 1, torch.device("cpu"))
-    assert sorted(reads) == ["test", "train"]
+    assert sorted(dataset_reads) == ["test", "train"]
     assert len(data.train) == 4 and len(data.val) == 2 and len(data.test) == 1
 
 
