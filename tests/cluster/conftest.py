@@ -11,8 +11,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
+from orchestrator.run_trainer import POLL_INTERVAL_ENV, POLL_INTERVAL_S
 from tests.cluster.local_cluster import (
     BIN,
     Fatal,
@@ -118,11 +120,14 @@ def waiting_logs(cluster, submission_id: str, timeout: float) -> str:
 
 class Placements:
     """Where each actor of the watched classes ran, read from the state API while the job runs
-    (an actor that died with its node, or is not placed yet, has no node id)."""
+    (an actor that died with its node, or is not placed yet, has no node id), and the controller
+    poll each live Train controller's process was started with (its environment, read from /proc:
+    every node is on this machine)."""
 
     def __init__(self, classes: tuple[str, ...] = ("RayTrainWorker", "ImplicitFunc", "TrainController")):
         self.classes = classes
         self.nodes: dict[str, dict[str, str]] = {name: {} for name in classes}  # class -> actor id -> node id
+        self.controller_poll: dict[str, str | None] = {}  # actor id -> RAY_TRAIN_HEALTH_CHECK_INTERVAL_S
 
     def poll(self, dashboard) -> list[dict]:
         """Record every placed actor of the classes; returns the RayTrainWorker actors seen now."""
@@ -132,7 +137,19 @@ class Placements:
             for actor in seen[name]:
                 if actor["node_id"]:
                     self.nodes[name][actor["actor_id"]] = actor["node_id"]
+                if name == "TrainController" and actor["state"] == "ALIVE" and actor.get("pid"):
+                    try:
+                        environ = psutil.Process(actor["pid"]).environ()
+                    except psutil.Error:  # ended since the state API listed it
+                        continue
+                    self.controller_poll[actor["actor_id"]] = environ.get(POLL_INTERVAL_ENV)
         return seen.get("RayTrainWorker", [])
+
+    def assert_controllers_polled_fast(self) -> None:
+        """Every live controller seen polled its workers every POLL_INTERVAL_S, not Ray's 2 s: the
+        variable the driver sets reached controllers started on the cluster (run_trainer.py)."""
+        assert self.controller_poll, "no live Train controller was seen"
+        assert set(self.controller_poll.values()) == {str(POLL_INTERVAL_S)}, self.controller_poll
 
     def on(self, name: str) -> dict[str, set[str]]:
         """node id -> the actor ids of class ``name`` that ran there."""

@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import requests
 
+from orchestrator.run_trainer import POLL_INTERVAL_ENV
 from tests.cluster.shipped import Node, for_this_machine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -308,9 +309,10 @@ class RayNode:
             "RAY_USAGE_STATS_ENABLED": "0",
         }
         self.env.pop("RAY_ADDRESS", None)
-        # What a private local Ray sets in the process that started it (cli.start_local_ray, maybe
-        # this test process): a cluster node keeps Ray Train's default.
+        # What a private local Ray or a run sets in the process that started it (cli.start_local_ray,
+        # RunTrainer.fit; maybe this test process): a cluster node keeps Ray Train's defaults.
         self.env.pop("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", None)
+        self.env.pop(POLL_INTERVAL_ENV, None)
         self.raylet_pid: int | None = None
         self.pids: set[int] = set()
         self.node_id: str | None = None

@@ -155,6 +155,7 @@ def test_an_ablation_on_a_zero_cpu_head_waits_for_nodes_and_survives_losing_one(
     for name in ("ImplicitFunc", "TrainController"):
         assert set(placements.on(name)) == {aws.head.node_id}, (name, placements.on(name))
         assert len(placements.nodes[name]) >= len(TRIALS), (name, placements.nodes[name])
+    placements.assert_controllers_polled_fast()
 
     # A cluster runs a dashboard: every Train run had Ray Train's placement-group cleaner (a private
     # Ray leaves it out: run_trainer.py); no run fed a Ray Dataset, so none had a shard manager.

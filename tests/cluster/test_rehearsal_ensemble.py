@@ -80,6 +80,7 @@ def test_ensemble_train_on_a_zero_cpu_head_waits_for_a_node_then_trains_and_eval
     for name in ("ImplicitFunc", "TrainController"):
         assert set(placements.on(name)) == {rayjob.head.node_id}, (name, placements.on(name))
         assert len(placements.nodes[name]) >= MEMBERS, (name, placements.nodes[name])
+    placements.assert_controllers_polled_fast()
 
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", services.user[0])
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", services.user[1])
