@@ -10,8 +10,9 @@ The smoke ablation (2 tiny trials) is `ray job submit`ted to the head alone: it 
 waits for (no node can hold a trial), start when a worker node joins, and, when that node is lost
 mid-run (SIGKILLed raylet; a second node has joined), still finish every trial, each epoch logged
 exactly once in MLflow (read through the server and straight from PostgreSQL), with its trial
-driver and Train controller on the head the whole time. A job API call without the token and an
-MLflow call without the password are refused.
+driver and Train controller on the head the whole time, each controller polling its workers every
+0.25 s (run_trainer.py). A job API call without the token and an MLflow call without the password
+are refused.
 """
 
 from __future__ import annotations
