@@ -19,11 +19,16 @@ the poll sets how often a run can report: each worker's report waits in a one-sl
 empties, so under Ray's default a run whose epochs take less than 2 s trains one epoch every 2 s.
 ResNet-20 on an H200 does (~1 s an epoch of work): it ran at 1.99 s an epoch, 2.75x the bare
 trainer (docs/PERFORMANCE.md). A poll is one small actor call per worker.
+
+And after the run it gives Ctrl-C back to the caller: Ray Train's own handler, installed for a run
+fitted on the main thread, would otherwise outlive the run.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 from ray.train.torch import TorchTrainer
 
@@ -62,7 +67,16 @@ class RunTrainer(TorchTrainer):
         # Ray Train hands the variables the caller's process has to the controller it starts (the
         # driver's, or a Tune trial's); one the user set stays as set.
         os.environ.setdefault(POLL_INTERVAL_ENV, str(POLL_INTERVAL_S))
-        return super().fit()
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        before = signal.getsignal(signal.SIGINT) if on_main_thread else None
+        try:
+            return super().fit()
+        finally:
+            # Ray Train's Ctrl-C handler (it aborts the run) stays installed after the run, holding
+            # its controller: Ctrl-C would abort a finished run (the third press exits 0) while
+            # the caller closes it, and the idle controller would live as long as this process.
+            if before is not None:
+                signal.signal(signal.SIGINT, before)
 
     def _create_default_callbacks(self) -> list:
         idle = idle_helpers(bool(self.datasets), dashboard_running())

@@ -2,7 +2,12 @@
 ``test_a_run_on_a_private_ray_starts_no_helper_process_it_has_no_use_for``)."""
 
 import json
+import os
+import signal
+import time
 
+import psutil
+import pytest
 from ray.train import RunConfig, ScalingConfig
 
 from orchestrator.run_trainer import RunTrainer
@@ -38,3 +43,43 @@ def test_reports_are_not_held_to_ray_trains_two_second_poll(ray_local, tmp_path)
     assert len(times) == REPORTS
     span = times[-1] - times[0]  # REPORTS - 1 reports, each waiting for the poll that empties the slot
     assert span < (REPORTS - 3) * RAY_POLL_S, f"{REPORTS} reports took {span:.1f} s"
+
+
+def train_controllers() -> list[psutil.Process]:
+    """The Ray Train controllers of this process's private Ray (its raylet's workers are its
+    descendants; another test worker's Ray is not)."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.cmdline()[:1] and process.cmdline()[0].startswith("ray::TrainController"):
+                found.append(process)
+        except psutil.Error:  # ended while listed
+            pass
+    return found
+
+
+def test_after_a_run_ctrl_c_interrupts_again_and_the_controller_ends(ray_local, tmp_path):
+    """Ray Train aborts a run on Ctrl-C through a handler it installs for a run fitted on the main
+    thread, and leaves it installed afterwards, holding the finished run's controller: a CLI then
+    swallowed Ctrl-C while it closed the run (MLflow uploads, the model's export) until a third
+    press exited 0, and the idle controller lived as long as the process."""
+
+    def loop(config):
+        import ray.train
+
+        ray.train.report({"done": 1})
+
+    before = signal.getsignal(signal.SIGINT)
+    RunTrainer(
+        loop,
+        scaling_config=ScalingConfig(num_workers=1),
+        run_config=RunConfig(name="handler", storage_path=str(tmp_path / "runs")),
+    ).fit()
+    assert signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler runs at the next bytecode; this only bounds a swallowed signal
+    deadline = time.monotonic() + 30  # s: Ray ends an actor soon after its last handle is released
+    while train_controllers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not train_controllers(), "the finished run's controller is still alive"
