@@ -20,8 +20,10 @@ empties, so under Ray's default a run whose epochs take less than 2 s trains one
 ResNet-20 on an H200 does (~1 s an epoch of work): it ran at 1.99 s an epoch, 2.75x the bare
 trainer (docs/PERFORMANCE.md). A poll is one small actor call per worker.
 
-And after the run it gives Ctrl-C back to the caller: Ray Train's own handler, installed for a run
-fitted on the main thread, would otherwise outlive the run.
+Ctrl-C during a run fitted on the main thread aborts it as Ray Train's own handler does, then raises
+``KeyboardInterrupt`` out of ``fit()`` for the caller to close the run and say so; Ray's handler
+exits the process instead (status 0 or 1, nothing said, the MLflow run left RUNNING). After the run
+Ctrl-C is the caller's again: Ray's handler stayed installed, holding the finished run's controller.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import os
 import signal
 import threading
 
+import ray
 from ray.train.torch import TorchTrainer
 
 try:
@@ -72,11 +75,26 @@ class RunTrainer(TorchTrainer):
         try:
             return super().fit()
         finally:
-            # Ray Train's Ctrl-C handler (it aborts the run) stays installed after the run, holding
-            # its controller: Ctrl-C would abort a finished run (the third press exits 0) while
-            # the caller closes it, and the idle controller would live as long as this process.
             if before is not None:
                 signal.signal(signal.SIGINT, before)
+
+    def _register_sigint_handler(self, controller) -> None:
+        """Ctrl-C: the controller aborts the run (stops its workers, releases their placement group;
+        the checkpoints stay), then ``fit()`` raises KeyboardInterrupt. A second Ctrl-C while the
+        abort runs raises at once."""
+        aborting = False
+
+        def on_ctrl_c(signum, frame):
+            nonlocal aborting
+            if not aborting:
+                aborting = True
+                try:
+                    ray.get(controller.abort.remote())
+                except ray.exceptions.RayActorError:  # the abort ends the controller's process
+                    pass
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_ctrl_c)
 
     def _create_default_callbacks(self) -> list:
         idle = idle_helpers(bool(self.datasets), dashboard_running())

@@ -220,7 +220,7 @@ class TrialTraining:
                 loop=(train_worker, loop_config),
                 wait_s=wait_s,
             )
-        except KeyboardInterrupt:  # interrupted before Ray Train's handler was in place
+        except KeyboardInterrupt:  # the run aborted (RunTrainer's Ctrl-C handler), or interrupted before it
             ray.actor.exit_actor()
         finally:
             finished.set()

@@ -59,10 +59,19 @@ def train(
         f"[{config.name}] {'starting' if created else 'resuming'} MLflow run {run_id} "
         f"({config.model} on {config.dataset}, {config.workers} worker(s))"
     )
-    with (
-        RunWatcher(uri, {config.name: run_id}, lambda label, m, eta: echo(epoch_line(label, m, eta)), on_event=echo),
-        resources.PendingWatch(echo, config.name) as watch,
-    ):
-        restart = (lambda: watch.while_paused(cli.restart_ray)) if own_ray else None
-        result, error = fit(config, run_id, uri, recipe, echo=echo, wait_s=wait_s, restart_ray=restart)
+
+    def progress(label, metrics, eta):
+        echo(epoch_line(label, metrics, eta))
+
+    try:
+        with (
+            RunWatcher(uri, {config.name: run_id}, progress, on_event=echo),
+            resources.PendingWatch(echo, config.name) as watch,
+        ):
+            restart = (lambda: watch.while_paused(cli.restart_ray)) if own_ray else None
+            result, error = fit(config, run_id, uri, recipe, echo=echo, wait_s=wait_s, restart_ray=restart)
+    except KeyboardInterrupt:  # Ctrl-C: Ray Train has aborted the run (RunTrainer)
+        client.set_terminated(run_id, "KILLED")
+        echo(f"[{config.name}] interrupted: its workers are stopped, its checkpoints kept; MLflow run {run_id} KILLED")
+        raise
     return record_result(client, config, run_id, result, error)

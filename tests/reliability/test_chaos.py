@@ -1,10 +1,11 @@
 """Chaos: faults injected into real runs (Ray Train + Ray Tune + MLflow + Fashion-MNIST, no mocks).
 
 A truncated newest checkpoint (skipped: the run resumes from the previous one), every kept
-checkpoint corrupt, three worker SIGKILLs in one run, the ablation driver killed twice (after a
-trial finished, and at a random point), the MLflow tracking server down mid-run, the storage made
-read-only mid-run, a packed trial resumed from torn checkpoints; a storage path that cannot be
-created is in test_bad_input.py, a single run's driver kill in tests/orchestrator/test_train.py.
+checkpoint corrupt, three worker SIGKILLs in one run, Ctrl-C mid-run, the ablation driver killed
+twice (after a trial finished, and at a random point), the MLflow tracking server down mid-run, the
+storage made read-only mid-run, a packed trial resumed from torn checkpoints; a storage path that
+cannot be created is in test_bad_input.py, a single run's driver kill in
+tests/orchestrator/test_train.py.
 
 What each fault does, and the figures measured here, are in docs/RELIABILITY.md.
 """
@@ -33,6 +34,7 @@ from orchestrator.training import train
 from tests.reliability.procs import (
     Command,
     MlflowServer,
+    session_processes,
     train_workers,
     wait_until,
 )
@@ -261,6 +263,39 @@ def test_workers_sigkilled_three_times_the_run_finishes_as_if_uninterrupted(comm
         output,
     )
     assert explained, (killed, cli.describe())
+
+
+# --- Ctrl-C mid-run ------------------------------------------------------------------------------------
+
+# One worker, 512 images = 4 iterations of batch 128 per epoch, 10 epochs: Ctrl-C lands after epoch 1
+# with most of the run still to train.
+CTRL_C_ARGS = ["--model", "cifar_resnet8", "--set", "workers=1", "--set", "train_subset=512"]
+CTRL_C_ARGS += ["--set", "test_subset=256", "--iterations", "40"]
+CTRL_C_EPOCHS, CTRL_C_PER_EPOCH = 10, 4
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_mid_run_stops_it_saying_so_and_the_same_command_resumes_it(commands, in_tmp):
+    args = [*CTRL_C_ARGS, "--name", "ctrlc", "--storage-path", str(in_tmp / "runs")]
+    cli = commands("orchestrator.train", args, in_tmp, "first")
+    run_id = run_id_of(cli)
+    client = MlflowClient(config_of(in_tmp, *CTRL_C_ARGS, "--name", "ctrlc").resolved_tracking_uri())
+    wait_until(lambda: logged_epochs(client, run_id) >= 1, 300, "epoch 1 in MLflow", cli)
+    os.killpg(cli.pid, signal.SIGINT)  # a terminal's Ctrl-C: the command's whole process group
+    assert cli.wait(timeout=120) == 130, cli.describe()
+    assert logged_epochs(client, run_id) < CTRL_C_EPOCHS, "the run ended before Ctrl-C reached it"
+    output = cli.stdout() + cli.stderr()
+    assert "Traceback" not in output
+    assert f"[ctrlc] interrupted: its workers are stopped, its checkpoints kept; MLflow run {run_id} KILLED" in output
+    assert "interrupted; rerun the same command to resume" in cli.stderr()
+    assert client.get_run(run_id).info.status == "KILLED"
+    wait_until(lambda: not session_processes(cli.pid), 30, "its private Ray to end with it")
+
+    again = commands("orchestrator.train", args, in_tmp, "again")
+    assert again.wait(timeout=300) == 0, again.describe()
+    assert f"[ctrlc] resuming MLflow run {run_id}" in again.stdout()
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert_each_epoch_once(client, run_id, CTRL_C_EPOCHS, CTRL_C_PER_EPOCH)  # resumed, none trained twice
 
 
 # --- the ablation driver killed again and again ------------------------------------------------------
