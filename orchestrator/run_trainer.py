@@ -24,6 +24,8 @@ Ctrl-C during a run fitted on the main thread aborts it as Ray Train's own handl
 ``KeyboardInterrupt`` out of ``fit()`` for the caller to close the run and say so; Ray's handler
 exits the process instead (status 0 or 1, nothing said, the MLflow run left RUNNING). After the run
 Ctrl-C is the caller's again: Ray's handler stayed installed, holding the finished run's controller.
+The handler is installed through Ray Train's internal ``_register_sigint_handler`` (Ray 2.60);
+tests/reliability/test_chaos.py's Ctrl-C test fails if Ray stops calling it.
 """
 
 from __future__ import annotations
