@@ -29,10 +29,20 @@ BIN = Path(sys.executable).parent
 START_SERVER = ROOT / "cluster" / "mlflow" / "start-server.sh"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now that this process has not handed out before: the kernel may give a port
+    just closed again, and two components of a node on one port fail its `ray start` (seen in CI:
+    the node manager's port again for the metrics exporter)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def free_port_range(size: int = 200) -> tuple[int, int]:
