@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 
 import ray
@@ -90,6 +91,11 @@ class RunTrainer(TorchTrainer):
             nonlocal aborting
             if not aborting:
                 aborting = True
+                print(
+                    f"[{self.run_config.name}] Ctrl-C: stopping the run's workers (Ctrl-C again: stop waiting)",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 try:
                     ray.get(controller.abort.remote())
                 except ray.exceptions.RayActorError:  # the abort ends the controller's process

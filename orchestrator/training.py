@@ -71,12 +71,10 @@ def train(
             restart = (lambda: watch.while_paused(cli.restart_ray)) if own_ray else None
             result, error = fit(config, run_id, uri, recipe, echo=echo, wait_s=wait_s, restart_ray=restart)
     except KeyboardInterrupt:  # Ctrl-C: the run is aborted (RunTrainer)
+        echo(f"[{config.name}] interrupted: its workers are stopped, its checkpoints kept; MLflow run {run_id} KILLED")
         try:
             client.set_terminated(run_id, "KILLED")
-            marked = "KILLED"
         except Exception as failure:  # noqa: BLE001 - the tracking server is unreachable: a rerun reopens it all the same
-            marked = f"not marked KILLED ({type(failure).__name__})"
-        said = f"[{config.name}] interrupted: its workers are stopped, its checkpoints kept"
-        echo(f"{said}; MLflow run {run_id} {marked}")
+            echo(f"[{config.name}] could not mark MLflow run {run_id} KILLED: {type(failure).__name__}")
         raise
     return record_result(client, config, run_id, result, error)

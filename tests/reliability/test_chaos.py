@@ -287,6 +287,7 @@ def test_ctrl_c_mid_run_stops_it_saying_so_and_the_same_command_resumes_it(comma
     output = cli.stdout() + cli.stderr()
     assert "Traceback" not in output
     assert f"[ctrlc] interrupted: its workers are stopped, its checkpoints kept; MLflow run {run_id} KILLED" in output
+    assert "[ctrlc] Ctrl-C: stopping the run's workers (Ctrl-C again: stop waiting)" in cli.stderr()
     assert "interrupted; rerun the same command to resume" in cli.stderr()
     assert client.get_run(run_id).info.status == "KILLED"
     wait_until(lambda: not session_processes(cli.pid), 30, "its private Ray to end with it")
